@@ -1,0 +1,1 @@
+"""MAGIC reproduction: the data layer, prompts, the generator and its decoding."""

@@ -1,0 +1,34 @@
+"""Shared test set-up: offline, few threads, the repository root importable, the real data when present."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def shared_data_dir() -> Path:
+    """`MAGIC_DATA_DIR`, else ../shared/data/esconv beside the repository."""
+    return Path(os.environ.get("MAGIC_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "esconv"))
+
+
+@pytest.fixture(scope="session")
+def esconv_dir() -> Path:
+    """The real ESConv data (see its SOURCES.md); tests that need it skip when it is absent."""
+    d = shared_data_dir()
+    if not (d / "magic" / "test.txt").exists():
+        pytest.skip(f"real ESConv data not found at {d} (set MAGIC_DATA_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
