@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import warnings
 from typing import Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -18,6 +23,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -41,3 +47,10 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected a {what}") from None
+
+
+def plain_warnings() -> None:
+    """Show ``warnings.warn`` messages to script users as ``warning: <message>`` lines on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+    warnings.showwarning = show

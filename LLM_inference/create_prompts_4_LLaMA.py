@@ -1,0 +1,50 @@
+"""Step 2: instruction/output pairs for fine-tuning the strategy LLM, and prompts for valid/test.
+
+Run from LLM_inference/ as released (defaults ../data/*.txt and motivations_4_LLaMA.json):
+
+    python create_prompts_4_LLaMA.py
+    python create_prompts_4_LLaMA.py --train_file ../data/demo/train.txt ... --output_dir out/
+
+Writes prompts_4_LLaMA.json, prompts_4_LLaMA_valid.json, prompts_4_LLaMA_test.json (released formats,
+json.dumps(..., ensure_ascii=False, indent=2)), an ids sidecar <name>.ids.json beside each, and
+dataset_info.json for LLaMA-Factory users. Nothing is written unless every input checks out.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from src.esconv import ESConvFormatError  # noqa: E402
+from src.io_utils import plain_warnings  # noqa: E402
+from src.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train_file", default="../data/train.txt")
+    p.add_argument("--valid_file", default="../data/valid.txt")
+    p.add_argument("--test_file", default="../data/test.txt")
+    p.add_argument("--motivations_file", default="motivations_4_LLaMA.json",
+                   help="ChatGPT motivations, one per train sample (collect_motivations_ChatGPT.py)")
+    p.add_argument("--output_dir", default=".")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    plain_warnings()
+    try:
+        files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file)
+    except (ESConvFormatError, PromptBuildError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in write_prompt_files(files, args.output_dir):
+        print(f"wrote {path}")
+    print(f"{len(files['prompts_4_LLaMA.json'])} train pairs, {len(files['prompts_4_LLaMA_valid.json'])} valid "
+          f"prompts, {len(files['prompts_4_LLaMA_test.json'])} test prompts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Step 5: build data/{train,valid,test}.json for the generator.
+
+Reads the MultiESC dialogue files and, when present, the LLM outputs of step 4
+(LLM_inference/strategy_with_motivation{,_valid,_test}.json), and writes one record per sample with the
+released keys (context, response, strategy, response_memory, strategy_memory, motivation) plus id and
+gold_strategy. Run from the repository root:
+
+    python data/add_memory_motivation.py                       # data/*.txt + LLM_inference/ -> data/*.json
+    python data/add_memory_motivation.py --strategy_source gold   # oracle strategies
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from src.dataset_build import DatasetBuildError, build_datasets, strategy_agreement, write_datasets  # noqa: E402
+from src.esconv import ESConvFormatError  # noqa: E402
+from src.io_utils import plain_warnings  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train_file", default="data/train.txt", help="MultiESC train dialogues (JSON lines)")
+    p.add_argument("--valid_file", default="data/valid.txt")
+    p.add_argument("--test_file", default="data/test.txt")
+    p.add_argument("--llm_dir", default="LLM_inference/",
+                   help="folder holding strategy_with_motivation{,_valid,_test}.json from infer_strategy.py")
+    p.add_argument("--output_dir", default="data/")
+    p.add_argument("--strategy_source", choices=["inferred", "gold"], default="inferred",
+                   help="inferred: strategies of the LLM files (released); gold: the annotated ones (oracle)")
+    p.add_argument("--test_mode", choices=["last", "all"], default="last",
+                   help="last: one sample per test dialogue (released); all: every supporter turn")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    plain_warnings()
+    files = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
+    try:
+        records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode)
+    except (ESConvFormatError, DatasetBuildError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    paths = write_datasets(records, args.output_dir)
+    for split, path in paths.items():
+        recs = records[split]
+        print(f"{split:5s}: {len(recs):6d} samples -> {path} "
+              f"(strategy = gold in {100 * strategy_agreement(recs):.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

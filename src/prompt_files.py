@@ -1,0 +1,90 @@
+"""Step 2: the prompt files of the strategy LLM (released names and formats, plus id sidecars).
+
+* ``prompts_4_LLaMA.json``: ``[{"instruction": <LLaMA prompt>, "output": <ChatGPT motivation>}]`` (train)
+* ``prompts_4_LLaMA_valid.json`` / ``prompts_4_LLaMA_test.json``: ``[<LLaMA prompt>]``
+* ``<name>.ids.json`` beside each: the sample ids, in the same order (later steps check them)
+* ``dataset_info.json``: the LLaMA-Factory dataset entry for ``prompts_4_LLaMA.json``
+
+All files are computed first and written only when every check passed, each atomically.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+from .esconv import Sample, load_samples, parse_strategy, strategy_id
+from .io_utils import atomic_write_json, load_json
+from .prompts import llama_prompt
+
+TRAIN_NAME = "prompts_4_LLaMA.json"
+VALID_NAME = "prompts_4_LLaMA_valid.json"
+TEST_NAME = "prompts_4_LLaMA_test.json"
+
+
+class PromptBuildError(ValueError):
+    pass
+
+
+def ids_path(path: str) -> str:
+    """``x/prompts_4_LLaMA_test.json`` -> ``x/prompts_4_LLaMA_test.ids.json``."""
+    root, ext = os.path.splitext(path)
+    return root + ".ids" + ext
+
+
+def load_motivations(path: str, samples: list[Sample]) -> list[str]:
+    """The ChatGPT motivations, one per train sample; checked against the samples' count and ids."""
+    motivations = load_json(path, "motivations list (step 1, collect_motivations_ChatGPT.py)")
+    if not isinstance(motivations, list) or not all(isinstance(m, str) for m in motivations):
+        raise PromptBuildError(f"{path}: expected a JSON list of motivation strings")
+    if len(motivations) != len(samples):
+        raise PromptBuildError(
+            f"{path}: {len(motivations)} motivations, but the train file gives {len(samples)} samples; "
+            "they must correspond one to one (was the collection partial, or made from another train file?)")
+    sidecar = ids_path(path)
+    if os.path.exists(sidecar):
+        ids = load_json(sidecar, "list of sample ids")
+        for i, (got, sample) in enumerate(zip(ids, samples)):
+            if got != sample.id:
+                raise PromptBuildError(f"{sidecar}: entry {i} is sample {got!r}, expected {sample.id!r}")
+    return motivations
+
+
+def count_strategy_mismatches(motivations: list[str], samples: list[Sample]) -> int:
+    """How many motivations name no strategy or another strategy than the gold one they explain."""
+    bad = 0
+    for m, s in zip(motivations, samples):
+        named = parse_strategy(m)
+        bad += named is None or strategy_id(named) != s.strategy_id
+    return bad
+
+
+def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str) -> dict:
+    """Everything to write, keyed by file name (values are JSON-serialisable)."""
+    train = load_samples(train_file, "train")
+    valid = load_samples(valid_file, "valid")
+    test = load_samples(test_file, "test")
+    motivations = load_motivations(motivations_file, train)
+    mismatched = count_strategy_mismatches(motivations, train)
+    if mismatched:
+        warnings.warn(f"{mismatched} of {len(train)} motivations name no strategy or another one than the "
+                      "gold strategy of their sample (kept as they are)", stacklevel=2)
+    files = {
+        TRAIN_NAME: [{"instruction": llama_prompt(s), "output": m} for s, m in zip(train, motivations)],
+        VALID_NAME: [llama_prompt(s) for s in valid],
+        TEST_NAME: [llama_prompt(s) for s in test],
+        "dataset_info.json": {
+            "prompts_4_LLaMA": {"file_name": TRAIN_NAME, "columns": {"prompt": "instruction", "response": "output"}}
+        },
+    }
+    for name, samples in ((TRAIN_NAME, train), (VALID_NAME, valid), (TEST_NAME, test)):
+        files[ids_path(name)] = [s.id for s in samples]
+    return files
+
+
+def write_prompt_files(files: dict, output_dir: str) -> list[str]:
+    paths = []
+    for name, obj in files.items():
+        path = os.path.join(output_dir, name)
+        atomic_write_json(path, obj, indent=2)
+        paths.append(path)
+    return paths
