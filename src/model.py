@@ -1,0 +1,358 @@
+"""The MAGIC generator: a BART encoder-decoder with a strategy memory bank (see ../shared/DESIGN.md).
+
+Parameter names and shapes follow the released ``DialogueModel`` so that a ``state_dict`` saved by the
+released code loads with ``strict=True``:
+
+    encoder.*                              BART encoder (dialogue context, and the motivation)
+    decoder.*                              BART decoder
+    strategy_encoder.*                     second BART encoder (memory responses)
+    memory_enhance_module.multihead_attn.* nn.MultiheadAttention(d, encoder heads)
+    generator.proj.{weight,bias}           Linear(d, vocab) with bias, randomly initialised
+    strategy_cls.classifier.{weight,bias}  Linear(d, 8), the auxiliary strategy classifier
+
+The memory bank (8 slots, each a FIFO of at most K pooled response vectors) is model state but *not* part
+of the ``state_dict`` (the released code kept it in a plain list and saved it separately as
+``memory_bank.pth``); ``_apply`` moves it together with the parameters, so ``.to(device)`` is enough.
+
+Shapes: B batch, T context length, t target length, M memory responses in a batch, Lm their length,
+d hidden size, V vocabulary, S = 8 strategies, K = strategy_memory_max.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BartConfig
+from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
+
+POOL_MODES = ("masked", "all")
+
+
+def _as_config(bart_config_or_dir) -> BartConfig:
+    if isinstance(bart_config_or_dir, BartConfig):
+        return bart_config_or_dir
+    if isinstance(bart_config_or_dir, (str, os.PathLike)):
+        return BartConfig.from_pretrained(str(bart_config_or_dir))
+    raise TypeError(f"expected a BartConfig or a BART directory, got {type(bart_config_or_dir).__name__}")
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Max over dim 1 of ``x`` [B, L, d] at the positions where ``mask`` [B, L] is true -> [B, d].
+
+    ``mask=None`` pools over every position (the released behaviour, pads included). A row without any
+    true position gives zeros rather than -inf.
+    """
+    if mask is None:
+        return x.max(dim=1).values
+    m = mask.bool().unsqueeze(-1)
+    filled = x.masked_fill(~m, torch.finfo(x.dtype).min)
+    out = filled.max(dim=1).values
+    return out.masked_fill(~m.any(dim=1), 0.0)
+
+
+class MemoryEnhanceModule(nn.Module):
+    """Attention from the dialogue states to the memory slot of each sample's strategy, max-pooled."""
+
+    def __init__(self, d_model: int, num_heads: int):
+        super().__init__()
+        # not batch_first: the released module is the default nn.MultiheadAttention (same parameters)
+        self.multihead_attn = nn.MultiheadAttention(d_model, num_heads)
+
+    def forward(
+        self,
+        encoder_states: torch.Tensor,
+        encoder_mask: torch.Tensor,
+        strategy_ids: torch.Tensor,
+        memory_bank: Sequence[torch.Tensor],
+        pool: str = "masked",
+    ) -> torch.Tensor:
+        """encoder_states [B,T,d], encoder_mask [B,T], strategy_ids [B] -> memory vector [B,d].
+
+        A sample whose slot is empty gets a zero vector (the released code produced NaN there: every key
+        of the attention was masked).
+        """
+        B, _, d = encoder_states.shape
+        sizes = torch.tensor([t.size(0) for t in memory_bank], device=encoder_states.device)
+        n = sizes[strategy_ids]  # [B] entries available to each sample
+        m_max = int(n.max().item()) if B else 0
+        if m_max == 0:
+            return encoder_states.new_zeros(B, d)
+        # stack the slots once ([S, m_max, d]) and gather by strategy instead of per-sample copies
+        dtype = encoder_states.dtype
+        padded = encoder_states.new_zeros(len(memory_bank), m_max, d)
+        for s, t in enumerate(memory_bank):
+            if t.size(0):
+                padded[s, : t.size(0)] = t.to(dtype)
+        keys = padded[strategy_ids]  # [B, m_max, d]
+        key_pad = torch.arange(m_max, device=keys.device).unsqueeze(0) >= n.unsqueeze(1)  # [B, m_max]
+        empty = n == 0
+        # keep one (zero) key visible for empty rows so softmax stays finite; their output is zeroed below
+        key_pad[:, 0] = key_pad[:, 0] & ~empty
+        attn, _ = self.multihead_attn(
+            encoder_states.transpose(0, 1), keys.transpose(0, 1), keys.transpose(0, 1),
+            key_padding_mask=key_pad, need_weights=False,
+        )
+        attn = attn.transpose(0, 1)  # [B, T, d]
+        pooled = masked_max(attn, encoder_mask if pool == "masked" else None)
+        return pooled.masked_fill(empty.unsqueeze(1), 0.0)
+
+
+class Generator(nn.Module):
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class StrategyClassifier(nn.Module):
+    def __init__(self, d_model: int, num_strategies: int):
+        super().__init__()
+        self.classifier = nn.Linear(d_model, num_strategies)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+class DialogueModel(nn.Module):
+    """MAGIC's generator. See the module docstring for the parameter layout.
+
+    Args:
+        bart_config_or_dir: a ``BartConfig`` or a BART directory (its config.json is read; no weights).
+        num_strategies: memory slots / classifier outputs (8).
+        strategy_memory_max: K, entries kept per slot (newest first out last: FIFO).
+        use_motivation: append the encoded motivation to the cross-attention memory (released: computed,
+            never used; off by default).
+        use_memory: append the memory-enhanced vector (off = the ``--no_memory`` ablation).
+        pool: "masked" pools over real positions only; "all" pools over every position, pads included,
+            as released (then inputs must be padded to the released fixed lengths; see src/data.py).
+        max_length, max_length_res_memory: the padding lengths of ``pool="all"`` (released 512 / 64).
+    """
+
+    def __init__(
+        self,
+        bart_config_or_dir,
+        num_strategies: int = 8,
+        strategy_memory_max: int = 128,
+        use_motivation: bool = False,
+        use_memory: bool = True,
+        pool: str = "masked",
+        max_length: int = 512,
+        max_length_res_memory: int = 64,
+    ):
+        super().__init__()
+        if pool not in POOL_MODES:
+            raise ValueError(f"pool must be one of {POOL_MODES}, got {pool!r}")
+        if strategy_memory_max < 1:
+            raise ValueError(f"strategy_memory_max must be >= 1, got {strategy_memory_max}")
+        config = _as_config(bart_config_or_dir)
+        self.config = config
+        self.num_strategies = num_strategies
+        self.strategy_memory_max = strategy_memory_max
+        self.use_motivation = use_motivation
+        self.use_memory = use_memory
+        self.pool = pool
+        self.max_length = max_length
+        self.max_length_res_memory = max_length_res_memory
+        d = config.d_model
+
+        self.encoder = BartEncoder(config)
+        self.decoder = BartDecoder(config)
+        self.strategy_encoder = BartEncoder(config)
+        self.memory_enhance_module = MemoryEnhanceModule(d, config.encoder_attention_heads)
+        self.generator = Generator(d, config.vocab_size)
+        self.strategy_cls = StrategyClassifier(d, num_strategies)
+        self.memory_bank: list[torch.Tensor] = [torch.empty(0, d) for _ in range(num_strategies)]
+
+    # ---------------------------------------------------------------------------------------- config
+    @property
+    def pad_token_id(self) -> int:
+        return self.config.pad_token_id
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.config.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.config.eos_token_id
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        # Training feeds "<s> y ..." to the decoder (released dataset), so decoding starts from <s>, not
+        # from BART's config.decoder_start_token_id (</s>).
+        return self.config.bos_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.proj.weight.device
+
+    @classmethod
+    def from_pretrained_bart(cls, bart_dir, **kw) -> "DialogueModel":
+        """A model whose encoder, decoder and strategy encoder start from the BART weights in ``bart_dir``
+        (a local directory or a hub name); each keeps its own embedding copy. The attention, generator and
+        classifier stay randomly initialised, as released."""
+        from transformers import BartModel
+
+        bart = BartModel.from_pretrained(str(bart_dir))
+        model = cls(bart.config, **kw)
+        enc = bart.encoder.state_dict()
+        model.encoder.load_state_dict(enc, strict=True)
+        model.strategy_encoder.load_state_dict(enc, strict=True)
+        model.decoder.load_state_dict(bart.decoder.state_dict(), strict=True)
+        del bart
+        return model
+
+    # ----------------------------------------------------------------------------------- memory bank
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.half() also move the bank (a plain list, invisible to nn.Module)
+        super()._apply(fn, recurse)
+        self.memory_bank = [fn(t) for t in self.memory_bank]
+        return self
+
+    def reset_memory(self) -> None:
+        self.memory_bank = [self.generator.proj.weight.new_empty(0, self.config.d_model).float()
+                            for _ in range(self.num_strategies)]
+
+    def detach_memory(self) -> None:
+        self.memory_bank = [t.detach() for t in self.memory_bank]
+
+    def memory_state(self) -> list[torch.Tensor]:
+        """The bank as a list of S detached CPU float tensors [n_s, d] (the memory_bank.pth format)."""
+        return [t.detach().float().cpu().clone() for t in self.memory_bank]
+
+    def load_memory_state(self, bank: Sequence[torch.Tensor]) -> None:
+        d = self.config.d_model
+        if len(bank) != self.num_strategies:
+            raise ValueError(f"memory bank has {len(bank)} slots, expected {self.num_strategies}")
+        for i, t in enumerate(bank):
+            if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.size(1) != d:
+                raise ValueError(f"memory bank slot {i}: expected a tensor [n, {d}], got "
+                                 f"{getattr(t, 'shape', type(t).__name__)}")
+        self.memory_bank = [t.detach().float().to(self.device)[-self.strategy_memory_max:] for t in bank]
+
+    def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
+        states = self.strategy_encoder(input_ids=memory_input_ids, attention_mask=memory_attention_mask).last_hidden_state
+        return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+
+    def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
+        """Append pooled [M,d] to the slots memory_strategy_ids [M] (in order) and keep the newest K.
+
+        Older entries are detached; this step's entries keep their graph so that the generation loss reaches
+        the strategy encoder through the memory attention (as released).
+        """
+        ids = memory_strategy_ids.tolist()
+        new_bank = [t.detach() for t in self.memory_bank]
+        for s in sorted(set(ids)):
+            if not 0 <= s < self.num_strategies:
+                raise ValueError(f"memory strategy id {s} outside 0..{self.num_strategies - 1}")
+            rows = pooled[memory_strategy_ids == s].to(new_bank[s].dtype)
+            new_bank[s] = torch.cat([new_bank[s], rows], dim=0)[-self.strategy_memory_max:]
+        self.memory_bank = new_bank
+
+    # --------------------------------------------------------------------------------- encode/decode
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        strategy_ids: torch.Tensor,
+        motivation_ids: torch.Tensor | None = None,
+        motivation_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention memory for the decoder.
+
+        input_ids, attention_mask [B,T]; strategy_ids [B]; motivation_ids/mask [B,Tm] (used only with
+        use_motivation). Returns encoder_states [B,T',d] and encoder_mask [B,T'] where
+        T' = T (+ Tm with use_motivation) (+ 1 for the memory vector with use_memory). Uses the bank as it
+        is (no update).
+        """
+        strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask
+        parts, masks = [states], [mask]
+        if self.use_motivation:
+            if motivation_ids is None or motivation_mask is None:
+                raise ValueError("use_motivation is set but no motivation_ids/motivation_mask were given")
+            mot = self.encoder(input_ids=motivation_ids, attention_mask=motivation_mask).last_hidden_state
+            parts.append(mot)
+            masks.append(motivation_mask)
+        if self.use_memory:
+            vec = self.memory_enhance_module(states, attention_mask, strategy_ids, self.memory_bank, self.pool)
+            parts.append(vec.unsqueeze(1).to(states.dtype))
+            masks.append(mask.new_ones(mask.size(0), 1))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        encoder_states: torch.Tensor,
+        encoder_mask: torch.Tensor,
+        past_key_values=None,
+        use_cache: bool = False,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ):
+        """decoder_input_ids [B,t] (only the new tokens when past_key_values is given) -> (logits [B,t,V],
+        past_key_values: an ``EncoderDecoderCache`` when use_cache, reorderable with ``reorder_cache``)."""
+        out = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_states,
+            encoder_attention_mask=encoder_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return self.generator(out.last_hidden_state), out.past_key_values
+
+    # ---------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        strategy_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        memory_input_ids: torch.Tensor | None = None,
+        memory_attention_mask: torch.Tensor | None = None,
+        memory_strategy_ids: torch.Tensor | None = None,
+        motivation_ids: torch.Tensor | None = None,
+        motivation_mask: torch.Tensor | None = None,
+        l_strategy: float = 0.2,
+        **unused,
+    ) -> dict:
+        """Teacher-forced pass. labels [B,t] with -100 at padding.
+
+        In training mode with memory inputs (memory_input_ids/mask [M,Lm], memory_strategy_ids [M]) the bank
+        is updated first and the auxiliary classifier is trained on this step's pooled entries; in eval mode
+        the bank is frozen. Returns a dict: logits [B,t,V]; with labels also loss, gen_loss, strategy_loss
+        (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token NLL) and n_tokens.
+        """
+        strategy_loss = None
+        if self.training and self.use_memory and memory_input_ids is not None and memory_input_ids.size(0) > 0:
+            pooled = self.encode_memory(memory_input_ids, memory_attention_mask)
+            self.update_memory(pooled, memory_strategy_ids)
+            if l_strategy != 0:
+                cls_logits = self.strategy_cls(pooled)
+                strategy_loss = F.cross_entropy(cls_logits.float(), memory_strategy_ids)
+        enc, enc_mask = self.encode(input_ids, attention_mask, strategy_ids, motivation_ids, motivation_mask)
+        logits, _ = self.decode(decoder_input_ids, enc, enc_mask, decoder_attention_mask=decoder_attention_mask)
+        out = {"logits": logits}
+        if labels is not None:
+            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                  ignore_index=-100, reduction="sum")
+            n_tokens = (labels != -100).sum()
+            gen_loss = nll / n_tokens.clamp(min=1)
+            if strategy_loss is None:
+                strategy_loss = gen_loss.new_zeros(())
+            out.update(loss=gen_loss + l_strategy * strategy_loss, gen_loss=gen_loss,
+                       strategy_loss=strategy_loss, nll_sum=nll.detach(), n_tokens=n_tokens)
+        return out
