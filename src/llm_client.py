@@ -75,6 +75,25 @@ def prompt_key(prompt: str, model: str, **params) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def chat_prompt_key(prompt: str, model: str, temperature: float | None = None,
+                    max_tokens: int | None = None) -> str:
+    """The cache key ``run_chat_requests`` uses for one prompt."""
+    return prompt_key(prompt, model, temperature=temperature, max_tokens=max_tokens)
+
+
+def local_model_id(model_name_or_path: str | os.PathLike) -> str:
+    """How a local model is named in cache keys: its absolute folder path."""
+    return "local:" + os.path.abspath(os.fspath(model_name_or_path))
+
+
+def local_prompt_key(prompt: str, model_name_or_path: str | os.PathLike, template: str, max_new_tokens: int,
+                     do_sample: bool = False, top_k: int | None = None, temperature: float | None = None) -> str:
+    """The cache key ``run_local_requests`` uses for one prompt (sampling knobs count only when sampling)."""
+    return prompt_key(prompt, local_model_id(model_name_or_path), template=template,
+                      max_new_tokens=max_new_tokens, do_sample=do_sample or None,
+                      top_k=top_k if do_sample else None, temperature=temperature if do_sample else None)
+
+
 class CacheFormatError(ValueError):
     """A cache line (other than a torn last one) is not a valid record; the message names file and line."""
 
@@ -211,10 +230,12 @@ class ChatRunResult:
 class FatalRequestError(RuntimeError):
     """A non-retryable error (bad request, bad key, no permission, unknown model): the run stops."""
 
-    def __init__(self, message: str, status: int | None = None, item_id: str | None = None):
+    def __init__(self, message: str, status: int | None = None, item_id: str | None = None,
+                 result: "ChatRunResult | None" = None):
         super().__init__(message)
         self.status = status
         self.item_id = item_id
+        self.result = result  # what the run had answered and failed when it stopped
 
 
 class _Retryable(Exception):
@@ -415,7 +436,7 @@ def run_chat_requests(
     secrets = [api_key]
     log = log or (lambda msg: print(msg, file=sys.stderr))
 
-    keys = {i: prompt_key(p, model, temperature=temperature, max_tokens=max_tokens) for i, p in items}
+    keys = {i: chat_prompt_key(p, model, temperature, max_tokens) for i, p in items}
     answers: dict[str, str] = {}
     todo: list[tuple[str, str]] = []
     for i, p in items:
@@ -518,7 +539,8 @@ def run_chat_requests(
         first = fatal[0]
         raise FatalRequestError(
             f"stopping: {first} (item {first.item_id}); {len(answers)} answers are kept"
-            + (f" in {cache.path}" if cache is not None else ""), status=first.status, item_id=first.item_id)
+            + (f" in {cache.path}" if cache is not None else ""), status=first.status, item_id=first.item_id,
+            result=result)
     return result
 
 
@@ -550,10 +572,8 @@ def run_local_requests(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model_id = "local:" + os.path.abspath(os.fspath(model_name_or_path))
-    params = dict(template=template, max_new_tokens=max_new_tokens, do_sample=do_sample or None,
-                  top_k=top_k if do_sample else None, temperature=temperature if do_sample else None)
-    keys = {i: prompt_key(p, model_id, **params) for i, p in items}
+    keys = {i: local_prompt_key(p, model_name_or_path, template, max_new_tokens, do_sample, top_k, temperature)
+            for i, p in items}
     answers: dict[str, str] = {}
     for i, _ in items:
         cached = cache.get(i, keys[i]) if cache is not None else None

@@ -1,0 +1,69 @@
+"""Collect the motivation of every training sample's strategy from an LLM (MAGIC step 1).
+
+Writes ``motivations_4_LLaMA.json`` (JSON list of strings, one per training sample, in sample order, as
+released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: answers are cached in
+``<output_file>.cache.jsonl`` as they arrive; rerun the same command after a crash or failure.
+
+    export OPENAI_API_KEY=...          # never on the command line
+    python collect_motivations_ChatGPT.py --train_file ../data/train.txt --dry_run \\
+        --price_per_1k_input 0.0005 --price_per_1k_output 0.0015
+    python collect_motivations_ChatGPT.py --train_file ../data/train.txt
+    # any OpenAI-compatible server (vLLM, llama.cpp, Ollama), no key needed:
+    python collect_motivations_ChatGPT.py --base_url http://localhost:8000/v1 --model my-model
+    # a local transformers chat model:
+    python collect_motivations_ChatGPT.py --backend local --model_name_or_path ../models/smollm2-135m-instruct
+
+The logic lives in src/motivations.py and src/llm_client.py.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from src.motivations import RELEASED_MODEL, collect_motivations  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train_file", "--train_file_path", dest="train_file", default="../data/train.txt",
+                   help="MultiESC train.txt (JSON lines); --train_file_path is the released name")
+    p.add_argument("--output_file", default="motivations_4_LLaMA.json")
+    p.add_argument("--cache_file", default=None, help="answer cache (default: <output_file>.cache.jsonl)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    p.add_argument("--dry_run", action="store_true", help="count prompts, tokens and cost; send nothing")
+    p.add_argument("--price_per_1k_input", type=float, default=None, help="USD per 1k input tokens (dry run)")
+    p.add_argument("--price_per_1k_output", type=float, default=None, help="USD per 1k output tokens (dry run)")
+    p.add_argument("--allow_partial", action="store_true",
+                   help="write the answered samples even if some failed (the .ids.json sidecar says which)")
+    p.add_argument("--backend", choices=("openai", "local"), default="openai")
+    g = p.add_argument_group("OpenAI-compatible server")
+    g.add_argument("--model", default=RELEASED_MODEL)
+    g.add_argument("--base_url", default=None,
+                   help="e.g. http://localhost:8000/v1 for vLLM / llama.cpp / Ollama (default: OpenAI)")
+    g.add_argument("--openai_api_key", default=None,
+                   help="DEPRECATED, leaks into shell history and process lists: export OPENAI_API_KEY")
+    g.add_argument("--temperature", type=float, default=None, help="default: not sent (the API's default)")
+    g.add_argument("--max_tokens", type=int, default=None,
+                   help="default: not sent (API) / 128 new tokens (local)")
+    g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    g.add_argument("--rpm", type=float, default=None, help="client-side cap on requests per minute")
+    g.add_argument("--max_retries", type=int, default=6, help="retries per prompt on 429/5xx/timeouts")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    g = p.add_argument_group("local backend (--backend local)")
+    g.add_argument("--model_name_or_path", default=None, help="a transformers causal-LM folder")
+    g.add_argument("--template", choices=("chat", "default", "none"), default="chat",
+                   help="chat = the tokenizer's chat template (default template when it has none)")
+    g.add_argument("--batch_size", type=int, default=8)
+    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    g.add_argument("--dtype", default=None, help="float32 (default), bf16, fp16 or auto")
+    return p
+
+
+def main(argv=None) -> int:
+    return collect_motivations(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
