@@ -1,0 +1,181 @@
+"""Save and load generator checkpoints.
+
+A checkpoint directory (``out_model/<run>/epoch_<e>_val_ppl_<p>/``) holds, as released:
+
+    dialogue_model.pth   the DialogueModel state_dict
+    memory_bank.pth      a list of 8 float tensors [n_s, d] (the bank is not in the state_dict)
+    tokenizer files      tokenizer.save_pretrained
+
+and, added: ``args.json`` (the training arguments and the model settings) and ``config.json`` (the BART
+config, so the model can be rebuilt without the base model). A directory written by the released code
+(no args.json / config.json) loads too when ``bart_base_dir`` names the BART it was trained from; it then
+gets the released settings (pool "all", max_length 512, max_length_res_memory 64).
+
+Everything is loaded with ``torch.load(..., weights_only=True)``; directories are written atomically
+(built under a temporary name, then renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+
+from src.io_utils import atomic_write_json
+
+MODEL_FILE = "dialogue_model.pth"
+BANK_FILE = "memory_bank.pth"
+ARGS_FILE = "args.json"
+CONFIG_FILE = "config.json"
+
+# model settings recorded in args.json["model"]; the released code's settings for checkpoints without it
+MODEL_KEYS = ("num_strategies", "strategy_memory_max", "use_motivation", "use_memory", "pool", "max_length",
+              "max_length_res_memory")
+RELEASED_MODEL_SETTINGS = {"num_strategies": 8, "strategy_memory_max": 128, "use_motivation": False,
+                           "use_memory": True, "pool": "all", "max_length": 512, "max_length_res_memory": 64}
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """"auto"/None -> cuda when available, else cpu; anything else as torch.device, checked to exist."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    return dev
+
+
+def model_settings(model) -> dict:
+    return {k: getattr(model, k) for k in MODEL_KEYS}
+
+
+def _args_dict(args: Any) -> dict:
+    if args is None:
+        return {}
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    return {k: v for k, v in dict(args).items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+
+
+def replace_dir(tmp: str, dst: str) -> None:
+    """Move the finished folder ``tmp`` to ``dst``, replacing an older ``dst`` (kept until the swap)."""
+    old = None
+    if os.path.exists(dst):
+        old = tempfile.mkdtemp(dir=os.path.dirname(dst), prefix="." + os.path.basename(dst) + ".old.")
+        os.rmdir(old)
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_checkpoint_files(model, tokenizer, args: Any, out_dir: str) -> None:
+    """Write the checkpoint files into an existing folder (not atomic; see save_checkpoint)."""
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(out_dir, MODEL_FILE))
+    torch.save(model.memory_state(), os.path.join(out_dir, BANK_FILE))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    model.config.to_json_file(os.path.join(out_dir, CONFIG_FILE))
+    atomic_write_json(os.path.join(out_dir, ARGS_FILE), {**_args_dict(args), "model": model_settings(model)})
+
+
+def save_checkpoint(model, tokenizer, args: Any, out_dir: str | os.PathLike) -> str:
+    """Write dialogue_model.pth, memory_bank.pth, tokenizer files, config.json and args.json to out_dir."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out_dir) + ".")
+    try:
+        write_checkpoint_files(model, tokenizer, args, tmp)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _has_tokenizer(d: str) -> bool:
+    return any(os.path.exists(os.path.join(d, f)) for f in ("tokenizer.json", "vocab.json"))
+
+
+def load_state_dict_strict(model, path: str) -> None:
+    """Load a state_dict file with weights_only=True and strict=True; a mismatch names the keys."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"{path}: does not match the model built from its config: "
+            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(bad_shape)} with other shapes {bad_shape[:5]} (wrong --bart_base_dir?)")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLike | None = None,
+                    device: str | torch.device | None = None, **model_overrides):
+    """Rebuild the DialogueModel of a checkpoint directory -> (model in eval mode, tokenizer, args dict).
+
+    The BART config comes from the checkpoint's config.json, else from ``bart_base_dir`` (required for a
+    released-code checkpoint). ``model_overrides`` replace recorded model settings (e.g. pool="masked").
+    """
+    from transformers import BartConfig, BartTokenizer
+
+    from src.model import DialogueModel
+
+    ckpt_dir = os.fspath(ckpt_dir)
+    model_path = os.path.join(ckpt_dir, MODEL_FILE)
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"{ckpt_dir}: no {MODEL_FILE}; expected a checkpoint directory written by "
+                                "main.py (or the released code)")
+    args_path = os.path.join(ckpt_dir, ARGS_FILE)
+    if os.path.exists(args_path):
+        with open(args_path, encoding="utf-8") as f:
+            args = json.load(f)
+        settings = {**RELEASED_MODEL_SETTINGS, **args.get("model", {})}
+    else:
+        args = {"released_checkpoint": True}
+        settings = dict(RELEASED_MODEL_SETTINGS)
+    settings.update(model_overrides)
+
+    if os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
+        config = BartConfig.from_pretrained(ckpt_dir)
+    elif bart_base_dir is not None:
+        config = BartConfig.from_pretrained(os.fspath(bart_base_dir))
+    else:
+        raise ValueError(f"{ckpt_dir}: no {CONFIG_FILE} (a released-code checkpoint?); pass bart_base_dir / "
+                         "--bart_base_dir, the BART it was trained from (e.g. facebook/bart-base)")
+    model = DialogueModel(config, **settings)
+    load_state_dict_strict(model, model_path)
+
+    bank_path = os.path.join(ckpt_dir, BANK_FILE)
+    if os.path.exists(bank_path):
+        bank = torch.load(bank_path, map_location="cpu", weights_only=True)
+        if not isinstance(bank, (list, tuple)):
+            raise ValueError(f"{bank_path}: expected a list of {model.num_strategies} tensors, "
+                             f"got {type(bank).__name__}")
+        try:
+            model.load_memory_state(bank)
+        except ValueError as e:
+            raise ValueError(f"{bank_path}: {e}") from None
+    else:
+        warnings.warn(f"{ckpt_dir}: no {BANK_FILE}; the memory bank starts empty (memory vectors are zero)")
+
+    if _has_tokenizer(ckpt_dir):
+        tokenizer = BartTokenizer.from_pretrained(ckpt_dir)
+    elif bart_base_dir is not None:
+        tokenizer = BartTokenizer.from_pretrained(os.fspath(bart_base_dir))
+    else:
+        raise ValueError(f"{ckpt_dir}: no tokenizer files; pass bart_base_dir")
+    model.to(resolve_device(device))
+    model.eval()
+    return model, tokenizer, args
