@@ -11,8 +11,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 # torch first and exactly pinned: an unpinned resolve would pull a multi-GB CUDA build on a CPU machine.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+pip_install() {  # quiet, minus the machine's notes about absent local package mirrors
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+pip_install "torch==2.13.0"
+pip_install -r requirements.txt
 # METEOR (pycocoevalcap) runs a Java program.
 if ! command -v java >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
