@@ -1,0 +1,373 @@
+"""Training of the MAGIC generator (main.py is the command line; the logic lives here).
+
+One run writes ``<output_dir>/bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>/``:
+
+    experiments.log                     the log (also printed)
+    args.json, history.json             arguments; per-epoch losses and validation perplexity
+    training_curves.png                 train loss (generation, auxiliary, total) and validation PPL per epoch
+    epoch_<e>_val_ppl_<p>/              a checkpoint each time validation PPL improves (e is 0-based, as released)
+    last/                               the full training state after the latest epoch, for --resume
+
+Validation perplexity is token-level: exp(sum of token NLL / number of target tokens) with the memory bank
+frozen. Training stops after ``--patience`` epochs without improvement.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from src.checkpoint import (load_checkpoint, replace_dir, resolve_device, save_checkpoint,
+                            write_checkpoint_files)
+from src.data import DialogueDataset, collator_for, load_records
+from src.io_utils import atomic_write_json
+
+STATE_FILE = "training_state.pt"
+LAST_DIR = "last"
+# arguments that may differ on --resume; everything else comes from the interrupted run
+RESUME_OVERRIDES = ("resume", "device", "num_workers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the MAGIC generator (BART + strategy memory).")
+    # released flags and defaults
+    p.add_argument("--train_data", default="data/train.json", help="training records (data/train.json)")
+    p.add_argument("--valid_data", "--val_data", dest="valid_data", default="data/valid.json",
+                   help="validation records (data/valid.json)")
+    p.add_argument("--output_dir", default="out_model/", help="runs go to <output_dir>/bs_<B>_epochs_<E>_<time>/")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--num_epochs", type=int, default=20)
+    p.add_argument("--learning_rate", type=float, default=5e-5)
+    p.add_argument("--warmup_steps", type=int, default=0)
+    p.add_argument("--bart_base_dir", default="src/bart_base/",
+                   help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
+    p.add_argument("--l_strategy", type=float, default=0.2, help="weight of the auxiliary strategy loss")
+    p.add_argument("--max_length", type=int, default=512, help="max tokens of context / response")
+    p.add_argument("--strategy_memory_max", type=int, default=128, help="K, entries kept per memory slot")
+    p.add_argument("--max_length_res_memory", type=int, default=64, help="max tokens of a memory response")
+    # added
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without improvement")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    amp = p.add_mutually_exclusive_group()
+    amp.add_argument("--fp16", action="store_true", help="CUDA float16 autocast with loss scaling")
+    amp.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue an interrupted run (its run directory or its last/) at the next epoch")
+    p.add_argument("--max_train_samples", type=int, default=None, help="use the first N training records")
+    p.add_argument("--max_valid_samples", type=int, default=None, help="use the first N validation records")
+    p.add_argument("--truncation_side", choices=["right", "left"], default="right",
+                   help="which end of a long context is cut (released: right, i.e. the latest turns)")
+    p.add_argument("--scheduler_step", choices=["step", "epoch"], default="step",
+                   help="step the linear LR schedule per batch (default) or once per epoch (released)")
+    p.add_argument("--use_motivation", action="store_true",
+                   help="append the encoded motivation to the decoder's cross-attention memory "
+                        "(released: encoded but unused)")
+    p.add_argument("--no_memory", action="store_true",
+                   help="ablation: no memory-enhanced vector, no memory bank, no auxiliary loss")
+    p.add_argument("--pool", choices=["masked", "all"], default="masked",
+                   help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
+                        "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def make_run_dir(output_dir: str, batch_size: int, num_epochs: int) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+    base = os.path.join(output_dir, f"bs_{batch_size}_epochs_{num_epochs}_{stamp}")
+    run_dir, k = base, 1
+    while os.path.exists(run_dir):  # two runs started in the same second
+        run_dir, k = f"{base}_{k}", k + 1
+    os.makedirs(run_dir)
+    return run_dir
+
+
+def get_logger(run_dir: str) -> logging.Logger:
+    log = logging.getLogger(f"magic.train.{os.path.abspath(run_dir)}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not log.handlers:
+        fmt = logging.Formatter("%(asctime)s [%(levelname)s]: %(message)s")
+        for h in (logging.FileHandler(os.path.join(run_dir, "experiments.log")), logging.StreamHandler()):
+            h.setFormatter(fmt)
+            log.addHandler(h)
+    return log
+
+
+def close_logger(log: logging.Logger) -> None:
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+
+
+def autocast_for(device: torch.device, fp16: bool, bf16: bool):
+    if fp16:
+        if device.type != "cuda":
+            raise RuntimeError("--fp16 needs a CUDA device (float16 autocast on CPU is not supported); "
+                               "use --bf16 or full precision")
+        return lambda: torch.autocast("cuda", dtype=torch.float16)
+    if bf16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    v, state, gauss = st["python"]
+    random.setstate((v, tuple(state), gauss))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def plot_curves(history: list[dict], path: str) -> None:
+    """Train losses and validation PPL per epoch -> PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["train_gen_loss"] for h in history], "o-", label="generation")
+    a.plot(ep, [h["train_strategy_loss"] for h in history], "o-", label="auxiliary (strategy)")
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="total")
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss")
+    a.legend()
+    b.plot(ep, [h["val_ppl"] for h in history], "o-", color="C3")
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation perplexity")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------------------ train / eval
+def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy: float, autocast,
+                per_step_scheduler: bool, desc: str = "train") -> dict:
+    """One pass over ``loader``; returns mean total, generation and auxiliary loss over the batches."""
+    model.train()
+    sums = {"loss": 0.0, "gen_loss": 0.0, "strategy_loss": 0.0}
+    n = 0
+    bar = tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    for batch in bar:
+        batch = to_device(batch, device)
+        with autocast():
+            out = model(**batch, l_strategy=l_strategy)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(out["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out["loss"].backward()
+            optimizer.step()
+        if per_step_scheduler:
+            scheduler.step()
+        n += 1
+        for k in sums:
+            sums[k] += float(out[k].detach())
+        bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", gen=f"{sums['gen_loss'] / n:.3f}",
+                        aux=f"{sums['strategy_loss'] / n:.3f}")
+    model.detach_memory()  # keep no autograd graph alive in the bank after the epoch
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: str = "valid") -> dict:
+    """Token-level perplexity with the bank frozen: exp(sum of token NLL / number of target tokens)."""
+    model.eval()
+    nll, tokens = 0.0, 0
+    for batch in tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0):
+        batch = to_device(batch, device)
+        with autocast():
+            out = model(**batch)
+        nll += float(out["nll_sum"])
+        tokens += int(out["n_tokens"])
+    if tokens == 0:
+        raise ValueError("validation set has no target tokens")
+    return {"ppl": math.exp(nll / tokens), "nll": nll, "tokens": tokens}
+
+
+def make_scheduler(optimizer, args, steps_per_epoch: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    # the released schedule spans len(loader) * epochs steps even when stepped once per epoch
+    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=args.warmup_steps,
+                                           num_training_steps=steps_per_epoch * args.num_epochs)
+
+
+def save_training_state(run_dir: str, model, tokenizer, args, optimizer, scheduler, scaler, state: dict) -> None:
+    """Everything --resume needs, written atomically to <run_dir>/last/."""
+    final = os.path.join(run_dir, LAST_DIR)
+    tmp = tempfile.mkdtemp(dir=run_dir, prefix=".last.")
+    try:
+        write_checkpoint_files(model, tokenizer, args, tmp)
+        torch.save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
+                   os.path.join(tmp, STATE_FILE))
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _resume_dirs(path: str) -> tuple[str, str]:
+    """(run_dir, last_dir) from a run directory or its last/ directory."""
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, STATE_FILE)):
+        return os.path.dirname(path), path
+    last = os.path.join(path, LAST_DIR)
+    if os.path.exists(os.path.join(last, STATE_FILE)):
+        return path, last
+    raise FileNotFoundError(f"--resume {path}: no {LAST_DIR}/{STATE_FILE}; expected a run directory written "
+                            "by main.py (one completed epoch at least)")
+
+
+def run_training(args: argparse.Namespace) -> dict:
+    """Train as main.py does; returns {"run_dir", "best_checkpoint", "best_val_ppl", "history", "stopped_early"}."""
+    from transformers import BartTokenizer
+
+    from src.model import DialogueModel
+
+    resume_state = None
+    if args.resume:
+        run_dir, last_dir = _resume_dirs(args.resume)
+        with open(os.path.join(last_dir, "args.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+        saved.pop("model", None)
+        cli = vars(args)
+        args = argparse.Namespace(**{**cli, **{k: v for k, v in saved.items() if k in cli},
+                                     **{k: cli[k] for k in RESUME_OVERRIDES}})
+        resume_state = torch.load(os.path.join(last_dir, STATE_FILE), map_location="cpu", weights_only=True)
+    else:
+        run_dir = make_run_dir(args.output_dir, args.batch_size, args.num_epochs)
+    log = get_logger(run_dir)
+    try:
+        device = resolve_device(args.device)
+        autocast = autocast_for(device, args.fp16, args.bf16)
+        random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        atomic_write_json(os.path.join(run_dir, "args.json"), vars(args))
+
+        if resume_state is not None:
+            model, tokenizer, _ = load_checkpoint(last_dir, device="cpu")
+            log.info(f"Resuming {run_dir} after epoch {resume_state['epoch']}")
+        else:
+            tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
+            model = DialogueModel.from_pretrained_bart(
+                args.bart_base_dir, strategy_memory_max=args.strategy_memory_max,
+                use_motivation=args.use_motivation, use_memory=not args.no_memory, pool=args.pool,
+                max_length=args.max_length, max_length_res_memory=args.max_length_res_memory)
+        model.to(device)
+
+        train_records = load_records(args.train_data, args.max_train_samples)
+        valid_records = load_records(args.valid_data, args.max_valid_samples)
+        log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")
+        ds_kw = dict(max_length=args.max_length, max_length_res_memory=args.max_length_res_memory,
+                     truncation_side=args.truncation_side)
+        train_ds = DialogueDataset(train_records, tokenizer, **ds_kw)
+        valid_ds = DialogueDataset(valid_records, tokenizer, **ds_kw)
+        if len(train_ds) == 0 or len(valid_ds) == 0:
+            raise ValueError("empty training or validation data")
+        train_collate = collator_for(model, with_memory=model.use_memory)
+        valid_collate = collator_for(model, with_memory=False)
+        valid_loader = DataLoader(valid_ds, batch_size=args.batch_size, shuffle=False, collate_fn=valid_collate,
+                                  num_workers=args.num_workers)
+        steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+        scheduler = make_scheduler(optimizer, args, steps_per_epoch)
+        scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
+
+        start_epoch, best, bad_epochs, history, best_dir = 0, float("inf"), 0, [], None
+        if resume_state is not None:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            if scaler is not None and resume_state.get("scaler"):
+                scaler.load_state_dict(resume_state["scaler"])
+            set_rng_state(resume_state["rng"])
+            start_epoch = resume_state["epoch"] + 1
+            best, bad_epochs = resume_state["best_val_ppl"], resume_state["bad_epochs"]
+            history, best_dir = list(resume_state["history"]), resume_state.get("best_dir")
+        else:
+            n_params = sum(p.numel() for p in model.parameters())
+            log.info(f"Model: DialogueModel ({n_params / 1e6:.1f}M parameters), device {device}, "
+                     f"pool {model.pool}, memory {model.use_memory}, motivation {model.use_motivation}")
+            for k, v in sorted(vars(args).items()):
+                log.info(f"{k}: {v}")
+            log.info(f"Size-train_data: {len(train_ds)}  Size-val_data: {len(valid_ds)}")
+
+        stopped_early = bad_epochs >= args.patience and start_epoch > 0
+        for epoch in range(start_epoch, args.num_epochs):
+            if stopped_early:
+                break
+            log.info(f"Epoch {epoch + 1}/{args.num_epochs}")
+            # the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches
+            gen = torch.Generator().manual_seed(args.seed + epoch)
+            train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=gen,
+                                      collate_fn=train_collate, num_workers=args.num_workers)
+            t0 = time.time()
+            tr = train_epoch(model, train_loader, optimizer, scheduler, scaler, device, args.l_strategy,
+                             autocast, per_step_scheduler=args.scheduler_step == "step",
+                             desc=f"train {epoch + 1}/{args.num_epochs}")
+            log.info(f"Training loss: {tr['loss']:.4f}  loss_gen: {tr['gen_loss']:.4f}  "
+                     f"loss_aux: {tr['strategy_loss']:.4f}  ({time.time() - t0:.0f} s)")
+            val = evaluate_ppl(model, valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}")
+            log.info(f"Validation perplexity: {val['ppl']:.4f} ({val['tokens']} tokens)")
+            history.append({"epoch": epoch, "train_loss": tr["loss"], "train_gen_loss": tr["gen_loss"],
+                            "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
+                            "lr": optimizer.param_groups[0]["lr"]})
+            if val["ppl"] < best:
+                best, bad_epochs = val["ppl"], 0
+                best_dir = os.path.join(run_dir, f"epoch_{epoch}_val_ppl_{round(val['ppl'], 2)}")
+                save_checkpoint(model, tokenizer, args, best_dir)
+                log.info(f"Model saved to {best_dir}")
+            else:
+                bad_epochs += 1
+                stopped_early = bad_epochs >= args.patience
+            if args.scheduler_step == "epoch":
+                scheduler.step()
+            atomic_write_json(os.path.join(run_dir, "history.json"), history)
+            plot_curves(history, os.path.join(run_dir, "training_curves.png"))
+            save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
+                                {"epoch": epoch, "best_val_ppl": best, "bad_epochs": bad_epochs,
+                                 "history": history, "best_dir": best_dir})
+            if stopped_early:
+                log.info(f"Early stopping: no improvement for {args.patience} epochs")
+        log.info(f"Best validation perplexity {best:.4f}: {best_dir}")
+        return {"run_dir": run_dir, "best_checkpoint": best_dir, "best_val_ppl": best, "history": history,
+                "stopped_early": stopped_early}
+    finally:
+        close_logger(log)
