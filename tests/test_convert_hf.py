@@ -1,7 +1,15 @@
-"""HF thu-coai/esconv form -> MultiESC form: rules on hand-made dialogues, and closeness to the real files."""
+"""Getting ESConv: the HF thu-coai/esconv -> MultiESC converter (rules on hand-made dialogues, closeness to the
+real files) and data/download_esconv.py (offline gives a clear way out and writes nothing; a server works)."""
+import functools
+import http.server
+import importlib.util
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
+import urllib.error
 
 import pytest
 
@@ -125,12 +133,12 @@ BAD_LINES = [
 
 
 @pytest.mark.parametrize("bad,expected", BAD_LINES)
-def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, bad, expected):
+def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, repo_root, bad, expected):
     good = json.dumps(hf([u("Hi"), s("Hello!", "Others")]))
     src = tmp_path / "test.json"
     src.write_text(good + "\n" + good + "\n" + bad + "\n", encoding="utf-8")
     out = tmp_path / "out.txt"
-    r = subprocess.run([sys.executable, "data/convert_hf_esconv.py", "--input", str(src), "--output", str(out)],
+    r = subprocess.run([sys.executable, str(repo_root / "data" / "convert_hf_esconv.py"), "--input", str(src), "--output", str(out)],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert f"{src}:3:" in r.stderr and expected in r.stderr, r.stderr
@@ -156,10 +164,10 @@ def test_hub_offline_gives_clear_message(monkeypatch):
         hub_lines("test")
 
 
-def test_cli_from_hub_offline(tmp_path):
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+def test_cli_from_hub_offline(tmp_path, repo_root):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf")}  # an empty cache: nothing to fall back on
-    r = subprocess.run([sys.executable, "data/convert_hf_esconv.py", "--from_hub", "--output_dir",
+    r = subprocess.run([sys.executable, str(repo_root / "data" / "convert_hf_esconv.py"), "--from_hub", "--output_dir",
                         str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert r.returncode == 2
     assert "no internet" in r.stderr.lower() or "without internet" in r.stderr.lower()
@@ -223,3 +231,100 @@ def test_real_train_gives_released_sample_count(esconv_dir, tmp_path, capsys):
         print(f"\n[convert_hf train] {len(samples)} samples; target strategy = released motivation label: "
               f"{agree}/{len(samples)} = {100 * agree / len(samples):.1f}%")
     assert agree / len(samples) >= 0.95
+
+
+# ---------------------------------------------------------------------------- data/download_esconv.py
+@pytest.fixture(scope="module")
+def dl(repo_root):
+    spec = importlib.util.spec_from_file_location("download_esconv", repo_root / "data" / "download_esconv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Serve a folder over HTTP on 127.0.0.1 (stdlib server, a free port); yields a function folder -> base URL."""
+    servers = []
+
+    def start(folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a, **k: None  # keep the test output quiet
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/data"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _crlf_copy_of_demo(repo_root, folder):
+    # MultiESC's files have CRLF line endings; the demo data stands in for them
+    folder.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        text = (repo_root / "data" / "demo" / f"{split}.txt").read_text(encoding="utf-8")
+        (folder / f"{split}.txt").write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
+
+
+def test_offline_names_the_converter_and_writes_nothing(dl, tmp_path, monkeypatch, capsys):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", no_network)
+    out = tmp_path / "data"
+    assert dl.main(["--output_dir", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "convert_hf_esconv.py" in err and "raw.githubusercontent.com/lwgkzl/MultiESC" in err
+    assert not out.exists()
+
+
+def test_closed_port_cli(tmp_path, repo_root):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "valid.txt").write_text("keep me\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, str(repo_root / "data" / "download_esconv.py"), "--output_dir", str(out),
+                        "--base_url", f"http://127.0.0.1:{port}/data", "--timeout", "5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "convert_hf_esconv.py" in r.stderr and f"127.0.0.1:{port}" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["valid.txt"]
+    assert (out / "valid.txt").read_text(encoding="utf-8") == "keep me\n"  # not overwritten
+
+
+def test_download_from_local_server(dl, tmp_path, repo_root, serve, capsys):
+    _crlf_copy_of_demo(repo_root, tmp_path / "www" / "data")
+    base = serve(tmp_path / "www")
+    out = tmp_path / "out"
+    assert dl.main(["--output_dir", str(out), "--base_url", base, "--timeout", "10"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "valid.txt"]  # no temporaries
+    for split in ("train", "valid", "test"):
+        data = (out / f"{split}.txt").read_bytes()
+        assert b"\r" not in data
+        assert data == (repo_root / "data" / "demo" / f"{split}.txt").read_bytes()
+        assert len(load_dialogues(out / f"{split}.txt")) == {"train": 30, "valid": 8, "test": 8}[split]
+    assert "train: 30 dialogues, 116 samples" in capsys.readouterr().out
+
+
+def test_invalid_or_missing_remote_file_writes_nothing(dl, tmp_path, repo_root, serve, capsys):
+    www = tmp_path / "www" / "data"
+    _crlf_copy_of_demo(repo_root, www)
+    lines = (www / "test.txt").read_bytes().split(b"\r\n")
+    lines[2] = lines[2].replace(b'"speaker": "usr"', b'"speaker": "bot"', 1)
+    (www / "test.txt").write_bytes(b"\r\n".join(lines))
+    base = serve(tmp_path / "www")
+    out = tmp_path / "out"
+    assert dl.main(["--output_dir", str(out), "--base_url", base]) == 1
+    err = capsys.readouterr().err
+    assert f"{base}/test.txt:3:" in err and "speaker 'bot'" in err
+    assert list(out.iterdir()) == []  # train and valid were fine, but none is put in place alone
+
+    (www / "test.txt").unlink()
+    assert dl.main(["--output_dir", str(out), "--base_url", base]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
