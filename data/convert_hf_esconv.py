@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greeting", choices=GREETING_MODES, default="all",
                    help="HEURISTIC: ESConv has no 'Greeting' label. 'all' (default): an 'Others' supporter turn "
                    "whose text looks like a greeting, thanks or good-bye becomes 'Greeting' (closest to MultiESC: "
-                   "97.0%% label agreement); 'opening': only the opening supporter turn (91.2%%); "
+                   "97.0%% label agreement); 'opening': only the first supporter turn of a dialogue (92.0%%); "
                    "'none': keep 'Others' (90.1%%)")
     return p
 

@@ -138,8 +138,8 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, repo_root, b
     src = tmp_path / "test.json"
     src.write_text(good + "\n" + good + "\n" + bad + "\n", encoding="utf-8")
     out = tmp_path / "out.txt"
-    r = subprocess.run([sys.executable, str(repo_root / "data" / "convert_hf_esconv.py"), "--input", str(src), "--output", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(repo_root / "data" / "convert_hf_esconv.py"),
+                        "--input", str(src), "--output", str(out)], capture_output=True, text=True)
     assert r.returncode != 0
     assert f"{src}:3:" in r.stderr and expected in r.stderr, r.stderr
     assert not out.exists()
