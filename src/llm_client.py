@@ -521,7 +521,8 @@ def run_chat_requests(
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done:
-                fut.result()  # a bug in `one` should surface, not vanish
+                if not fut.cancelled():
+                    fut.result()  # a bug in `one` should surface, not vanish
             if stop.is_set():
                 for fut in pending:
                     fut.cancel()
