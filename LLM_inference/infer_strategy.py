@@ -1,0 +1,101 @@
+"""Step 3c: infer strategy + motivation for every train/valid/test prompt with the fine-tuned LLM.
+
+    python LLM_inference/infer_strategy.py                          # all three splits, defaults below
+    python LLM_inference/infer_strategy.py --splits valid,test --max_samples 20 \
+        --valid_file data/valid.txt --test_file data/test.txt      # + accuracy / F1 report
+
+Default paths (--model_path fine_tuned_llama2/, prompts_4_LLaMA*.json, --output_dir) are the released
+ones, taken relative to THIS folder (LLM_inference/), so the command works from the repository root and
+from LLM_inference/ alike; paths you give are relative to the current directory.
+
+Prompts are wrapped in the training template (`default`: "Human: {prompt}\\nAssistant: "), generated
+greedily in left-padded batches (--do_sample --top_k 10 restores the released sampling), and cached in
+--cache_file as they come: rerunning a killed run continues where it stopped. Each output file
+strategy_with_motivation{,_valid,_test}.json = [{"id", "strategy": "[question]", "motivation"}] is
+written atomically when its split is complete. --backend openai sends the raw prompts to an
+OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its own chat template.
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from src.esconv import ESConvFormatError  # noqa: E402
+from src.io_utils import plain_warnings  # noqa: E402
+from src.strategy_report import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
+
+RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": "prompts_4_LLaMA.json",
+            "prompt_path_valid": "prompts_4_LLaMA_valid.json", "prompt_path_test": "prompts_4_LLaMA_test.json",
+            "output_dir": "."}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=None, help="merged model folder (default LLM_inference/fine_tuned_llama2/)")
+    p.add_argument("--prompt_path", default=None, help="train prompts (default LLM_inference/prompts_4_LLaMA.json)")
+    p.add_argument("--prompt_path_valid", default=None)
+    p.add_argument("--prompt_path_test", default=None)
+    p.add_argument("--output_dir", default=None, help="default LLM_inference/")
+    p.add_argument("--splits", default="train,valid,test", help="comma-separated subset of train,valid,test")
+    p.add_argument("--cache_file", default=None,
+                   help="answer cache (default <output_dir>/strategy_inference_cache.jsonl)")
+    p.add_argument("--template", default="default", choices=["default", "chat", "none"],
+                   help="prompt template, as in fine-tuning (local backend)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_samples", type=int, default=None, help="first N prompts of each split")
+    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--top_k", type=int, default=None, help="with --do_sample (released: 10)")
+    p.add_argument("--temperature", type=float, default=None, help="with --do_sample")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default float32)")
+    p.add_argument("--backend", default="local", choices=["local", "openai"])
+    p.add_argument("--base_url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    p.add_argument("--model", default=None, help="served model name (openai backend; default --model_path)")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel requests (openai backend)")
+    p.add_argument("--train_file", default=None, help="gold dialogues for the report (train split)")
+    p.add_argument("--valid_file", default=None)
+    p.add_argument("--test_file", default=None)
+    p.add_argument("--test_mode", default="last", choices=["last", "all"], help="test enumeration (gold)")
+    args = p.parse_args(argv)
+    for name, released in RELEASED.items():
+        if getattr(args, name) is None:
+            setattr(args, name, os.path.join(HERE, released))
+    return args, p
+
+
+def main(argv=None) -> int:
+    args, parser = parse_args(argv)
+    plain_warnings()
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    bad = [s for s in splits if s not in ("train", "valid", "test")]
+    if bad or not splits:
+        parser.error(f"--splits: unknown split(s) {bad}; expected a subset of train,valid,test")
+    if args.backend == "openai" and args.top_k is not None:
+        print("warning: --top_k is not sent to OpenAI-compatible servers", file=sys.stderr)
+    paths = {"train": args.prompt_path, "valid": args.prompt_path_valid, "test": args.prompt_path_test}
+    golds = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
+    cfg = InferenceConfig(
+        prompt_paths={s: paths[s] for s in splits}, output_dir=args.output_dir, model_path=args.model_path,
+        cache_file=args.cache_file or os.path.join(args.output_dir, "strategy_inference_cache.jsonl"),
+        backend=args.backend, template=args.template, batch_size=args.batch_size, max_samples=args.max_samples,
+        max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, top_k=args.top_k,
+        temperature=args.temperature, device=args.device, dtype=args.dtype, base_url=args.base_url,
+        model=args.model, concurrency=args.concurrency,
+        gold_files={s: f for s, f in golds.items() if f}, test_mode=args.test_mode,
+    )
+    if cfg.backend == "local" and not os.path.isdir(cfg.model_path):
+        print(f"error: {cfg.model_path}: model folder not found (export_model.py --export_dir)", file=sys.stderr)
+        return 1
+    try:
+        run_strategy_inference(cfg)
+    except (InferenceIncomplete, ESConvFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
