@@ -41,3 +41,30 @@ def make_tiny_bart_dir(tmp_path: str | os.PathLike, texts: Sequence[str] | None 
     make_small_bart(out, list(texts) if texts else DEFAULT_TEXTS, vocab_size=vocab_size, d_model=d_model,
                     layers=layers, heads=heads, max_position_embeddings=1024, seed=0)
     return out
+
+
+def make_records(n_dialogues: int = 3, turns: int = 6, seed: int = 0) -> list[dict]:
+    """Generator records (the data/*.json contract) from synthetic dialogues: every supporter turn after a
+    seeker turn is a sample whose memory is the earlier supporter turns, as src.esconv enumerates them."""
+    import random
+
+    from src.esconv import STRATEGIES
+
+    rng = random.Random(seed)
+    recs = []
+    for d in range(n_dialogues):
+        texts = [rng.choice(DEFAULT_TEXTS) for _ in range(turns)]
+        labels = [STRATEGIES[rng.randrange(len(STRATEGIES))] for _ in range(turns)]
+        situation = rng.choice(DEFAULT_TEXTS)
+        for t in range(1, turns, 2):  # seeker at even turns, supporter at odd ones
+            recs.append({
+                "id": f"synthetic-{d}-{t}",
+                "context": [situation] + texts[:t],
+                "response": texts[t],
+                "strategy": labels[t],
+                "gold_strategy": labels[t],
+                "response_memory": [texts[k] for k in range(1, t, 2)],
+                "strategy_memory": [labels[k] for k in range(1, t, 2)],
+                "motivation": "" if t == 1 else f"The seeker needs {labels[t].lower()}.",
+            })
+    return recs
