@@ -83,7 +83,8 @@ class MemoryEnhanceModule(nn.Module):
         # stack the slots once ([S, m_max, d]) and gather by strategy instead of per-sample copies
         dtype = encoder_states.dtype
         padded = encoder_states.new_zeros(len(memory_bank), m_max, d)
-        for s, t in enumerate(memory_bank):
+        for s in set(strategy_ids.tolist()):  # only the slots this batch asks for (m_max is their max)
+            t = memory_bank[s]
             if t.size(0):
                 padded[s, : t.size(0)] = t.to(dtype)
         keys = padded[strategy_ids]  # [B, m_max, d]

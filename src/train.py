@@ -271,12 +271,13 @@ def run_training(args: argparse.Namespace) -> dict:
         args = argparse.Namespace(**{**cli, **{k: v for k, v in saved.items() if k in cli},
                                      **{k: cli[k] for k in RESUME_OVERRIDES}})
         resume_state = torch.load(os.path.join(last_dir, STATE_FILE), map_location="cpu", weights_only=True)
-    else:
+    # check the device before anything is written
+    device = resolve_device(args.device)
+    autocast = autocast_for(device, args.fp16, args.bf16)
+    if not args.resume:
         run_dir = make_run_dir(args.output_dir, args.batch_size, args.num_epochs)
     log = get_logger(run_dir)
     try:
-        device = resolve_device(args.device)
-        autocast = autocast_for(device, args.fp16, args.bf16)
         random.seed(args.seed)
         torch.manual_seed(args.seed)
         atomic_write_json(os.path.join(run_dir, "args.json"), vars(args))

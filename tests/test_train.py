@@ -1,0 +1,207 @@
+"""Training (src/train.py, main.py), validation perplexity, resume, and src/make_small_bart.py (tiny, CPU)."""
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.bart_fixtures import DEFAULT_TEXTS, make_records, make_tiny_bart_dir
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def bart_dir(tmp_path_factory):
+    return make_tiny_bart_dir(tmp_path_factory.mktemp("bart"))
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    (d / "train.json").write_text(json.dumps(make_records(4, seed=1)))  # 12 records
+    (d / "valid.json").write_text(json.dumps(make_records(2, seed=2)))  # 6 records
+    return d
+
+
+def main_args(bart_dir, data_files, out, *extra):
+    return ["--train_data", str(data_files / "train.json"), "--val_data", str(data_files / "valid.json"),
+            "--bart_base_dir", str(bart_dir), "--output_dir", str(out), "--batch_size", "4",
+            "--num_epochs", "2", "--learning_rate", "1e-3", "--max_length", "64",
+            "--max_length_res_memory", "24", "--device", "cpu", *extra]
+
+
+def run_dir_of(out):
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def full_run(bart_dir, data_files, tmp_path_factory):
+    """main.py for 2 epochs, uninterrupted."""
+    import main
+
+    out = tmp_path_factory.mktemp("out_full")
+    main.main(main_args(bart_dir, data_files, out))
+    return run_dir_of(out)
+
+
+def test_main_writes_the_checkpoint_layout(full_run):
+    from src.checkpoint import load_checkpoint
+
+    assert re.fullmatch(r"bs_4_epochs_2_\d{8}_\d{6}", full_run.name)
+    history = json.loads((full_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    ckpts = sorted(p.name for p in full_run.glob("epoch_*"))
+    assert ckpts and all(re.fullmatch(r"epoch_\d+_val_ppl_\d+(\.\d+)?", c) for c in ckpts)
+    # a checkpoint exactly for each improvement, named with its rounded PPL
+    best = math.inf
+    expected = []
+    for h in history:
+        if h["val_ppl"] < best:
+            best = h["val_ppl"]
+            expected.append(f"epoch_{h['epoch']}_val_ppl_{round(h['val_ppl'], 2)}")
+    assert ckpts == sorted(expected)
+    for name in ckpts:
+        files = {p.name for p in (full_run / name).iterdir()}
+        assert {"dialogue_model.pth", "memory_bank.pth", "args.json", "config.json", "tokenizer_config.json"} <= files
+    log = (full_run / "experiments.log").read_text()
+    assert "Validation perplexity" in log and "Training loss" in log
+    assert (full_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, _, args = load_checkpoint(full_run / ckpts[-1], device="cpu")
+    assert args["batch_size"] == 4 and args["valid_data"].endswith("valid.json")
+    assert sum(t.size(0) for t in model.memory_bank) > 0  # the trained bank came back
+
+
+def test_resume_continues_at_next_epoch_with_same_state(bart_dir, data_files, full_run, tmp_path, monkeypatch):
+    """Interrupt after epoch 0, resume: epoch 1 runs once, from the saved optimizer state, and ends exactly
+    where the uninterrupted run ended."""
+    import main
+    import src.train as train
+
+    real_train_epoch = train.train_epoch
+    calls = []
+
+    def opt_state(optimizer):
+        return {i: {k: v.clone() for k, v in st.items()} for i, st in optimizer.state_dict()["state"].items()}
+
+    def interrupt_second(model, loader, optimizer, *a, **kw):
+        calls.append((kw.get("desc"), opt_state(optimizer)))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train_epoch(model, loader, optimizer, *a, **kw)
+
+    monkeypatch.setattr(train, "train_epoch", interrupt_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main.main(main_args(bart_dir, data_files, out))
+    run = run_dir_of(out)
+    saved = torch.load(run / "last" / "training_state.pt", weights_only=True)
+    assert saved["epoch"] == 0
+
+    before_interrupt = calls[1][1]  # optimizer state when epoch 1 was about to start
+    calls.clear()
+
+    def record(model, loader, optimizer, *a, **kw):
+        calls.append((kw.get("desc"), opt_state(optimizer)))
+        return real_train_epoch(model, loader, optimizer, *a, **kw)
+
+    monkeypatch.setattr(train, "train_epoch", record)
+    main.main(["--resume", str(run), "--device", "cpu"])
+    assert [c[0] for c in calls] == ["train 2/2"]  # only the next epoch ran
+    resumed = calls[0][1]
+    assert before_interrupt.keys() == resumed.keys() and len(resumed) > 0
+    for i in resumed:
+        assert all(torch.equal(before_interrupt[i][k], resumed[i][k]) for k in resumed[i])
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [0, 1]
+
+    a = torch.load(full_run / "last" / "dialogue_model.pth", weights_only=True)
+    b = torch.load(run / "last" / "dialogue_model.pth", weights_only=True)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    sa = torch.load(full_run / "last" / "training_state.pt", weights_only=True)
+    sb = torch.load(run / "last" / "training_state.pt", weights_only=True)
+    assert sa["optimizer"]["state"][0]["step"] == sb["optimizer"]["state"][0]["step"] == 6  # 3 steps x 2 epochs
+    assert torch.allclose(sa["optimizer"]["state"][0]["exp_avg_sq"], sb["optimizer"]["state"][0]["exp_avg_sq"])
+    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"] == 6
+    assert [h["val_ppl"] for h in sa["history"]] == pytest.approx([h["val_ppl"] for h in sb["history"]], rel=1e-6)
+
+
+def test_validation_ppl_is_exp_mean_token_nll(bart_dir, data_files):
+    from torch.utils.data import DataLoader
+    from transformers import BartTokenizer
+
+    from src.data import DialogueDataset, collator_for, load_records
+    from src.model import DialogueModel
+    from src.train import evaluate_ppl
+
+    tok = BartTokenizer.from_pretrained(bart_dir)
+    torch.manual_seed(0)
+    model = DialogueModel.from_pretrained_bart(bart_dir)
+    recs = load_records(data_files / "valid.json")
+    ds = DialogueDataset(recs, tok, max_length=64)
+    model.train()
+    model(**collator_for(model)([ds[i] for i in range(len(ds))]))  # fill the bank
+    got = evaluate_ppl(model, DataLoader(ds, batch_size=4, collate_fn=collator_for(model, with_memory=False)),
+                       torch.device("cpu"))
+    # independently: one sample at a time, log-softmax of the logits at each target token
+    nll, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i, r in enumerate(recs):
+            ctx = tok(tok.sep_token.join(r["context"]), truncation=True, max_length=64, return_tensors="pt")
+            resp = tok(r["response"], truncation=True, max_length=64)["input_ids"]
+            enc, mask = model.encode(ctx["input_ids"], ctx["attention_mask"], torch.tensor([ds.strategy_ids[i]]))
+            logits, _ = model.decode(torch.tensor([resp[:-1]]), enc, mask)
+            logp = torch.log_softmax(logits[0].double(), -1)
+            nll -= sum(float(logp[j, y]) for j, y in enumerate(resp[1:]))
+            n += len(resp) - 1
+    assert got["tokens"] == n
+    assert got["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+
+
+def test_early_stopping_after_patience(bart_dir, data_files, tmp_path):
+    """With lr 0 and no memory the validation PPL never improves after epoch 0: patience 1 stops at epoch 1."""
+    from src.train import build_parser, run_training
+
+    args = build_parser().parse_args(main_args(bart_dir, data_files, tmp_path, "--num_epochs", "5", "--patience", "1",
+                                               "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch"))
+    res = run_training(args)
+    assert res["stopped_early"] and [h["epoch"] for h in res["history"]] == [0, 1]
+    run = Path(res["run_dir"])
+    assert [p.name.split("_val")[0] for p in run.glob("epoch_*")] == ["epoch_0"]
+    assert "Early stopping" in (run / "experiments.log").read_text()
+
+
+def test_fp16_on_cpu_is_a_clear_error(bart_dir, data_files, tmp_path):
+    import main
+
+    with pytest.raises(RuntimeError, match="--fp16 needs a CUDA device"):
+        main.main(main_args(bart_dir, data_files, tmp_path / "o", "--fp16"))
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_make_small_bart_cli_from_esconv_txt(tmp_path):
+    from transformers import BartConfig, BartModel, BartTokenizer
+
+    from src import make_small_bart
+
+    lines = []
+    for k in range(3):
+        turns = [{"speaker": "usr" if i % 2 == 0 else "sys", "text": DEFAULT_TEXTS[(k + i) % 16],
+                  **({"strategy": "Question"} if i % 2 else {})} for i in range(6)]
+        lines.append(json.dumps({"situation": DEFAULT_TEXTS[k], "dialog": turns}))
+    (tmp_path / "train.txt").write_text("\n".join(lines))
+    out = tmp_path / "bart"
+    make_small_bart.main(["--output_dir", str(out), "--train_file", str(tmp_path / "train.txt"),
+                          "--vocab_size", "300", "--d_model", "16", "--layers", "1", "--heads", "2"])
+    tok = BartTokenizer.from_pretrained(out)
+    assert tok.convert_tokens_to_ids(["<s>", "<pad>", "</s>", "<unk>"]) == [0, 1, 2, 3]
+    assert tok.mask_token_id == len(tok) - 1
+    text = "Have you tried talking to your boss?"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 2 and tok.decode(ids, skip_special_tokens=True) == text
+    cfg = BartConfig.from_pretrained(out)
+    assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.vocab_size) == (16, 1, 1, len(tok))
+    BartModel.from_pretrained(out)  # weights load
