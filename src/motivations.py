@@ -11,7 +11,7 @@
 5. report how many motivations name a strategy other than the gold one (informational).
 
 Exit codes: 0 complete (or partial with ``--allow_partial``), 1 incomplete, 2 stopped by a
-non-retryable error or bad configuration.
+non-retryable error or bad configuration, 130 interrupted (Ctrl-C; the cache keeps what was answered).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ DEFAULT_OUTPUT_TOKENS = 60
 LOCAL_DEFAULT_MAX_NEW_TOKENS = 128
 # A chat request costs a few tokens beyond its text (role and message framing).
 CHAT_MESSAGE_OVERHEAD_TOKENS = 7
-EXIT_OK, EXIT_INCOMPLETE, EXIT_FATAL = 0, 1, 2
+EXIT_OK, EXIT_INCOMPLETE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def eprint(*args) -> None:
@@ -249,6 +249,10 @@ def collect_motivations(args) -> int:
         result = e.result
     except (OSError, ValueError) as e:  # e.g. a local model folder that cannot be loaded
         fatal = scrub(e, [api_key])
+    except KeyboardInterrupt:
+        # the requests in flight have finished and are cached; nothing else was started
+        eprint(f"interrupted: {len(cache)} answers are kept in {cache_path}; rerun the same command to resume")
+        return EXIT_INTERRUPTED
     finally:
         cache.close()
 
