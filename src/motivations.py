@@ -205,7 +205,11 @@ def collect_motivations(args) -> int:
 
     if args.dry_run:
         if os.path.exists(cache_path):
-            cache = JsonlCache(cache_path, readonly=True)
+            try:
+                cache = JsonlCache(cache_path, readonly=True)
+            except ValueError as e:
+                eprint(f"error: {e}")
+                return EXIT_FATAL
             keys = _cache_keys(items, args, max_tokens, do_sample)
             to_send = [p for i, p in items if cache.get(i, keys[i]) is None]
         else:
