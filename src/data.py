@@ -250,3 +250,32 @@ def collator_for(model, with_memory: bool = True) -> DialogueCollator:
     """The collator matching a DialogueModel's padding mode."""
     return DialogueCollator(model.pad_token_id, pool=model.pool, max_length=model.max_length,
                             max_length_res_memory=model.max_length_res_memory, with_memory=with_memory)
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Random batches of similar context length (``--group_by_length``), so dynamic padding pays off.
+
+    Each epoch: a random permutation (from ``generator``) is cut into chunks of ``chunk_batches`` batches;
+    each chunk is sorted by context length and cut into batches; the batch order is shuffled. Every sample
+    is used once per epoch. Batch composition differs from plain shuffling (it is not what the released code
+    did), which also changes which memory lists meet in a batch.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                 chunk_batches: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.chunk = batch_size * chunk_batches
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches = []
+        for c in range(0, len(perm), self.chunk):
+            chunk = sorted(perm[c: c + self.chunk], key=lambda i: self.lengths[i])
+            batches += [chunk[k: k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        return iter([batches[i] for i in order])

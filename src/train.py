@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from src.checkpoint import (load_checkpoint, replace_dir, resolve_device, save_checkpoint,
                             write_checkpoint_files)
-from src.data import DialogueDataset, collator_for, load_records
+from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from src.io_utils import atomic_write_json
 
 STATE_FILE = "training_state.pt"
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(released: encoded but unused)")
     p.add_argument("--no_memory", action="store_true",
                    help="ablation: no memory-enhanced vector, no memory bank, no auxiliary loss")
+    p.add_argument("--group_by_length", action="store_true",
+                   help="batch samples of similar context length together (faster; not released behaviour)")
     p.add_argument("--pool", choices=["masked", "all"], default="masked",
                    help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
                         "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
@@ -337,8 +339,13 @@ def run_training(args: argparse.Namespace) -> dict:
             log.info(f"Epoch {epoch + 1}/{args.num_epochs}")
             # the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches
             gen = torch.Generator().manual_seed(args.seed + epoch)
-            train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=gen,
-                                      collate_fn=train_collate, num_workers=args.num_workers)
+            if getattr(args, "group_by_length", False):
+                sampler = LengthGroupedBatchSampler([len(x) for x in train_ds.context_ids], args.batch_size, gen)
+                train_loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=train_collate,
+                                          num_workers=args.num_workers)
+            else:
+                train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=gen,
+                                          collate_fn=train_collate, num_workers=args.num_workers)
             t0 = time.time()
             tr = train_epoch(model, train_loader, optimizer, scheduler, scaler, device, args.l_strategy,
                              autocast, per_step_scheduler=args.scheduler_step == "step",

@@ -356,3 +356,18 @@ def test_collator_on_real_valid_samples(esconv_dir, tokenizer, bart_dir):
     # consecutive samples of one dialogue: the longest memory (the last sample's) is the only one encoded
     assert b["memory_input_ids"].size(0) == len(recs[-1]["response_memory"])
     assert b["memory_input_ids"].size(1) <= 64
+
+
+def test_length_grouped_batches_cover_every_sample_once():
+    from src.data import LengthGroupedBatchSampler
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randperm(40, generator=g).tolist()
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=4, generator=g, chunk_batches=10)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 10
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    for b in batches:  # one chunk: each batch holds 4 consecutive lengths
+        ls = sorted(lengths[i] for i in b)
+        assert ls == list(range(ls[0], ls[0] + 4))
+    assert [sorted(b) for b in batches] != [sorted(b) for b in list(sampler)]  # reshuffled next epoch

@@ -166,7 +166,8 @@ def test_early_stopping_after_patience(bart_dir, data_files, tmp_path):
     from src.train import build_parser, run_training
 
     args = build_parser().parse_args(main_args(bart_dir, data_files, tmp_path, "--num_epochs", "5", "--patience", "1",
-                                               "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch"))
+                                               "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch",
+                                               "--group_by_length"))
     res = run_training(args)
     assert res["stopped_early"] and [h["epoch"] for h in res["history"]] == [0, 1]
     run = Path(res["run_dir"])
