@@ -371,3 +371,16 @@ def test_length_grouped_batches_cover_every_sample_once():
         ls = sorted(lengths[i] for i in b)
         assert ls == list(range(ls[0], ls[0] + 4))
     assert [sorted(b) for b in batches] != [sorted(b) for b in list(sampler)]  # reshuffled next epoch
+
+
+def test_truncation_side(tokenizer):
+    from src.data import DialogueDataset
+
+    rec = max(make_records(1), key=lambda r: len(r["context"]))
+    right = DialogueDataset([rec], tokenizer, max_length=16, truncation_side="right").context_ids[0]
+    left = DialogueDataset([rec], tokenizer, max_length=16, truncation_side="left").context_ids[0]
+    assert len(right) == len(left) == 16
+    assert right[0] == left[0] == tokenizer.bos_token_id and right[-1] == left[-1] == tokenizer.eos_token_id
+    # right keeps the situation (start of the context), left keeps the latest turn (its end)
+    assert rec["context"][0].startswith(tokenizer.decode(right[1:-1]).strip()[:10])
+    assert rec["context"][-1].endswith(tokenizer.decode(left[1:-1]).strip()[-10:])
