@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=None, help="with --do_sample")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default float32)")
+    p.add_argument("--no_sort_by_length", action="store_true",
+                   help="batch prompts in file order instead of grouping similar lengths (local backend)")
     p.add_argument("--backend", default="local", choices=["local", "openai"])
     p.add_argument("--base_url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     p.add_argument("--model", default=None, help="served model name (openai backend; default --model_path)")
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
         temperature=args.temperature, device=args.device, dtype=args.dtype, base_url=args.base_url,
         model=args.model, concurrency=args.concurrency,
         gold_files={s: f for s, f in golds.items() if f}, test_mode=args.test_mode,
+        sort_by_length=not args.no_sort_by_length,
     )
     if cfg.backend == "local" and not os.path.isdir(cfg.model_path):
         print(f"error: {cfg.model_path}: model folder not found (export_model.py --export_dir)", file=sys.stderr)

@@ -225,6 +225,7 @@ class InferenceConfig:
     concurrency: int = 8
     gold_files: dict = field(default_factory=dict)  # split -> dialogue file, for the report
     test_mode: str = "last"
+    sort_by_length: bool = True
     progress: bool | None = None
 
 
@@ -285,7 +286,13 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
     results = {}
     with JsonlCache(cfg.cache_file) as cache:
         for split, (path, ids, prompts) in splits.items():
-            run = _answer_split(cfg, split, list(zip(ids, prompts)), cache, model_and_tokenizer)
+            items = list(zip(ids, prompts))
+            if cfg.sort_by_length and cfg.backend == "local":
+                # batch prompts of similar length together: far less padding (prompts run from a few
+                # lines to whole dialogues). Stable and input-determined, so a resumed run forms the
+                # same batches; the output keeps the file order.
+                items.sort(key=lambda item: len(item[1]))
+            run = _answer_split(cfg, split, items, cache, model_and_tokenizer)
             missing = [i for i in ids if i not in run.answers]
             if missing:
                 some = "; ".join(f"{i}: {run.failed.get(i, 'not attempted')}" for i in missing[:3])

@@ -68,11 +68,17 @@ def test_one_entry_per_prompt_with_right_ids(world, tmp_path):
     assert all(e["strategy"].startswith("[") and e["strategy"] == e["strategy"].lower() for e in entries)
     assert [e["id"] for e in _read(tmp_path, "strategy_with_motivation.json")] == ["train-0-1", "train-0-3", "train-0-5"]
     assert res["valid"]["n"] == 5
-    # the motivations are what the model generates greedily for the default-templated prompt
+    # the motivations are what the model generates greedily for the default-templated prompts, batched
+    # by length (shortest first, batch_size 2) and put back in file order
     m, tok = local_llm.load_causal_lm(model, device="cpu")
     prompts = json.load(open(valid))
-    want = local_llm.generate_batch(m, tok, [local_llm.format_prompt(tok, p, "default") for p in prompts[:2]], 5)
-    assert [e["motivation"] for e in entries[:2]] == want
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    want = {}
+    for b in range(0, len(order), 2):
+        idx = order[b:b + 2]
+        outs = local_llm.generate_batch(m, tok, [local_llm.format_prompt(tok, prompts[i], "default") for i in idx], 5)
+        want.update(zip(idx, outs))
+    assert [e["motivation"] for e in entries] == [want[i] for i in range(len(prompts))]
 
 
 def test_max_samples_and_missing_sidecar(world, tmp_path):
