@@ -98,9 +98,13 @@ class SafeMeteor(Meteor):
             return super().compute_score(gts, res)
         except (ValueError, BrokenPipeError, OSError) as e:
             # A dead or killed JVM shows up as an empty line (float('') -> ValueError) or a broken pipe.
-            why = f"no answer within {self.timeout_s:.0f} s, killed" if killed.is_set() else "JVM failed"
+            why = f"no answer within {self.timeout_s:g} s, killed" if killed.is_set() else "JVM failed"
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            err = self._stderr_text() or "<empty>"
             self.close()
-            raise MeteorError(f"METEOR {why} ({e}); JVM stderr: {self._stderr_text() or '<empty>'}") from None
+            raise MeteorError(f"METEOR {why} ({e}); JVM stderr: {err}") from None
         finally:
             timer.cancel()
             if self.lock.locked():  # pycocoevalcap does not release it on error
@@ -119,9 +123,10 @@ class SafeMeteor(Meteor):
         if p.poll() is None:
             p.kill()
         p.wait()
-        for stream in (p.stdout,):
+        for stream in (p.stdout, getattr(self, "_stderr", None)):
             try:
-                stream and stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
 
