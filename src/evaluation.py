@@ -39,18 +39,23 @@ def add_spaces_before_punctuation(text: str) -> str:
     return re.sub(r"(\w)([.,!?;:])", r"\1 \2", text)
 
 
+# Every character that str.splitlines() treats as a line boundary: a byte-level BPE can generate any of them,
+# and one inside a response would break the one-response-per-line files.
+_LINE_BREAKS_RE = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    return _LINE_BREAKS_RE.sub(" ", text)
+
+
 def clean_response(text: str) -> str:
     """The released ``data_clean`` on one generated response (it ran on the whole file; the rules never
     cross a line, so per line is the same). Line breaks inside a response become spaces (ours)."""
-    text = re.sub(r"[\r\n]+", " ", text)
+    text = one_line(text)
     text = add_spaces_before_punctuation(text)
     text = re.sub(r"\.+", ".", text)
     text = re.sub(r"!+", "!", text)
     return text.replace('"', "")
-
-
-def one_line(text: str) -> str:
-    return re.sub(r"[\r\n]+", " ", text)
 
 
 # ------------------------------------------------------------------------------------------ tokenisation

@@ -190,3 +190,14 @@ def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
     rc = test_evaluation.main(["--test_data", str(bad), "--model_path", str(ckpt), "--strategy_source", "gold",
                                "--eval_dir", str(tmp_path), "--no_progress", "--no_meteor"])
     assert rc == 2
+
+
+def test_every_unicode_line_break_becomes_a_space(tmp_path):
+    """A byte-level BPE can emit \\x1c, \\x85, \\u2028 ...: the files must keep one response per line."""
+    from src.evaluation import clean_response, read_lines, write_lines
+
+    weird = ["a\x1cb\x1dc\x1ed", "e\x85f\u2028g\u2029h", "i\x0bj\x0ck\r\nl"]
+    path = tmp_path / "hyp.txt"
+    write_lines(str(path), [clean_response(w) for w in weird])
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+    assert read_lines(str(path)) == ["a b c d", "e f g h", "i j k l"]
