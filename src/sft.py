@@ -181,6 +181,8 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
         raise ValueError(f"--finetuning_type {cfg.finetuning_type!r} is not supported; only 'lora' (the paper's)")
     if cfg.template not in TEMPLATES:
         raise ValueError(f"--template {cfg.template!r}: expected one of {TEMPLATES}")
+    if cfg.device == "cuda" and not cuda:
+        raise ValueError("--device cuda: no CUDA GPU is available")
     if cfg.fp16 and cfg.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
     if cfg.fp16 and not cuda:
