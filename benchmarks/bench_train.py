@@ -63,7 +63,7 @@ def run_mode(mode: str, records: str, bart: str, steps: int, warmup: int, batch_
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     tok = BartTokenizer.from_pretrained(bart)
-    model = DialogueModel.from_pretrained_bart(bart, pool="masked" if mode == "masked" else "all")
+    model = DialogueModel.from_pretrained_bart(bart, pool="all" if mode in ("all", "released") else "masked")
     ds = DialogueDataset(load_records(records), tok, max_length=512, max_length_res_memory=64)
     gen = torch.Generator().manual_seed(0)
     if mode == "grouped":
