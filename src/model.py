@@ -159,6 +159,8 @@ class DialogueModel(nn.Module):
         self.pool = pool
         self.max_length = max_length
         self.max_length_res_memory = max_length_res_memory
+        # length groups of run_encoder (speed only; 1 = encode each batch as padded)
+        self.length_groups = 4
         d = config.d_model
 
         self.encoder = BartEncoder(config)
@@ -240,9 +242,31 @@ class DialogueModel(nn.Module):
                                  f"{getattr(t, 'shape', type(t).__name__)}")
         self.memory_bank = [t.detach().float().to(self.device)[-self.strategy_memory_max:] for t in bank]
 
+    def run_encoder(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """encoder over input_ids/attention_mask [N,L] -> states [N,L,d].
+
+        With masked pooling, rows are encoded in ``length_groups`` groups of similar length, each padded only
+        to its own longest row (a batch with one 512-token context no longer costs 512 tokens per row).
+        Nothing downstream reads pad positions (cross-attention and pooling are masked), so the result is
+        the same up to float rounding (pad positions differ: they are never read). pool="all" encodes the batch as padded,
+        because there the pad positions are pooled (released behaviour).
+        """
+        N = input_ids.size(0)
+        if self.pool != "masked" or self.length_groups <= 1 or N <= 1:
+            return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        L = input_ids.size(1)
+        lens = attention_mask.sum(dim=1)
+        order = torch.argsort(lens, descending=True)
+        parts = []
+        for rows in torch.chunk(order, min(self.length_groups, N)):
+            n = max(int(lens[rows].max()), 1)
+            h = encoder(input_ids=input_ids[rows, :n], attention_mask=attention_mask[rows, :n]).last_hidden_state
+            parts.append(F.pad(h, (0, 0, 0, L - n)))
+        return torch.cat(parts, dim=0)[torch.argsort(order)]
+
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
-        states = self.strategy_encoder(input_ids=memory_input_ids, attention_mask=memory_attention_mask).last_hidden_state
+        states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
         return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
 
     def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
@@ -277,13 +301,13 @@ class DialogueModel(nn.Module):
         is (no update).
         """
         strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states = self.run_encoder(self.encoder, input_ids, attention_mask)
         mask = attention_mask
         parts, masks = [states], [mask]
         if self.use_motivation:
             if motivation_ids is None or motivation_mask is None:
                 raise ValueError("use_motivation is set but no motivation_ids/motivation_mask were given")
-            mot = self.encoder(input_ids=motivation_ids, attention_mask=motivation_mask).last_hidden_state
+            mot = self.run_encoder(self.encoder, motivation_ids, motivation_mask)
             parts.append(mot)
             masks.append(motivation_mask)
         if self.use_memory:

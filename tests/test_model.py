@@ -384,3 +384,26 @@ def test_truncation_side(tokenizer):
     # right keeps the situation (start of the context), left keeps the latest turn (its end)
     assert rec["context"][0].startswith(tokenizer.decode(right[1:-1]).strip()[:10])
     assert rec["context"][-1].endswith(tokenizer.decode(left[1:-1]).strip()[-10:])
+
+
+def test_length_grouped_encoding_matches_one_padded_pass(bart_dir, tokenizer):
+    """run_encoder's length groups are a speed-up only: same states at real tokens, same logits."""
+    model = new_model(bart_dir)
+    recs = make_records(3)
+    model.train()
+    model(**batch_of(model, tokenizer, recs))
+    model.eval()
+    b = batch_of(model, tokenizer, recs, with_memory=True)
+    assert len(set(b["attention_mask"].sum(1).tolist())) > 1  # rows of different lengths
+    with torch.no_grad():
+        grouped = model.run_encoder(model.encoder, b["input_ids"], b["attention_mask"])
+        logits_grouped = model(**b)["logits"]
+        mem_grouped = model.encode_memory(b["memory_input_ids"], b["memory_attention_mask"])
+        model.length_groups = 1
+        full = model.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+        logits_full = model(**b)["logits"]
+        mem_full = model.encode_memory(b["memory_input_ids"], b["memory_attention_mask"])
+    real = b["attention_mask"].bool()
+    assert torch.allclose(grouped[real], full[real], atol=1e-5)
+    assert torch.allclose(logits_grouped, logits_full, atol=1e-4)
+    assert torch.allclose(mem_grouped, mem_full, atol=1e-5)
