@@ -1,6 +1,6 @@
 """Training throughput of the generator: ours (dynamic padding, masked pooling) vs the released padding.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 50 --warmup 5 --batch_size 16 --threads 2]
+    .venv/bin/python benchmarks/bench_train.py [--steps 50 --warmup 5 --batch_size 16 --threads 1]
 
 Data: the real validation samples (magic/valid.txt of the shared data, built into records with
 src.esconv; MAGIC_DATA_DIR overrides the location); the script exits with a message when it is absent.
@@ -106,7 +106,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
+    # 1 by default: on a shared 2-core machine, 2 OpenMP threads per process thrash (several times slower)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--_child", nargs=3, metavar=("MODE", "RECORDS", "BART"), help=argparse.SUPPRESS)
     a = p.parse_args()
