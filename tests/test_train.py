@@ -9,7 +9,7 @@ import torch
 
 from tests.bart_fixtures import DEFAULT_TEXTS, make_records, make_tiny_bart_dir
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models; more threads only thrash on a shared machine
 
 
 @pytest.fixture(scope="module")
