@@ -133,10 +133,11 @@ def main() -> None:
             r = results[mode] = json.loads(line[-1][len("RESULT "):])
             print(f"{mode:9s} {r['samples_per_s']:8.2f} samples/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
                   f"mean padded context {r['mean_context_len']:.0f} tokens  ({r['secs']:.1f} s)", flush=True)
-    if "masked" in results:
+    for ours in ("masked", "grouped"):
         for other in ("all", "released"):
-            if other in results:
-                print(f"speed-up masked vs {other}: {results['masked']['samples_per_s'] / results[other]['samples_per_s']:.2f}x")
+            if ours in results and other in results:
+                print(f"speed-up {ours} vs {other}: "
+                      f"{results[ours]['samples_per_s'] / results[other]['samples_per_s']:.2f}x")
 
 
 if __name__ == "__main__":
