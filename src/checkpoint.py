@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from typing import Any
 
 import torch
 
-from src.io_utils import atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json
 
 MODEL_FILE = "dialogue_model.pth"
 BANK_FILE = "memory_bank.pth"
@@ -62,18 +60,6 @@ def _args_dict(args: Any) -> dict:
     return {k: v for k, v in dict(args).items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
 
 
-def replace_dir(tmp: str, dst: str) -> None:
-    """Move the finished folder ``tmp`` to ``dst``, replacing an older ``dst`` (kept until the swap)."""
-    old = None
-    if os.path.exists(dst):
-        old = tempfile.mkdtemp(dir=os.path.dirname(dst), prefix="." + os.path.basename(dst) + ".old.")
-        os.rmdir(old)
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_checkpoint_files(model, tokenizer, args: Any, out_dir: str) -> None:
     """Write the checkpoint files into an existing folder (not atomic; see save_checkpoint)."""
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(out_dir, MODEL_FILE))
@@ -87,15 +73,8 @@ def write_checkpoint_files(model, tokenizer, args: Any, out_dir: str) -> None:
 def save_checkpoint(model, tokenizer, args: Any, out_dir: str | os.PathLike) -> str:
     """Write dialogue_model.pth, memory_bank.pth, tokenizer files, config.json and args.json to out_dir."""
     out_dir = os.path.abspath(os.fspath(out_dir))
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out_dir) + ".")
-    try:
+    with atomic_dir(out_dir) as tmp:
         write_checkpoint_files(model, tokenizer, args, tmp)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -1,12 +1,14 @@
 """Small I/O helpers shared by every step: atomic writes, so nothing half-written is left behind."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -35,6 +37,30 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     """``json.dumps(obj, ensure_ascii=False, indent=indent)`` written atomically (no trailing newline,
     like the released files)."""
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Build a folder atomically: yields a temporary folder beside ``path``; when the block finishes, the
+    folder replaces ``path`` (an older ``path`` is kept until the swap); when it raises, it is removed.
+    So an interrupted model export or checkpoint never leaves a half-written folder under ``path``."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(path) + ".")
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; model folders are meant to be shared
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            old = tmp + ".old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_json(path: str | os.PathLike, what: str = "file") -> Any:

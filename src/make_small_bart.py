@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from typing import Iterable, Sequence
 
+from src.io_utils import atomic_dir
+
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in facebook/bart-base; <mask> goes last
 
 
@@ -79,10 +81,7 @@ def make_small_bart(output_dir: str | os.PathLike, texts: Sequence[str], vocab_s
     if d_model % heads:
         raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
     output_dir = os.path.abspath(os.fspath(output_dir))
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(output_dir) + ".")
-    try:
+    with atomic_dir(output_dir) as tmp:
         n_vocab = train_tokenizer_files(texts, tmp, vocab_size)
         # loading from the two files checks that BartTokenizer reads them; save_pretrained adds the rest
         tokenizer = BartTokenizer.from_pretrained(tmp)
@@ -98,12 +97,6 @@ def make_small_bart(output_dir: str | os.PathLike, texts: Sequence[str], vocab_s
         )
         torch.manual_seed(seed)
         BartModel(config).save_pretrained(tmp)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from typing import Iterable, Sequence
 
 from src.esconv import STRATEGIES, load_dialogues
+from src.io_utils import atomic_dir
 from src.prompts import wrap_default_template
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -91,10 +90,7 @@ def make_small_llm(output_dir: str | os.PathLike, texts: Sequence[str] = (), voc
     if hidden_size % heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
     output_dir = os.path.abspath(os.fspath(output_dir))
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(output_dir) + ".")
-    try:
+    with atomic_dir(output_dir) as tmp:
         tokenizer = make_tokenizer(texts, vocab_size)
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
@@ -109,12 +105,6 @@ def make_small_llm(output_dir: str | os.PathLike, texts: Sequence[str] = (), voc
             tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from .io_utils import atomic_write_text, load_json
+from .io_utils import atomic_dir, atomic_write_text, load_json
 from .local_llm import TEMPLATES, format_prompt, prepare_tokenizer
 
 IGNORE_INDEX = -100
@@ -348,12 +348,8 @@ def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir
     tok_src = adapter_name_or_path if os.path.isfile(os.path.join(adapter_name_or_path, "tokenizer_config.json")) \
         else model_name_or_path
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
-    tmp = export_dir.rstrip("/\\") + ".tmp-export"
-    merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
     # swap into place only once everything is written, so a crash never leaves a half model
-    if os.path.isdir(export_dir):
-        import shutil
-        shutil.rmtree(export_dir)
-    os.replace(tmp, export_dir)
+    with atomic_dir(export_dir) as tmp:
+        merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return export_dir

@@ -18,7 +18,6 @@ matrix (rows gold, columns predicted) as PNG and everything as JSON next to the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field

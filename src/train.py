@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 
@@ -29,10 +28,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.checkpoint import (load_checkpoint, replace_dir, resolve_device, save_checkpoint,
+from src.checkpoint import (load_checkpoint, resolve_device, save_checkpoint,
                             write_checkpoint_files)
 from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
-from src.io_utils import atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json
 
 STATE_FILE = "training_state.pt"
 LAST_DIR = "last"
@@ -232,17 +231,11 @@ def make_scheduler(optimizer, args, steps_per_epoch: int):
 
 def save_training_state(run_dir: str, model, tokenizer, args, optimizer, scheduler, scaler, state: dict) -> None:
     """Everything --resume needs, written atomically to <run_dir>/last/."""
-    final = os.path.join(run_dir, LAST_DIR)
-    tmp = tempfile.mkdtemp(dir=run_dir, prefix=".last.")
-    try:
+    with atomic_dir(os.path.join(run_dir, LAST_DIR)) as tmp:
         write_checkpoint_files(model, tokenizer, args, tmp)
         torch.save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
                    os.path.join(tmp, STATE_FILE))
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _resume_dirs(path: str) -> tuple[str, str]:

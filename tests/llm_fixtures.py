@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from src.esconv import STRATEGIES
 
 _CORPUS = [
@@ -34,55 +32,18 @@ _CORPUS = [
     "0123456789 .,!?;:'\"()[]{}-_*#/\\",
 ]
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
-
-
 def make_tokenizer(vocab_size: int = 400):
     """A seeded byte-level BPE ``PreTrainedTokenizerFast`` that adds BOS (not EOS) like Llama's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from src.make_small_llm import make_tokenizer as build
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(_CORPUS * 3, trainer=trainer)
-    bos_id = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return build(_CORPUS * 3, vocab_size)
 
 
 def make_tiny_llama(tmp_dir: str | os.PathLike, hidden_size: int = 32, num_layers: int = 2,
                     num_heads: int = 4, seed: int = 0, vocab_size: int = 400) -> str:
     """Save a tiny random LlamaForCausalLM and its tokenizer under ``tmp_dir/tiny-llama``; return the path."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from src.make_small_llm import make_small_llm
 
-    path = os.path.join(os.fspath(tmp_dir), "tiny-llama")
-    tokenizer = make_tokenizer(vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return make_small_llm(os.path.join(os.fspath(tmp_dir), "tiny-llama"), _CORPUS * 3, vocab_size=vocab_size,
+                          hidden_size=hidden_size, layers=num_layers, heads=num_heads, seed=seed,
+                          max_position_embeddings=2048)

@@ -82,7 +82,6 @@ def test_one_entry_per_prompt_with_right_ids(world, tmp_path):
 
 
 def test_max_samples_and_missing_sidecar(world, tmp_path):
-    d = world[0]
     bare = tmp_path / "p_test.json"
     bare.write_text(json.dumps(["a prompt", "another prompt", "third"]))
     with pytest.warns(UserWarning, match="ids.json not found"):

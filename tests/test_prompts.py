@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from src import prompt_templates
 from src.esconv import load_samples
