@@ -74,8 +74,19 @@ fi
 
 # -- step 1: motivations (DATA=real: the released ChatGPT motivations; 10k local generations are too slow)
 if [ "$DATA" = real ]; then
-  step "1 motivations (released)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
-    cp "${MAGIC_DATA_DIR:-$ROOT/../shared/data/esconv}/magic/motivations_4_LLaMA.json" "$LLM_DIR/"
+  # the released list follows the sample order of the full train file: keep the first len(samples) (TRIM)
+  step "1 motivations (released)" "$LLM_DIR/motivations_4_LLaMA.json" -- "$PY" -c '
+import json, sys
+from src.esconv import load_samples
+from src.io_utils import atomic_write_json
+released, train_file, out = sys.argv[1:]
+samples = load_samples(train_file, "train")
+motivations = json.load(open(released, encoding="utf-8"))[: len(samples)]
+atomic_write_json(out[:-5] + ".ids.json", [s.id for s in samples])
+atomic_write_json(out, motivations)
+print(f"{len(motivations)} released motivations -> {out}")
+' "${MAGIC_DATA_DIR:-$ROOT/../shared/data/esconv}/magic/motivations_4_LLaMA.json" "$DATA_DIR/train.txt" \
+    "$LLM_DIR/motivations_4_LLaMA.json"
 else
   step "1 motivations (local model)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
     env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh "${MOT_ARGS[@]}"
