@@ -1,4 +1,4 @@
-"""Build a small, randomly initialised BART directory usable as ``--bart_base_dir`` (demo, tests, benchmarks).
+r"""Build a small, randomly initialised BART directory usable as ``--bart_base_dir`` (demo, tests, benchmarks).
 
 The tokenizer is a byte-level BPE (as BART's) trained with ``tokenizers`` on the given texts and written
 as vocab.json + merges.txt with BART's special tokens (<s> <pad> </s> <unk> at ids 0-3, <mask> last), so

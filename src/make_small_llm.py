@@ -1,4 +1,4 @@
-"""Build a small, randomly initialised Llama directory usable wherever a causal LM is expected (the demo's
+r"""Build a small, randomly initialised Llama directory usable wherever a causal LM is expected (the demo's
 motivation collector and strategy LLM, tests, benchmarks); nothing is downloaded.
 
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on the given texts, wrapped in
