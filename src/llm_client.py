@@ -82,8 +82,22 @@ def chat_prompt_key(prompt: str, model: str, temperature: float | None = None,
 
 
 def local_model_id(model_name_or_path: str | os.PathLike) -> str:
-    """How a local model is named in cache keys: its absolute folder path."""
-    return "local:" + os.path.abspath(os.fspath(model_name_or_path))
+    """How a local model is named in cache keys: its absolute folder path plus a fingerprint of its weight
+    files (name, size, modification time), so re-exporting a model into the same folder never reuses the old
+    model's answers (a copied or touched folder only costs a recomputation). A hub id is used as it is."""
+    path = os.path.abspath(os.fspath(model_name_or_path))
+    if not os.path.isdir(path):
+        return "local:" + os.fspath(model_name_or_path)
+    return "local:" + path + ":" + _weights_fingerprint(path)
+
+
+def _weights_fingerprint(folder: str) -> str:
+    stats = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".safetensors", ".bin", ".pt", ".pth", ".gguf")) or name == "config.json":
+            st = os.stat(os.path.join(folder, name))
+            stats.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("|".join(stats).encode()).hexdigest()[:16]
 
 
 def local_prompt_key(prompt: str, model_name_or_path: str | os.PathLike, template: str, max_new_tokens: int,

@@ -198,3 +198,21 @@ def test_rpm_cap_is_applied_to_requests():
 def test_duplicate_ids_are_refused():
     with pytest.raises(ValueError, match="duplicate item id 's0'"):
         run_chat_requests([("s0", "a"), ("s0", "b")], model="m", api_key="x", base_url="http://127.0.0.1:9/v1")
+
+
+def test_local_cache_key_changes_when_the_model_folder_is_rewritten(tmp_path):
+    """Re-exporting a model into the same folder must not reuse the old model's cached answers."""
+    import os
+    import time
+
+    from src import llm_client
+
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"old weights")
+    before = llm_client.local_prompt_key("p", folder, "default", 16)
+    assert llm_client.local_prompt_key("p", folder, "default", 16) == before
+    time.sleep(0.01)
+    (folder / "model.safetensors").write_bytes(b"new weights!")
+    os.utime(folder / "model.safetensors")
+    assert llm_client.local_prompt_key("p", folder, "default", 16) != before
