@@ -85,8 +85,10 @@ def evaluate(model_dir, samples, args, label):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", default="models/smollm2-135m-instruct")
-    p.add_argument("--data_dir", default="/work/shared/data/esconv")
-    p.add_argument("--work_dir", default="/tmp/smollm2_strategy")
+    p.add_argument("--data_dir", default=os.environ.get("MAGIC_DATA_DIR", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data", "esconv")),
+        help="the real ESConv data (default: $MAGIC_DATA_DIR, else ../shared/data/esconv)")
+    p.add_argument("--work_dir", default="demo_run/smollm2_strategy", help="adapters, answers, results.json")
     p.add_argument("--n_train", type=int, default=200)
     p.add_argument("--n_valid", type=int, default=50)
     p.add_argument("--cutoff_len", type=int, default=256,
