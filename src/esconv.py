@@ -93,6 +93,25 @@ def parse_strategy(answer: str | None) -> str | None:
     return None
 
 
+def strategy_mismatches(samples: Sequence[Sample], answers: dict[str, str]) -> tuple[int, int, int, list[str]]:
+    """Compare LLM answers about samples with their gold strategies, over the samples that have an answer
+    (``answers``: sample id -> text): (named another strategy, named none, answered, up to 5 ids of the first
+    kind)."""
+    other, none, total, examples = 0, 0, 0, []
+    for s in samples:
+        if s.id not in answers:
+            continue
+        total += 1
+        named = parse_strategy(answers[s.id])
+        if named is None:
+            none += 1
+        elif named != canonical_strategy(s.strategy):
+            other += 1
+            if len(examples) < 5:
+                examples.append(s.id)
+    return other, none, total, examples
+
+
 # --------------------------------------------------------------------------------------------------
 # Contractions. MultiESC tokenised "I'm" as "I ' m"; the dataset build expands the 45 forms below
 # (case-insensitive, whole words, the replacement always in this spelling), as the released code did.

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from .esconv import Sample, canonical_strategy, load_samples, parse_strategy
+from .esconv import Sample, load_samples, strategy_mismatches
 from .io_utils import atomic_write_json
 from .llm_client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
     run_chat_requests, run_local_requests, scrub
@@ -124,23 +124,6 @@ def format_estimate(e: DryRunEstimate, price_in: float | None, price_out: float 
 
 # --------------------------------------------------------------------------------------------------
 # Outputs.
-def strategy_mismatches(samples: Sequence[Sample], answers: dict[str, str]) -> tuple[int, int, int, list[str]]:
-    """(named another strategy, named none, answered, example ids) over the answered samples."""
-    other, none, total, examples = 0, 0, 0, []
-    for s in samples:
-        if s.id not in answers:
-            continue
-        total += 1
-        named = parse_strategy(answers[s.id])
-        if named is None:
-            none += 1
-        elif named != canonical_strategy(s.strategy):
-            other += 1
-            if len(examples) < 5:
-                examples.append(s.id)
-    return other, none, total, examples
-
-
 def write_outputs(output_file: str, samples: Sequence[Sample], answers: dict[str, str]) -> tuple[str, int]:
     """Write the answered samples' motivations (sample order) and their ids; return (ids path, count).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .esconv import Sample, load_samples, parse_strategy, strategy_id
+from .esconv import Sample, load_samples, strategy_mismatches
 from .io_utils import atomic_write_json, load_json
 from .prompts import llama_prompt
 
@@ -49,22 +49,14 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
     return motivations
 
 
-def count_strategy_mismatches(motivations: list[str], samples: list[Sample]) -> int:
-    """How many motivations name no strategy or another strategy than the gold one they explain."""
-    bad = 0
-    for m, s in zip(motivations, samples):
-        named = parse_strategy(m)
-        bad += named is None or strategy_id(named) != s.strategy_id
-    return bad
-
-
 def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str) -> dict:
     """Everything to write, keyed by file name (values are JSON-serialisable)."""
     train = load_samples(train_file, "train")
     valid = load_samples(valid_file, "valid")
     test = load_samples(test_file, "test")
     motivations = load_motivations(motivations_file, train)
-    mismatched = count_strategy_mismatches(motivations, train)
+    other, none, _, _ = strategy_mismatches(train, {s.id: m for s, m in zip(train, motivations)})
+    mismatched = other + none
     if mismatched:
         warnings.warn(f"{mismatched} of {len(train)} motivations name no strategy or another one than the "
                       "gold strategy of their sample (kept as they are)", stacklevel=2)
