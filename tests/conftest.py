@@ -32,3 +32,17 @@ def esconv_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)  # tiny models; more threads only thrash on a shared 2-core machine
+
+
+@pytest.fixture(scope="session")
+def bart_dir(tmp_path_factory):
+    """A tiny random BART folder (tests/bart_fixtures.py), built once per test session."""
+    from tests.bart_fixtures import make_tiny_bart_dir
+
+    return make_tiny_bart_dir(tmp_path_factory.mktemp("bart"))

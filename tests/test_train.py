@@ -7,14 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bart_fixtures import DEFAULT_TEXTS, make_records, make_tiny_bart_dir
-
-torch.set_num_threads(1)  # tiny models; more threads only thrash on a shared machine
-
-
-@pytest.fixture(scope="module")
-def bart_dir(tmp_path_factory):
-    return make_tiny_bart_dir(tmp_path_factory.mktemp("bart"))
+from tests.bart_fixtures import DEFAULT_TEXTS, make_records
 
 
 @pytest.fixture(scope="module")
