@@ -8,10 +8,12 @@ Default paths (--model_path fine_tuned_llama2/, prompts_4_LLaMA*.json, --output_
 ones, taken relative to THIS folder (LLM_inference/), so the command works from the repository root and
 from LLM_inference/ alike; paths you give are relative to the current directory.
 
-Prompts are wrapped in the training template (`default`: "Human: {prompt}\\nAssistant: "), generated
-greedily in left-padded batches (--do_sample --top_k 10 restores the released sampling), and cached in
---cache_file as they come: rerunning a killed run continues where it stopped. Each output file
-strategy_with_motivation{,_valid,_test}.json = [{"id", "strategy": "[question]", "motivation"}] is
+Prompts are wrapped in the training template (`default`: "Human: {prompt}\\nAssistant: ") and generated
+greedily in left-padded batches (--do_sample --top_k 10 restores the released sampling). Within a batch
+each prompt runs only the tokens it does not share with an earlier prompt (the instruction, and within a
+dialogue the clip so far), so batches follow the file order (--no_prefix_sharing, --batch_order).
+Answers are cached in --cache_file as they come: rerunning a killed run continues where it stopped. Each
+output file strategy_with_motivation{,_valid,_test}.json = [{"id", "strategy": "[question]", "motivation"}] is
 written atomically when its split is complete. --backend openai sends the raw prompts to an
 OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its own chat template.
 """
@@ -51,8 +53,14 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=None, help="with --do_sample")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default float32)")
-    p.add_argument("--no_sort_by_length", action="store_true",
-                   help="batch prompts in file order instead of grouping similar lengths (local backend)")
+    p.add_argument("--no_prefix_sharing", action="store_true",
+                   help="local backend: one padded generate call per batch, instead of prefilling each prompt "
+                        "only where it differs from an earlier prompt of its batch (same answers up to float "
+                        "rounding; several times slower on CPU)")
+    p.add_argument("--batch_order", default="auto", choices=["auto", "file", "length"],
+                   help="local backend: batch consecutive prompts (file: a dialogue's prompts share the most "
+                        "prefix) or prompts of similar length (length: least padding); auto = file with "
+                        "prefix sharing, length without")
     p.add_argument("--backend", default="local", choices=["local", "openai"])
     p.add_argument("--base_url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     p.add_argument("--model", default=None, help="served model name (openai backend; default --model_path)")
@@ -87,7 +95,8 @@ def main(argv=None) -> int:
         temperature=args.temperature, device=args.device, dtype=args.dtype, base_url=args.base_url,
         model=args.model, concurrency=args.concurrency,
         gold_files={s: f for s, f in golds.items() if f}, test_mode=args.test_mode,
-        sort_by_length=not args.no_sort_by_length,
+        share_prefix=not args.no_prefix_sharing,
+        sort_by_length={"auto": None, "file": False, "length": True}[args.batch_order],
     )
     if cfg.backend == "local" and not os.path.isdir(cfg.model_path):
         print(f"error: {cfg.model_path}: model folder not found (export_model.py --export_dir)", file=sys.stderr)

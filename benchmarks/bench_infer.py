@@ -1,13 +1,22 @@
 """Batched vs one-prompt-at-a-time generation for strategy inference (target: >= 4x prompts/s on CPU).
 
-    python benchmarks/bench_infer.py                                   # tiny random Llama (or SmolLM2, below)
-    python benchmarks/bench_infer.py --model_path tiny                 # force the tiny random Llama
-    python benchmarks/bench_infer.py --model_path models/smollm2-135m-instruct --n_prompts 16
+    python benchmarks/bench_infer.py                                   # SmolLM2 if converted, else tiny
+    python benchmarks/bench_infer.py --model_path tiny --synthetic     # tiny random Llama, short prompts
+    python benchmarks/bench_infer.py --model_path models/smollm2-135m-instruct --n_prompts 32
 
-Same model, same prompts (LLaMA strategy prompts of the first --n_prompts validation samples when the
-data is present, else synthetic dialogue prompts), same greedy settings, default template. Prints
-prompts/s for batch size 1 and --batch_size and their ratio. --model_path default: SmolLM2 if
-models/smollm2-135m-instruct exists, else a tiny random Llama built in a temporary folder.
+Same model, same prompts (the LLaMA strategy prompts of the first --n_prompts validation samples when the
+data is present, else synthetic dialogue prompts), same greedy settings, default template. Three ways:
+
+* single (one at a time): a plain ``generate`` call per prompt (the released script's way, without its sampling);
+* padded: one left-padded ``generate`` call per batch, prompts grouped by length
+  (``infer_strategy.py --no_prefix_sharing``);
+* shared: ``infer_strategy.py``'s default: batches in file order, each prompt prefilled
+  only where it differs from an earlier prompt of its batch, then decoded together.
+
+Prints prompts/s, the prompt tokens each way ran through the model, the speed-up over one at a time
+and how many answers equal the one-at-a-time ones. --model_path default: SmolLM2 if
+models/smollm2-135m-instruct exists (scripts/convert_smollm2.py), else a tiny random Llama built in a
+temporary folder.
 """
 import argparse
 import os
@@ -37,12 +46,24 @@ def bench_prompts(data_dir: str, n: int, synthetic: bool) -> tuple[list[str], st
     return ["".join(lines[: 1 + i % 3]) + "Motivation:" for i in range(n)], "synthetic prompts"
 
 
-def run(model, tok, texts, batch_size, max_new_tokens):
+MODES = {  # name -> (label, batched (--batch_size, else 1), share_prefix, sort by length)
+    "single": ("one at a time", False, False, False),
+    "padded": ("batch {}, padded", True, False, True),
+    "shared": ("batch {}, shared prefill", True, True, False),
+}
+
+
+def run(model, tok, texts, batch_size, max_new_tokens, share_prefix, sort):
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else list(range(len(texts)))
+    stats: dict = {}
+    outs = [""] * len(texts)
     t0 = time.perf_counter()
-    outs = []
-    for i in range(0, len(texts), batch_size):
-        outs += generate_batch(model, tok, texts[i:i + batch_size], max_new_tokens)
-    return time.perf_counter() - t0, outs
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        for i, out in zip(idx, generate_batch(model, tok, [texts[i] for i in idx], max_new_tokens,
+                                              share_prefix=share_prefix, stats=stats)):
+            outs[i] = out
+    return time.perf_counter() - t0, outs, stats
 
 
 def main():
@@ -51,13 +72,16 @@ def main():
     p.add_argument("--data_dir", default=os.environ.get("MAGIC_DATA_DIR", os.path.join(ROOT, "..", "shared", "data", "esconv")))
     p.add_argument("--n_prompts", type=int, default=32)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--max_new_tokens", type=int, default=32)
+    p.add_argument("--max_new_tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--synthetic", action="store_true", help="short synthetic prompts instead of real ones")
-    p.add_argument("--no_sort", action="store_true",
-                   help="batch prompts in file order (infer_strategy sorts by length to limit padding)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="comma-separated subset of single,padded,shared (the first one is the reference)")
     args = p.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        p.error(f"--modes: expected a comma-separated subset of {list(MODES)}, got {args.modes!r}")
     torch.set_num_threads(args.threads)
 
     model_path = args.model_path
@@ -73,21 +97,27 @@ def main():
     model, tok = load_causal_lm(model_path, device=args.device)
     prompts, source = bench_prompts(args.data_dir, args.n_prompts, args.synthetic)
     texts = [format_prompt(tok, x, "default") for x in prompts]
-    if not args.no_sort:
-        texts.sort(key=len)  # as infer_strategy batches them: similar lengths together, less padding
     n_tokens = [len(tok(t)["input_ids"]) for t in texts]
     generate_batch(model, tok, texts[:2], 2)  # warm-up (allocations, lazy init)
+    generate_batch(model, tok, texts[:2], 2, share_prefix=False)
 
-    t1, single = run(model, tok, texts, 1, args.max_new_tokens)
-    tb, batched = run(model, tok, texts, args.batch_size, args.max_new_tokens)
-    same = sum(a == b for a, b in zip(single, batched))
     print(f"model: {model_path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), "
           f"device {args.device}, {args.threads} threads")
-    print(f"prompts: {len(texts)} ({source}), {min(n_tokens)}-{max(n_tokens)} tokens, "
-          f"max_new_tokens {args.max_new_tokens}, greedy, {'file order' if args.no_sort else 'sorted by length'}")
-    print(f"one at a time : {len(texts) / t1:8.2f} prompts/s ({t1:.1f} s)")
-    print(f"batch of {args.batch_size:<5}: {len(texts) / tb:8.2f} prompts/s ({tb:.1f} s)")
-    print(f"speed-up      : {t1 / tb:8.2f}x (target >= 4x); identical answers {same}/{len(texts)}")
+    print(f"prompts: {len(texts)} ({source}), {min(n_tokens)}-{max(n_tokens)} tokens ({sum(n_tokens):,} in all), "
+          f"max_new_tokens {args.max_new_tokens}, greedy")
+    ref_time = ref_outs = None
+    for name in modes:
+        label, batched, share, sort = MODES[name]
+        size = args.batch_size if batched else 1
+        label = label.format(size)
+        seconds, outs, stats = run(model, tok, texts, size, args.max_new_tokens, share, sort)
+        if ref_time is None:
+            ref_time, ref_outs = seconds, outs
+        same = sum(a == b for a, b in zip(ref_outs, outs))
+        print(f"{label:<28}: {len(texts) / seconds:7.3f} prompts/s ({seconds:6.1f} s), prompt tokens run "
+              f"{stats['computed_tokens']:>7,}, speed-up {ref_time / seconds:5.2f}x, same answers {same}/{len(texts)}",
+              flush=True)
+    print(f"target: >= 4x over {MODES[modes[0]][0].format(args.batch_size)!r} for the shared prefill")
     if tmp is not None:
         tmp.cleanup()
 

@@ -577,11 +577,15 @@ def run_local_requests(
     desc: str = "local",
     progress: bool | None = None,
     model_and_tokenizer=None,
+    share_prefix: bool = True,
+    stats: dict | None = None,
 ) -> ChatRunResult:
     """Answer ``items`` with a local causal LM (``src.local_llm``), batched, through the same cache.
 
     Batches are fixed slices of ``items`` (not of the uncached remainder), so a resumed run pads every
-    prompt together with the same neighbours as an uninterrupted one and greedy answers are identical.
+    prompt together with the same neighbours (and shares prefixes among the same prompts) as an
+    uninterrupted one, and greedy answers are identical. ``share_prefix`` and ``stats``: see
+    ``local_llm.generate_batch``.
     """
     from .local_llm import format_prompt, generate_batch, load_causal_lm
 
@@ -605,7 +609,7 @@ def run_local_requests(
         for batch in batches:
             texts = [format_prompt(tokenizer, p, template) for _, p in batch]
             outs = generate_batch(model, tokenizer, texts, max_new_tokens, do_sample=do_sample, top_k=top_k,
-                                  temperature=temperature)
+                                  temperature=temperature, share_prefix=share_prefix, stats=stats)
             new = 0
             for (i, _), out in zip(batch, outs):
                 if i in answers:

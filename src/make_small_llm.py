@@ -81,20 +81,23 @@ def make_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
 
 def make_small_llm(output_dir: str | os.PathLike, texts: Sequence[str] = (), vocab_size: int = 1000,
                    hidden_size: int = 64, layers: int = 2, heads: int = 4, seed: int = 0,
-                   max_position_embeddings: int = 4096) -> str:
+                   max_position_embeddings: int = 4096, kv_heads: int | None = None) -> str:
     """Write a random LlamaForCausalLM and its tokenizer to output_dir (built in a temporary folder, then
-    renamed). Returns output_dir."""
+    renamed). Returns output_dir. ``kv_heads`` < ``heads`` gives grouped-query attention (default: heads)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden_size % heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
+    kv_heads = heads if kv_heads is None else kv_heads
+    if kv_heads < 1 or heads % kv_heads:
+        raise ValueError(f"heads {heads} is not a multiple of kv_heads {kv_heads}")
     output_dir = os.path.abspath(os.fspath(output_dir))
     with atomic_dir(output_dir) as tmp:
         tokenizer = make_tokenizer(texts, vocab_size)
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
             max_position_embeddings=max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
         )
@@ -116,10 +119,12 @@ def main(argv=None) -> None:
     p.add_argument("--hidden_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv_heads", type=int, default=None, help="key/value heads (default --heads; fewer = GQA)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     texts = texts_from_file(a.train_file) if a.train_file else []
-    out = make_small_llm(a.output_dir, texts, a.vocab_size, a.hidden_size, a.layers, a.heads, a.seed)
+    out = make_small_llm(a.output_dir, texts, a.vocab_size, a.hidden_size, a.layers, a.heads, a.seed,
+                         kv_heads=a.kv_heads)
     print(f"wrote a random Llama ({a.hidden_size}d, {a.layers} layers) with a {len(texts)}-text BPE to {out}")
 
 

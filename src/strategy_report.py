@@ -224,7 +224,10 @@ class InferenceConfig:
     concurrency: int = 8
     gold_files: dict = field(default_factory=dict)  # split -> dialogue file, for the report
     test_mode: str = "last"
-    sort_by_length: bool = True
+    share_prefix: bool = True  # local backend: prefill only what a prompt does not share (local_llm)
+    # batch order (local backend): None = file order when sharing prefixes (a dialogue's prompts extend one
+    # another, so they share the most), else grouped by length (least padding)
+    sort_by_length: bool | None = None
     progress: bool | None = None
 
 
@@ -232,7 +235,7 @@ class InferenceIncomplete(RuntimeError):
     pass
 
 
-def _answer_split(cfg: InferenceConfig, split: str, items: list, cache, model_and_tokenizer):
+def _answer_split(cfg: InferenceConfig, split: str, items: list, cache, model_and_tokenizer, stats: dict):
     from .llm_client import run_chat_requests, run_local_requests
 
     if cfg.backend == "local":
@@ -240,6 +243,7 @@ def _answer_split(cfg: InferenceConfig, split: str, items: list, cache, model_an
             items, model_name_or_path=cfg.model_path, template=cfg.template, max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size, do_sample=cfg.do_sample, top_k=cfg.top_k, temperature=cfg.temperature,
             cache=cache, desc=f"strategy {split}", progress=cfg.progress, model_and_tokenizer=model_and_tokenizer,
+            share_prefix=cfg.share_prefix, stats=stats,
         )
     # The server applies the model's own chat template to the raw instruction (see the README for a
     # chat template that reproduces the training template `default`).
@@ -286,12 +290,17 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
     with JsonlCache(cfg.cache_file) as cache:
         for split, (path, ids, prompts) in splits.items():
             items = list(zip(ids, prompts))
-            if cfg.sort_by_length and cfg.backend == "local":
+            sort = cfg.sort_by_length if cfg.sort_by_length is not None else not cfg.share_prefix
+            if sort and cfg.backend == "local":
                 # batch prompts of similar length together: far less padding (prompts run from a few
                 # lines to whole dialogues). Stable and input-determined, so a resumed run forms the
                 # same batches; the output keeps the file order.
                 items.sort(key=lambda item: len(item[1]))
-            run = _answer_split(cfg, split, items, cache, model_and_tokenizer)
+            stats: dict = {}
+            run = _answer_split(cfg, split, items, cache, model_and_tokenizer, stats)
+            if stats.get("prompt_tokens"):
+                log(f"{split}: ran {stats['computed_tokens']:,} of {stats['prompt_tokens']:,} prompt tokens through "
+                    f"the model ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")
             missing = [i for i in ids if i not in run.answers]
             if missing:
                 some = "; ".join(f"{i}: {run.failed.get(i, 'not attempted')}" for i in missing[:3])

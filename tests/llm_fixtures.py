@@ -40,10 +40,10 @@ def make_tokenizer(vocab_size: int = 400):
 
 
 def make_tiny_llama(tmp_dir: str | os.PathLike, hidden_size: int = 32, num_layers: int = 2,
-                    num_heads: int = 4, seed: int = 0, vocab_size: int = 400) -> str:
+                    num_heads: int = 4, seed: int = 0, vocab_size: int = 400, kv_heads: int | None = None) -> str:
     """Save a tiny random LlamaForCausalLM and its tokenizer under ``tmp_dir/tiny-llama``; return the path."""
     from src.make_small_llm import make_small_llm
 
     return make_small_llm(os.path.join(os.fspath(tmp_dir), "tiny-llama"), _CORPUS * 3, vocab_size=vocab_size,
                           hidden_size=hidden_size, layers=num_layers, heads=num_heads, seed=seed,
-                          max_position_embeddings=2048)
+                          max_position_embeddings=2048, kv_heads=kv_heads)

@@ -68,17 +68,18 @@ def test_one_entry_per_prompt_with_right_ids(world, tmp_path):
     assert all(e["strategy"].startswith("[") and e["strategy"] == e["strategy"].lower() for e in entries)
     assert [e["id"] for e in _read(tmp_path, "strategy_with_motivation.json")] == ["train-0-1", "train-0-3", "train-0-5"]
     assert res["valid"]["n"] == 5
-    # the motivations are what the model generates greedily for the default-templated prompts, batched
-    # by length (shortest first, batch_size 2) and put back in file order
+    # the motivations are what the model generates greedily for each default-templated prompt on its own:
+    # batching (file order, shared prefixes, batch_size 2) changes nothing, and entries keep the file order
     m, tok = local_llm.load_causal_lm(model, device="cpu")
     prompts = json.load(open(valid))
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    want = {}
-    for b in range(0, len(order), 2):
-        idx = order[b:b + 2]
-        outs = local_llm.generate_batch(m, tok, [local_llm.format_prompt(tok, prompts[i], "default") for i in idx], 5)
-        want.update(zip(idx, outs))
-    assert [e["motivation"] for e in entries] == [want[i] for i in range(len(prompts))]
+    want = [local_llm.generate_batch(m, tok, [local_llm.format_prompt(tok, p, "default")], 5, share_prefix=False)[0]
+            for p in prompts]
+    assert [e["motivation"] for e in entries] == want
+    # the previous way (padded batches of similar length) gives the same file
+    plain = tmp_path / "plain"
+    run_strategy_inference(_cfg(world, plain, share_prefix=False), log=lambda m: None)
+    assert (plain / "strategy_with_motivation_valid.json").read_bytes() == \
+        (tmp_path / "strategy_with_motivation_valid.json").read_bytes()
 
 
 def test_max_samples_and_missing_sidecar(world, tmp_path):

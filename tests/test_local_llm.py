@@ -1,8 +1,9 @@
-"""src/local_llm.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop."""
+"""src/local_llm.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop, prefix sharing."""
 import pytest
 import torch
 
-from src.local_llm import encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer
+from src.local_llm import (encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer,
+                           supports_prefix_sharing, tokenize_prompts)
 from tests.llm_fixtures import make_tiny_llama
 
 
@@ -84,3 +85,93 @@ def test_generation_bounded_and_stops_at_eos(tiny):
     assert generate_batch(model, tok, [], max_new_tokens=4) == []
     with pytest.raises(ValueError):
         generate_batch(model, tok, [text], max_new_tokens=0)
+
+
+# --- prefix sharing: each prompt of a batch runs only the tokens it does not share with an earlier one ---
+
+_INSTRUCTION = ("Please infer the strategy of the supporter. The motivation of the supporter in choosing the "
+                "strategy [question] is to learn more. The dialogue clip is:\n")
+_TURNS = ["(1) Seeker: I feel so sad and lonely since I lost my job.\n",
+          "(2) Supporter: I am sorry to hear that. [Question]\n",
+          "(3) Seeker: I do not know what to do now.\n"]
+
+
+def _dialogue_prompts(tok):
+    """Prompts as infer_strategy sees them: a shared instruction, then a growing dialogue clip (each a
+    prefix-extension of the one before), plus an unrelated short prompt and an exact duplicate."""
+    clips = ["".join(_TURNS[:k]) for k in (1, 2, 3)]
+    texts = [format_prompt(tok, _INSTRUCTION + c + "Motivation:", "default") for c in clips]
+    return texts + [format_prompt(tok, "hello", "default"), texts[1]]
+
+
+@pytest.fixture(scope="module")
+def tiny_gqa(tmp_path_factory):
+    """Grouped-query attention (2 key/value heads for 4 query heads), as SmolLM2 and Llama-3 have."""
+    path = make_tiny_llama(tmp_path_factory.mktemp("llm_gqa"), kv_heads=2, seed=1)
+    return load_causal_lm(path, device="cpu")
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_gqa"])
+def test_shared_prefill_gives_the_answers_of_plain_generation(which, request):
+    fixture = request.getfixturevalue(which)
+    model, tok = fixture[-2:]
+    assert supports_prefix_sharing(model)
+    texts = _dialogue_prompts(tok)
+    shared = generate_batch(model, tok, texts, max_new_tokens=8)
+    padded = generate_batch(model, tok, texts, max_new_tokens=8, share_prefix=False)
+    single = [generate_batch(model, tok, [t], max_new_tokens=8, share_prefix=False)[0] for t in texts]
+    assert shared == padded == single
+    assert shared[4] == shared[1]  # the duplicate, answered from the other copy's keys/values
+
+
+def test_shared_prefill_runs_only_new_tokens(tiny):
+    _, model, tok = tiny
+    texts = _dialogue_prompts(tok)
+    ids = tokenize_prompts(tok, texts)
+    stats = {}
+    generate_batch(model, tok, texts, max_new_tokens=2, stats=stats)
+    assert stats["prompt_tokens"] == sum(len(x) for x in ids)
+    # shortest first; each runs what it does not share with an earlier prompt (its last token is run by
+    # generate). Worked out from the token ids, independently of the implementation's bookkeeping:
+    want, seen = 0, []
+    for x in sorted(ids, key=len):
+        shared = max([next((k for k, (a, b) in enumerate(zip(x[:-1], y[:-1])) if a != b), min(len(x), len(y)) - 1)
+                      for y in seen] + [0])
+        want += len(x) - shared
+        seen.append(x)
+    assert stats["computed_tokens"] == want
+    assert stats["computed_tokens"] < 0.6 * stats["prompt_tokens"]
+    plain = {}
+    generate_batch(model, tok, texts, max_new_tokens=2, share_prefix=False, stats=plain)
+    T = max(len(x) for x in ids)
+    assert plain == {"prompt_tokens": stats["prompt_tokens"], "computed_tokens": len(texts) * T}
+
+
+def test_shared_prefill_samples_like_plain_generation(tiny):
+    _, model, tok = tiny
+    texts = _dialogue_prompts(tok)[:3]
+    torch.manual_seed(7)
+    shared = generate_batch(model, tok, texts, max_new_tokens=8, do_sample=True, top_k=10, temperature=1.0)
+    torch.manual_seed(7)
+    padded = generate_batch(model, tok, texts, max_new_tokens=8, do_sample=True, top_k=10, temperature=1.0,
+                            share_prefix=False)
+    assert shared == padded
+
+
+def test_models_without_a_plain_cache_are_generated_the_padded_way(tmp_path):
+    """A sliding-window model keeps another cache layout: no prefix sharing, same answers as one at a time."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    path = make_tiny_llama(tmp_path)
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    assert not supports_prefix_sharing(model)
+    texts = _dialogue_prompts(tok)[:3]
+    stats = {}
+    batched = generate_batch(model, tok, texts, max_new_tokens=5, stats=stats)
+    assert stats["computed_tokens"] == len(texts) * max(len(x) for x in tokenize_prompts(tok, texts))
+    assert batched == [generate_batch(model, tok, [t], max_new_tokens=5)[0] for t in texts]
