@@ -299,8 +299,8 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
             stats: dict = {}
             run = _answer_split(cfg, split, items, cache, model_and_tokenizer, stats)
             if stats.get("prompt_tokens"):
-                log(f"{split}: ran {stats['computed_tokens']:,} of {stats['prompt_tokens']:,} prompt tokens through "
-                    f"the model ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")
+                log(f"{split}: the prefill ran {stats['computed_tokens']:,} token positions for "
+                    f"{stats['prompt_tokens']:,} prompt tokens ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")
             missing = [i for i in ids if i not in run.answers]
             if missing:
                 some = "; ".join(f"{i}: {run.failed.get(i, 'not attempted')}" for i in missing[:3])
