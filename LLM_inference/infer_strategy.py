@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402
-from src.strategy_report import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
+from src.strategy_inference import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": "prompts_4_LLaMA.json",
             "prompt_path_valid": "prompts_4_LLaMA_valid.json", "prompt_path_test": "prompts_4_LLaMA_test.json",

@@ -14,8 +14,8 @@ import os
 import warnings
 from dataclasses import dataclass
 
-from .esconv import STRATEGIES, Sample, canonical_strategy, expand_contractions, load_samples, strategy_id
-from .io_utils import atomic_write_json, load_json
+from src.esconv import STRATEGIES, Sample, canonical_strategy, expand_contractions, load_samples, strategy_id
+from src.io_utils import atomic_write_json, load_json
 
 SPLITS = ("train", "valid", "test")
 LLM_FILES = {

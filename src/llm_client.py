@@ -587,7 +587,7 @@ def run_local_requests(
     uninterrupted one, and greedy answers are identical. ``share_prefix`` and ``stats``: see
     ``local_llm.generate_batch``.
     """
-    from .local_llm import format_prompt, generate_batch, load_causal_lm
+    from src.local_llm import format_prompt, generate_batch, load_causal_lm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

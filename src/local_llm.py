@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .prompts import wrap_default_template
+from src.prompts import wrap_default_template
 
 TEMPLATES = ("default", "chat", "none")
 

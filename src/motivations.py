@@ -20,11 +20,11 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from .esconv import Sample, load_samples, strategy_mismatches
-from .io_utils import atomic_write_json
-from .llm_client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
+from src.esconv import Sample, load_samples, strategy_mismatches
+from src.io_utils import atomic_write_json
+from src.llm_client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
     run_chat_requests, run_local_requests, scrub
-from .prompts import chatgpt_prompt
+from src.prompts import chatgpt_prompt
 
 RELEASED_MODEL = "gpt-3.5-turbo-0125"
 # The released motivations average ~230 characters (~50 tokens); 60 leaves headroom.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import warnings
 
-from .esconv import Sample, load_samples, strategy_mismatches
-from .io_utils import atomic_write_json, load_json
-from .prompts import llama_prompt
+from src.esconv import Sample, load_samples, strategy_mismatches
+from src.io_utils import atomic_write_json, load_json
+from src.prompts import llama_prompt
 
 TRAIN_NAME = "prompts_4_LLaMA.json"
 VALID_NAME = "prompts_4_LLaMA_valid.json"

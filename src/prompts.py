@@ -13,8 +13,8 @@ is marked ``***[...]***`` as well.
 """
 from __future__ import annotations
 
-from .esconv import Sample, Turn
-from .prompt_templates import CHATGPT_BEGIN, CHATGPT_END, LLAMA_BEGIN, LLAMA_END
+from src.esconv import Sample, Turn
+from src.prompt_templates import CHATGPT_BEGIN, CHATGPT_END, LLAMA_BEGIN, LLAMA_END
 
 # LLaMA-Factory's `default` template: what fine-tuning and inference wrap the instruction in.
 DEFAULT_TEMPLATE_PREFIX = "Human: "

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import torch
 
-from .io_utils import atomic_dir, atomic_write_text, load_json
-from .local_llm import TEMPLATES, format_prompt, prepare_tokenizer
+from src.io_utils import atomic_dir, atomic_write_text, load_json
+from src.local_llm import TEMPLATES, format_prompt, prepare_tokenizer
 
 IGNORE_INDEX = -100
 

@@ -1,4 +1,4 @@
-"""Strategy inference (src/strategy_report.run_strategy_inference, LLM_inference/infer_strategy.py):
+"""Strategy inference (src/strategy_inference.run_strategy_inference, LLM_inference/infer_strategy.py):
 one entry per prompt with the right ids, resumable, gold report, and the OpenAI-compatible backend."""
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import src.local_llm as local_llm
 from src.esconv import load_samples
 from src.prompts import llama_prompt
-from src.strategy_report import InferenceConfig, load_prompt_file, run_strategy_inference
+from src.strategy_inference import InferenceConfig, load_prompt_file, run_strategy_inference
 from tests.llm_fixtures import make_tiny_llama
 
 DIALOGUES = [

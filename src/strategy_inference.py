@@ -1,0 +1,187 @@
+"""Step 4: answer every prompt file with the fine-tuned strategy LLM (LLM_inference/infer_strategy.py).
+
+Reads ``prompts_4_LLaMA{,_valid,_test}.json`` and their ``.ids.json`` sidecars (step 2), writes
+``strategy_with_motivation{,_valid,_test}.json`` (entries: src/strategy_report.py) and, given the gold
+dialogue files, the accuracy/F1 report of src/strategy_report.py. Backends: local transformers
+(src/local_llm.py) or any OpenAI-compatible server (src/llm_client.py); answers are cached so a killed
+run resumes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from src.io_utils import atomic_write_json, load_json
+from src.strategy_report import entries_from_answers, format_table, gold_strategies, report_split
+
+
+def ids_sidecar(path: str) -> str:
+    """``x/prompts_4_LLaMA_test.json`` -> ``x/prompts_4_LLaMA_test.ids.json`` (written by step 2)."""
+    root, ext = os.path.splitext(path)
+    return root + ".ids" + ext
+
+
+def load_prompt_file(path: str, split: str) -> tuple[list[str], list[str]]:
+    """``(ids, prompts)`` of a prompt file: a list of strings (valid/test) or of ``{"instruction", ...}``
+    objects (the train file). Ids come from the ``.ids.json`` sidecar; without one they are
+    ``"<split>-<position>"`` (with a warning: such outputs cannot be checked against the dialogues)."""
+    import warnings
+
+    data = load_json(path, "prompt list (create_prompts_4_LLaMA.py)")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of prompts")
+    prompts = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            item = item.get("instruction")
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{path}: entry {i} is neither a prompt string nor an object with a non-empty "
+                             "string \"instruction\"")
+        prompts.append(item)
+    sidecar = ids_sidecar(path)
+    if os.path.exists(sidecar):
+        ids = load_json(sidecar, "list of sample ids")
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise ValueError(f"{sidecar}: expected a JSON list of sample id strings")
+        if len(ids) != len(prompts):
+            raise ValueError(f"{sidecar}: {len(ids)} ids for {len(prompts)} prompts in {path}; "
+                             "regenerate both with create_prompts_4_LLaMA.py")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{sidecar}: duplicate sample ids")
+    else:
+        warnings.warn(f"{sidecar} not found: using ids \"{split}-<position>\", which cannot be matched "
+                      "against the dialogue files", stacklevel=2)
+        ids = [f"{split}-{i}" for i in range(len(prompts))]
+    return ids, prompts
+
+
+def write_entries(path: str, entries: list[dict]) -> None:
+    """Released layout (``json.dumps(..., indent=2)``), written atomically."""
+    atomic_write_json(path, entries, indent=2)
+
+
+SPLIT_SUFFIX = {"train": "", "valid": "_valid", "test": "_test"}
+
+
+def output_name(split: str) -> str:
+    """``strategy_with_motivation.json`` (train), ``..._valid.json``, ``..._test.json`` (released names)."""
+    return f"strategy_with_motivation{SPLIT_SUFFIX[split]}.json"
+
+
+@dataclass
+class InferenceConfig:
+    prompt_paths: dict  # split -> prompt file (only the splits to run)
+    output_dir: str
+    model_path: str
+    cache_file: str
+    backend: str = "local"  # "local" (transformers) or "openai" (any OpenAI-compatible server)
+    template: str = "default"
+    batch_size: int = 16
+    max_samples: int | None = None
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    top_k: int | None = None
+    temperature: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    base_url: str | None = None
+    model: str | None = None  # served model name (openai backend)
+    concurrency: int = 8
+    gold_files: dict = field(default_factory=dict)  # split -> dialogue file, for the report
+    test_mode: str = "last"
+    share_prefix: bool = True  # local backend: prefill only what a prompt does not share (local_llm)
+    # batch order (local backend): None = file order when sharing prefixes (a dialogue's prompts extend one
+    # another, so they share the most), else grouped by length (least padding)
+    sort_by_length: bool | None = None
+    progress: bool | None = None
+
+
+class InferenceIncomplete(RuntimeError):
+    pass
+
+
+def _answer_split(cfg: InferenceConfig, split: str, items: list, cache, model_and_tokenizer, stats: dict):
+    from src.llm_client import run_chat_requests, run_local_requests
+
+    if cfg.backend == "local":
+        return run_local_requests(
+            items, model_name_or_path=cfg.model_path, template=cfg.template, max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size, do_sample=cfg.do_sample, top_k=cfg.top_k, temperature=cfg.temperature,
+            cache=cache, desc=f"strategy {split}", progress=cfg.progress, model_and_tokenizer=model_and_tokenizer,
+            share_prefix=cfg.share_prefix, stats=stats,
+        )
+    # The server applies the model's own chat template to the raw instruction (see the README for a
+    # chat template that reproduces the training template `default`).
+    return run_chat_requests(
+        items, model=cfg.model or cfg.model_path, base_url=cfg.base_url,
+        api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"),
+        temperature=cfg.temperature if cfg.do_sample else 0.0, max_tokens=cfg.max_new_tokens,
+        concurrency=cfg.concurrency, cache=cache, desc=f"strategy {split}", progress=cfg.progress,
+    )
+
+
+def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
+    """Answer every prompt of every split, write the output files and, with gold files, the report.
+
+    Answers are cached (JSONL, keyed by sample id + prompt/model/generation parameters) the moment they
+    exist, so a killed run resumes where it stopped; each split's output is written atomically once all
+    of its prompts are answered. Returns {split: {"path", "n", "unparsed", "report"?}}.
+    """
+    from src.llm_client import JsonlCache
+    from src.local_llm import TEMPLATES
+
+    if cfg.backend not in ("local", "openai"):
+        raise ValueError(f"unknown backend {cfg.backend!r}; expected 'local' or 'openai'")
+    if cfg.template not in TEMPLATES:
+        raise ValueError(f"unknown template {cfg.template!r}; expected one of {TEMPLATES}")
+    if cfg.backend == "openai" and not cfg.base_url:
+        raise ValueError("--backend openai needs --base_url (e.g. http://localhost:8000/v1)")
+    if cfg.max_new_tokens < 1 or cfg.batch_size < 1:
+        raise ValueError("--max_new_tokens and --batch_size must be >= 1")
+    splits = {}
+    for split, path in cfg.prompt_paths.items():
+        ids, prompts = load_prompt_file(path, split)
+        if cfg.max_samples is not None:
+            ids, prompts = ids[:cfg.max_samples], prompts[:cfg.max_samples]
+        splits[split] = (path, ids, prompts)
+    golds = {split: gold_strategies(f, split, cfg.test_mode) for split, f in cfg.gold_files.items()
+             if split in splits}  # read before hours of generation, so a bad file fails fast
+
+    model_and_tokenizer = None
+    if cfg.backend == "local":
+        from src.local_llm import load_causal_lm
+        model_and_tokenizer = load_causal_lm(cfg.model_path, device=cfg.device, dtype=cfg.dtype)
+    results = {}
+    with JsonlCache(cfg.cache_file) as cache:
+        for split, (path, ids, prompts) in splits.items():
+            items = list(zip(ids, prompts))
+            sort = cfg.sort_by_length if cfg.sort_by_length is not None else not cfg.share_prefix
+            if sort and cfg.backend == "local":
+                # batch prompts of similar length together: far less padding (prompts run from a few
+                # lines to whole dialogues). Stable and input-determined, so a resumed run forms the
+                # same batches; the output keeps the file order.
+                items.sort(key=lambda item: len(item[1]))
+            stats: dict = {}
+            run = _answer_split(cfg, split, items, cache, model_and_tokenizer, stats)
+            if stats.get("prompt_tokens"):
+                log(f"{split}: the prefill ran {stats['computed_tokens']:,} token positions for "
+                    f"{stats['prompt_tokens']:,} prompt tokens ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")
+            missing = [i for i in ids if i not in run.answers]
+            if missing:
+                some = "; ".join(f"{i}: {run.failed.get(i, 'not attempted')}" for i in missing[:3])
+                raise InferenceIncomplete(
+                    f"{split}: {len(missing)} of {len(ids)} prompts have no answer ({some}); answers so far are "
+                    f"cached in {cfg.cache_file}, rerun the same command to finish")
+            entries, unparsed = entries_from_answers(ids, [run.answers[i] for i in ids])
+            out = os.path.join(cfg.output_dir, output_name(split))
+            write_entries(out, entries)
+            info = {"path": out, "n": len(entries), "unparsed": unparsed, "from_cache": run.from_cache}
+            log(f"{split}: wrote {len(entries)} entries to {out} ({run.from_cache} from the cache); "
+                f"{unparsed} answers named no strategy and became [others]")
+            if split in golds:
+                info["report"] = report_split(entries, golds[split], os.path.splitext(out)[0], split, unparsed)
+            results[split] = info
+    reports = [r["report"] for r in results.values() if "report" in r]
+    if reports:
+        log(format_table(reports))
+    return results
