@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     args.early_stopping = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     if args.num_beam_groups == 1 and args.diversity_penalty:
         warnings.warn("--diversity_penalty has no effect with --num_beam_groups 1 (standard beam search)")
-    from src.evaluation import evaluate, format_scores
+    from metric.protocol import format_scores
+    from src.evaluation import evaluate
     try:
         record = evaluate(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

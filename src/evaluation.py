@@ -3,10 +3,9 @@
 Released protocol (test_evaluation.py of Wh2018/MAGIC), kept:
 - references = the records' ``response`` field, written one per line to ``eval_result/response_lables.txt``
   (sic; other scripts read that name);
-- generated responses written one per line to ``eval_result/<run>/diversity_<d>_length_<l>.txt`` and cleaned
-  (space before ``.,!?;:`` that follows a word character, runs of ``.`` / ``!`` collapsed, ``"`` removed);
-- for scoring, references and hypotheses are lower-cased and tokenised with nltk ``word_tokenize``, an
-  empty hypothesis becomes ``&``, and nlg-eval's BLEU-1..4 / METEOR / ROUGE-L / CIDEr are printed x100.
+- generated responses written one per line to ``eval_result/<run>/diversity_<d>_length_<l>.txt``, cleaned
+  and scored by the released protocol, which lives in metric/protocol.py (cleaning, nltk tokenisation,
+  nlg-eval scores, Distinct-n, the x100 table).
 
 Fixed (see docs/FIDELITY.md): every sample is decoded (not 5), the model gets its motivation inputs,
 decoding is a real cached beam search (src/beam_search.py) that stops at EOS and whose diversity and
@@ -16,126 +15,20 @@ otherwise the one-line-per-sample files would go out of step.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from metric.protocol import clean_response, compute_scores, one_line, tokenizer_name
 from src.beam_search import beam_search
 from src.io_utils import atomic_write_json, atomic_write_text
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
 RUN_NAME_RE = re.compile(r"bs_\d+_epochs_\d+_\d{8}_\d{6}")  # main.py's run folder: bs_<B>_epochs_<E>_<stamp>
-METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "Distinct-1", "Distinct-2")
-
-
-# ------------------------------------------------------------------------------------------ text clean-up
-def add_spaces_before_punctuation(text: str) -> str:
-    """'Hi, there!' -> 'Hi , there !' (a space before .,!?;: that follows a word character)."""
-    return re.sub(r"(\w)([.,!?;:])", r"\1 \2", text)
-
-
-# Every character that str.splitlines() treats as a line boundary: a byte-level BPE can generate any of them,
-# and one inside a response would break the one-response-per-line files.
-_LINE_BREAKS_RE = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
-
-
-def one_line(text: str) -> str:
-    return _LINE_BREAKS_RE.sub(" ", text)
-
-
-def clean_response(text: str) -> str:
-    """The released ``data_clean`` on one generated response (it ran on the whole file; the rules never
-    cross a line, so per line is the same). Line breaks inside a response become spaces (ours)."""
-    text = one_line(text)
-    text = add_spaces_before_punctuation(text)
-    text = re.sub(r"\.+", ".", text)
-    text = re.sub(r"!+", "!", text)
-    return text.replace('"', "")
-
-
-# ------------------------------------------------------------------------------------------ tokenisation
-@functools.lru_cache(maxsize=None)
-def punkt_available(language: str = "english") -> bool:
-    """Whether nltk's punkt_tab model (used by ``nltk.word_tokenize``) is installed."""
-    import nltk
-    try:
-        nltk.data.find(f"tokenizers/punkt_tab/{language}/")
-        return True
-    except LookupError:
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def _fallback_tokenizers():
-    from nltk.tokenize import NLTKWordTokenizer
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
-    warnings.warn(
-        "nltk's punkt_tab data is not installed (python -m nltk.downloader punkt_tab needs internet); "
-        "word_tokenize falls back to an untrained PunktSentenceTokenizer + NLTK's Treebank word tokenizer. "
-        "On the space-tokenised ESConv references and cleaned hypotheses the tokens are the same in almost "
-        "all cases (see README, Evaluation).", RuntimeWarning, stacklevel=3)
-    return PunktSentenceTokenizer(), NLTKWordTokenizer()
-
-
-def word_tokenize(text: str) -> List[str]:
-    """``nltk.word_tokenize(text)`` (sentence split with punkt, then the improved Treebank tokenizer).
-
-    Without the punkt_tab data (no internet here), the sentence split uses an *untrained* Punkt model,
-    which knows no abbreviations: only the rare "abbreviation." in mid-text splits differently, and that
-    changes tokens only when the period is glued to a word (the cleaning step already spaces it off).
-    """
-    import nltk
-    if punkt_available():
-        return nltk.word_tokenize(text)
-    sents, words = _fallback_tokenizers()
-    return [tok for sent in sents.tokenize(text) for tok in words.tokenize(sent)]
-
-
-def tokenizer_name() -> str:
-    return "nltk punkt_tab" if punkt_available() else "fallback: untrained Punkt + NLTKWordTokenizer"
-
-
-def prepare_for_metrics(references: Sequence[str], hypotheses: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Released preparation: strip the line end, lower-case, word_tokenize, join with spaces; an empty
-    hypothesis becomes '&' (pycocoevalcap cannot score an empty string)."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses; they must align")
-    refs, hyps = [], []
-    for ref, hyp in zip(references, hypotheses):
-        ref = " ".join(word_tokenize(ref.rstrip("\n").lower()))
-        hyp = " ".join(word_tokenize(hyp.rstrip("\n").lower()))
-        refs.append(ref)
-        hyps.append(hyp if hyp else "&")
-    return refs, hyps
-
-
-def compute_scores(references: Sequence[str], hypotheses: Sequence[str], no_meteor: bool = False) -> Dict[str, float]:
-    """All metrics as fractions (CIDEr unscaled): nlg-eval's seven plus corpus Distinct-1/2 of the
-    tokenised hypotheses (empty hypotheses contribute nothing)."""
-    from metric import NLGEval, distinct_n
-    refs, hyps = prepare_for_metrics(references, hypotheses)
-    with NLGEval(no_glove=True, metrics_to_omit=["METEOR"] if no_meteor else None) as nlg:
-        scores, _ = nlg.compute_metrics([refs], hyps)
-    toks = [" ".join(word_tokenize(h.rstrip("\n").lower())) for h in hypotheses]
-    scores["Distinct-1"] = distinct_n(toks, 1)
-    scores["Distinct-2"] = distinct_n(toks, 2)
-    return scores
-
-
-def format_scores(scores: Dict[str, float]) -> str:
-    """One 'Name: value' line per metric, x100 with two decimals (the released printout), then a
-    markdown table row in the same order for the README."""
-    names = [m for m in METRIC_ORDER if m in scores] + [m for m in scores if m not in METRIC_ORDER]
-    lines = [f"{m}: {scores[m] * 100:.2f}" for m in names]
-    lines.append("| " + " | ".join(names) + " |")
-    lines.append("|" + "---|" * len(names))
-    lines.append("| " + " | ".join(f"{scores[m] * 100:.2f}" for m in names) + " |")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ output names

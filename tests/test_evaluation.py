@@ -1,4 +1,4 @@
-"""src/evaluation.py + test_evaluation.py: released cleaning and tokenisation, output names, '&' for empty
+"""src/evaluation.py + metric/protocol.py + test_evaluation.py: released cleaning and tokenisation, output names, '&' for empty
 hypotheses, and an end-to-end run on a checkpoint written by main.py (tiny BART, a few records)."""
 import importlib.util
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from metric import protocol
 from src import evaluation as ev
 from tests.bart_fixtures import DEFAULT_TEXTS, make_tiny_bart_dir
 
@@ -35,24 +36,24 @@ STRATS = ["Question", "Restatement or Paraphrasing", "Reflection of feelings", "
     ("two\nlines\r\nhere", "two lines here"),  # ours: one response per line
 ])
 def test_clean_response_released_rules(raw, clean):
-    assert ev.clean_response(raw) == clean
+    assert protocol.clean_response(raw) == clean
 
 
 def test_empty_hypothesis_becomes_ampersand_and_text_is_lowercased_and_tokenised():
-    refs, hyps = ev.prepare_for_metrics(["I'm fine, THANKS.\n", "Hi ."], ["", "Hello there!"])
+    refs, hyps = protocol.prepare_for_metrics(["I'm fine, THANKS.\n", "Hi ."], ["", "Hello there!"])
     assert refs == ["i 'm fine , thanks .", "hi ."]
     assert hyps == ["&", "hello there !"]
     with pytest.raises(ValueError, match="align"):
-        ev.prepare_for_metrics(["a"], [])
+        protocol.prepare_for_metrics(["a"], [])
 
 
 def test_fallback_tokeniser_matches_treebank_on_spaced_text(monkeypatch):
-    monkeypatch.setattr(ev, "punkt_available", lambda language="english": False)
+    monkeypatch.setattr(protocol, "punkt_available", lambda language="english": False)
     from nltk.tokenize import NLTKWordTokenizer
     text = "i am sorry to hear that . have you tried talking to him ? i do not know ..."
-    assert ev.word_tokenize(text) == NLTKWordTokenizer().tokenize(text)  # same as preserve_line=True
-    assert ev.word_tokenize("i'm fine, thanks.") == ["i", "'m", "fine", ",", "thanks", "."]
-    assert ev.tokenizer_name().startswith("fallback")
+    assert protocol.word_tokenize(text) == NLTKWordTokenizer().tokenize(text)  # same as preserve_line=True
+    assert protocol.word_tokenize("i'm fine, thanks.") == ["i", "'m", "fine", ",", "thanks", "."]
+    assert protocol.tokenizer_name().startswith("fallback")
 
 
 @pytest.mark.parametrize("path,run", [
@@ -90,7 +91,7 @@ def test_select_strategy_gold_and_inferred():
 
 
 def test_format_scores_x100_two_decimals():
-    out = ev.format_scores({"CIDEr": 0.12345, "Bleu_1": 0.5})
+    out = protocol.format_scores({"CIDEr": 0.12345, "Bleu_1": 0.5})
     assert out.splitlines()[:2] == ["Bleu_1: 50.00", "CIDEr: 12.35"]
 
 
@@ -142,7 +143,7 @@ def test_end_to_end_one_line_per_sample_and_scores(trained_checkpoint, tmp_path,
     assert hyps[-1] == "" and len(hyps) - 1 == len(recs)  # N lines for N samples
     refs = (eval_dir / "response_lables.txt").read_text(encoding="utf-8").splitlines()
     assert refs == [r["response"] for r in recs]
-    assert all(ev.clean_response(h) == h for h in hyps[:-1])  # written cleaned
+    assert all(protocol.clean_response(h) == h for h in hyps[:-1])  # written cleaned
     rec = json.loads((eval_dir / run / "diversity_1.0_length_1.0.txt.scores.json").read_text())
     assert rec["n_samples"] == 5 and rec["strategy_source"] == "inferred"
     assert set(rec["scores"]) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "Distinct-1",
@@ -159,7 +160,7 @@ def test_end_to_end_one_line_per_sample_and_scores(trained_checkpoint, tmp_path,
     assert all(torch.equal(a, b) for a, b in zip(model.memory_bank, bank))
     again = ev.generate_responses(model, tok, recs, num_beams=2, num_beam_groups=2, diversity_penalty=1.0,
                                   max_new_tokens=8, progress=False)
-    assert [ev.clean_response(h) for h in again] == hyps[:-1]
+    assert [protocol.clean_response(h) for h in again] == hyps[:-1]
 
 
 def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
@@ -194,7 +195,8 @@ def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
 
 def test_every_unicode_line_break_becomes_a_space(tmp_path):
     """A byte-level BPE can emit \\x1c, \\x85, \\u2028 ...: the files must keep one response per line."""
-    from src.evaluation import clean_response, read_lines, write_lines
+    from metric.protocol import clean_response
+    from src.evaluation import read_lines, write_lines
 
     weird = ["a\x1cb\x1dc\x1ed", "e\x85f\u2028g\u2029h", "i\x0bj\x0ck\r\nl"]
     path = tmp_path / "hyp.txt"
