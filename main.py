@@ -1,7 +1,6 @@
 """Train the MAGIC generator: python main.py [--bart_base_dir facebook/bart-base] [flags]; see --help and
 src/train.py (the training logic) for the outputs under out_model/."""
 import os
-import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -18,5 +17,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -17,9 +17,10 @@ The logic lives in src/motivations.py and src/llm_client.py.
 """
 import argparse
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.motivations import RELEASED_MODEL, collect_motivations  # noqa: E402
 

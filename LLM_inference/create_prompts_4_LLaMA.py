@@ -11,9 +11,10 @@ dataset_info.json for LLaMA-Factory users. Nothing is written unless every input
 """
 import argparse
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402

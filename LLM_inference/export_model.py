@@ -10,9 +10,10 @@ equal the adapter model's (tests/test_finetune_export.py).
 """
 import argparse
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.local_llm import TEMPLATES, _resolve_dtype  # noqa: E402
 from src.sft import export_merged  # noqa: E402

@@ -12,9 +12,10 @@ starts afresh). The adapter and the tokenizer are saved in --output_dir; merge t
 """
 import argparse
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.sft import SFTConfig, SFTDataError, run_sft  # noqa: E402
 

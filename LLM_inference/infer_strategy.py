@@ -19,10 +19,11 @@ OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its o
 """
 import argparse
 import os
+import runpy
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402

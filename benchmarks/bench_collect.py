@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import runpy
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.llm_client import JsonlCache, make_openai_client, run_chat_requests  # noqa: E402
 from src.motivations import build_items  # noqa: E402
-from tests.openai_stub import StubServer  # noqa: E402
+from src.openai_stub import StubServer  # noqa: E402
 
 RELEASED_SLEEP = 3.0
 

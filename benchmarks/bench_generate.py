@@ -11,12 +11,12 @@ EOS stopping on is faster still with a trained model. Prints samples/s for both 
 """
 import argparse
 import os
-import sys
+import runpy
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.beam_search import beam_search  # noqa: E402
 

@@ -20,12 +20,12 @@ temporary folder.
 """
 import argparse
 import os
+import runpy
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))["ROOT"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -91,7 +91,7 @@ def main():
         if model_path is None and os.path.isfile(os.path.join(smol, "config.json")):
             model_path = smol
         else:
-            from tests.llm_fixtures import make_tiny_llama
+            from src.make_small_llm import make_tiny_llama
             tmp = tempfile.TemporaryDirectory()
             model_path = make_tiny_llama(tmp.name)
     model, tok = load_causal_lm(model_path, device=args.device)

@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))["ROOT"]
 MODES = ("masked", "grouped", "all", "released")
 
 

@@ -10,9 +10,10 @@ gold_strategy. Run from the repository root:
 """
 import argparse
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.dataset_build import DatasetBuildError, build_datasets, strategy_agreement, write_datasets  # noqa: E402
 from src.esconv import ESConvFormatError  # noqa: E402

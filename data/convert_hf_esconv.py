@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.convert_hf import (  # noqa: E402
     GREETING_MODES, HFFormatError, HubUnavailableError, convert_splits, find_split_file, hub_lines,

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import socket
 import sys
 import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.esconv import ESConvFormatError, load_dialogues, load_samples  # noqa: E402
 

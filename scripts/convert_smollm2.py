@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.io_utils import atomic_dir  # noqa: E402
 

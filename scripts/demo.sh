@@ -67,7 +67,7 @@ if [ "$LLM" = smollm2 ]; then
 else
   BASE_LLM="$WORK/models/tiny-llm"
   step "small random Llama" "$BASE_LLM/config.json" -- \
-    "$PY" -m src.make_small_llm --output_dir "$BASE_LLM" --train_file "$DATA_DIR/train.txt" \
+    "$PY" src/make_small_llm.py --output_dir "$BASE_LLM" --train_file "$DATA_DIR/train.txt" \
     --hidden_size "${LLM_HIDDEN:-64}"
   MOT_ARGS=(--batch_size 32 --max_tokens 40)
 fi
@@ -112,7 +112,7 @@ step "5 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
 # -- step 6: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts), a few epochs
 BART="$WORK/models/small-bart"
 step "small random BART" "$BART/config.json" -- \
-  "$PY" -m src.make_small_bart --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
+  "$PY" src/make_small_bart.py --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
   --vocab_size 2000 --d_model "${BART_D_MODEL:-128}" --layers 2 --heads 4
 train_extra=()
 [ -n "${MAX_TRAIN:-}" ] && train_extra+=(--max_train_samples "$MAX_TRAIN" --max_valid_samples "$MAX_TRAIN")

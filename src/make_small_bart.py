@@ -5,7 +5,7 @@ as vocab.json + merges.txt with BART's special tokens (<s> <pad> </s> <unk> at i
 ``BartTokenizer.from_pretrained(DIR)`` loads it. The weights come from a ``BartConfig``; nothing is
 downloaded.
 
-    python -m src.make_small_bart --output_dir DIR --train_file data/train.json \
+    python src/make_small_bart.py --output_dir DIR --train_file data/train.json \
         [--vocab_size 2000 --d_model 256 --layers 2 --heads 4]
 
 FILE is an ESConv JSON-lines ``.txt`` (MultiESC form) or a built ``data/*.json`` list of records.
@@ -19,7 +19,11 @@ import shutil
 import tempfile
 from typing import Iterable, Sequence
 
-from src.io_utils import atomic_dir
+if __name__ == "__main__":  # run by path (python src/x.py): make this checkout's src/ importable, see _bootstrap.py
+    import runpy
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
+
+from src.io_utils import atomic_dir  # noqa: E402
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in facebook/bart-base; <mask> goes last
 

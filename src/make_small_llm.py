@@ -5,7 +5,7 @@ The tokenizer is a byte-level BPE trained with ``tokenizers`` on the given texts
 ``PreTrainedTokenizerFast`` with ``<unk> <s> </s> <pad>`` (ids 0-3); it adds BOS the way Llama's does and
 carries a minimal chat template. The weights come from a seeded ``LlamaConfig``.
 
-    python -m src.make_small_llm --output_dir DIR --train_file LLM_inference/prompts_4_LLaMA.json \
+    python src/make_small_llm.py --output_dir DIR --train_file LLM_inference/prompts_4_LLaMA.json \
         [--vocab_size 1000 --hidden_size 64 --layers 2 --heads 4]
 
 FILE is a prompt file of step 2 (a list of {"instruction", "output"} or of strings), a list of motivation
@@ -18,9 +18,13 @@ import json
 import os
 from typing import Iterable, Sequence
 
-from src.esconv import STRATEGIES, load_dialogues
-from src.io_utils import atomic_dir
-from src.prompts import wrap_default_template
+if __name__ == "__main__":  # run by path (python src/x.py): make this checkout's src/ importable, see _bootstrap.py
+    import runpy
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
+
+from src.esconv import STRATEGIES, load_dialogues  # noqa: E402
+from src.io_utils import atomic_dir  # noqa: E402
+from src.prompts import wrap_default_template  # noqa: E402
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 CHAT_TEMPLATE = (
@@ -33,6 +37,23 @@ BASE_TEXTS = [
     wrap_default_template("Motivation:"),
     *(f"The motivation of the supporter in choosing the strategy [{s}] is to" for s in STRATEGIES),
     *(f"[{s.lower()}]" for s in STRATEGIES),
+    "0123456789 .,!?;:'\"()[]{}-_*#/\\",
+]
+
+# The tokenizer texts of make_tiny_llama (tests, benchmarks): the template words and labels as short tokens.
+TINY_CORPUS = [
+    "Human: Please infer the strategy of the supporter.\nAssistant: ",
+    "The motivation of the supporter in choosing the strategy [question] is to learn more.",
+    "The motivation of the supporter in choosing the strategy [restatement or paraphrasing] is to show understanding.",
+    "The motivation of the supporter in choosing the strategy [reflection of feelings] is to validate emotions.",
+    "The motivation of the supporter in choosing the strategy [self-disclosure] is to build rapport.",
+    "The motivation of the supporter in choosing the strategy [affirmation and reassurance] is to comfort.",
+    "The motivation of the supporter in choosing the strategy [providing suggestions or information] is to help.",
+    "The motivation of the supporter in choosing the strategy [greeting] is to open the conversation.",
+    "The motivation of the supporter in choosing the strategy [others] is to keep talking.",
+    "(1) Seeker: I feel so sad and lonely since I lost my job. (2) Supporter: I am sorry to hear that. [Question]",
+    "Motivation: The supporter wants to understand the seeker's situation and feelings.",
+    " ".join(STRATEGIES),
     "0123456789 .,!?;:'\"()[]{}-_*#/\\",
 ]
 
@@ -109,6 +130,15 @@ def make_small_llm(output_dir: str | os.PathLike, texts: Sequence[str] = (), voc
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return output_dir
+
+
+def make_tiny_llama(tmp_dir: str | os.PathLike, hidden_size: int = 32, num_layers: int = 2,
+                    num_heads: int = 4, seed: int = 0, vocab_size: int = 400, kv_heads: int | None = None) -> str:
+    """A tiny random Llama (hidden 32, 2 layers, 4 heads) and its 400-token BPE under ``tmp_dir/tiny-llama``, built
+    in well under 2 s for tests and benchmarks; seeded, so equal arguments give identical weights. Returns the path."""
+    return make_small_llm(os.path.join(os.fspath(tmp_dir), "tiny-llama"), TINY_CORPUS * 3, vocab_size=vocab_size,
+                          hidden_size=hidden_size, layers=num_layers, heads=num_heads, seed=seed,
+                          max_position_embeddings=2048, kv_heads=kv_heads)
 
 
 def main(argv=None) -> None:

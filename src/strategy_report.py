@@ -23,8 +23,12 @@ import os
 import sys
 from typing import Sequence
 
-from src.esconv import STRATEGIES, load_samples, parse_strategy, strategy_id
-from src.io_utils import atomic_write_json, load_json
+if __name__ == "__main__":  # run by path (python src/x.py): make this checkout's src/ importable, see _bootstrap.py
+    import runpy
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
+
+from src.esconv import STRATEGIES, load_samples, parse_strategy, strategy_id  # noqa: E402
+from src.io_utils import atomic_write_json, load_json  # noqa: E402
 
 OTHERS = "Others"
 

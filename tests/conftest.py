@@ -1,6 +1,5 @@
-"""Shared test set-up: offline, few threads, the repository root importable, the real data when present."""
+"""Shared test set-up: offline, few threads, the real data when present (pytest.ini puts the root on the path)."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def shared_data_dir() -> Path:

@@ -13,7 +13,7 @@ import pytest
 from src import llm_client
 from src.esconv import load_samples
 from src.prompts import chatgpt_prompt
-from tests.openai_stub import StubServer, stub_answer
+from src.openai_stub import StubServer, stub_answer
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "LLM_inference" / "collect_motivations_ChatGPT.py"
@@ -229,7 +229,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, train_
 
 
 def test_local_backend_with_a_tiny_random_model(tmp_path, train_file, monkeypatch, capsys):
-    from tests.llm_fixtures import make_tiny_llama
+    from src.make_small_llm import make_tiny_llama
 
     model_dir = make_tiny_llama(tmp_path)
     out = tmp_path / "local.json"

@@ -7,7 +7,7 @@ import torch
 
 from src.sft import (IGNORE_INDEX, SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged,
                      infer_seqlen, load_adapter_model, load_sft_pairs, run_sft)
-from tests.llm_fixtures import make_tiny_llama
+from src.make_small_llm import make_tiny_llama
 
 PAIRS = [
     {"instruction": "(1) Seeker: I feel so sad and lonely since I lost my job.\nMotivation:",

@@ -10,7 +10,7 @@ import src.local_llm as local_llm
 from src.esconv import load_samples
 from src.prompts import llama_prompt
 from src.strategy_inference import InferenceConfig, load_prompt_file, run_strategy_inference
-from tests.llm_fixtures import make_tiny_llama
+from src.make_small_llm import make_tiny_llama
 
 DIALOGUES = [
     {"situation": "lost my job", "dialog": [

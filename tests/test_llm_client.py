@@ -7,7 +7,7 @@ import pytest
 
 from src.llm_client import (CacheFormatError, FatalRequestError, JsonlCache, RateLimiter, backoff_delay,
                             chat_prompt_key, parse_retry_after, prompt_key, run_chat_requests, scrub)
-from tests.openai_stub import StubServer, stub_answer
+from src.openai_stub import StubServer, stub_answer
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 

@@ -4,7 +4,7 @@ import torch
 
 from src.local_llm import (encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer,
                            supports_prefix_sharing, tokenize_prompts)
-from tests.llm_fixtures import make_tiny_llama
+from src.make_small_llm import make_tiny_llama
 
 
 @pytest.fixture(scope="module")

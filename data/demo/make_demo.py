@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import runpy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "_bootstrap.py"))
 
 from src.convert_hf import tokenize_text  # noqa: E402
 from src.esconv import parse_dialogue  # noqa: E402
@@ -522,4 +520,9 @@ def main(out_dir: str = os.path.dirname(os.path.abspath(__file__))) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", default=os.path.dirname(os.path.abspath(__file__)),
+                        help="where train/valid/test.txt go (default: this folder, i.e. rewrite the bundled files)")
+    main(parser.parse_args().output_dir)

@@ -20,7 +20,7 @@ Where faults come from, first match wins for each request:
 If ``api_key`` is set, a request without ``Authorization: Bearer <api_key>`` gets a 401 whose message
 echoes the key it was given, as real servers do in part: the client must scrub it.
 
-Run standalone: ``python tests/openai_stub.py --port 8000 --latency 0.2``.
+Run standalone: ``python src/openai_stub.py --port 8000 --latency 0.2``.
 """
 from __future__ import annotations
 
