@@ -1,4 +1,4 @@
-"""Train the MAGIC generator: python main.py [--bart_base_dir facebook/bart-base] [flags]; see --help and
+"""Step 7: train the MAGIC generator: python main.py [--bart_base_dir facebook/bart-base] [flags]; see --help and
 src/train.py (the training logic) for the outputs under out_model/."""
 import os
 

@@ -1,4 +1,4 @@
-"""Decode every test sample with a trained generator checkpoint and score it (BLEU-1..4, METEOR, ROUGE-L,
+"""Step 8: decode every test sample with a trained generator checkpoint and score it (BLEU-1..4, METEOR, ROUGE-L,
 CIDEr, Distinct-1/2). Thin wrapper: the logic is in src/evaluation.py.
 
     python test_evaluation.py --model_path out_model/bs_16_epochs_20_<stamp>/epoch_<e>_val_ppl_<p>

@@ -1,4 +1,4 @@
-"""Collect the motivation of every training sample's strategy from an LLM (MAGIC step 1).
+"""Step 1: collect the motivation of every training sample's strategy from an LLM.
 
 Writes ``motivations_4_LLaMA.json`` (JSON list of strings, one per training sample, in sample order, as
 released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: answers are cached in

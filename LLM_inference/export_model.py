@@ -1,4 +1,4 @@
-r"""Step 3b: merge the LoRA adapter into the base model and save it as a plain model folder (replaces
+r"""Step 4: merge the LoRA adapter into the base model and save it as a plain model folder (replaces
 LLaMA-Factory's export_model.py; same flags). Paper settings:
 
     python LLM_inference/export_model.py --model_name_or_path meta-llama/Llama-2-7b-hf \

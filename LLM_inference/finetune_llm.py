@@ -1,4 +1,4 @@
-r"""Step 3a: LoRA fine-tuning of the strategy LLM on prompts_4_LLaMA.json (replaces LLaMA-Factory's
+r"""Step 3: LoRA fine-tuning of the strategy LLM on prompts_4_LLaMA.json (replaces LLaMA-Factory's
 `train_bash.py --stage sft`, with the same flag names). Paper settings (defaults):
 
     python LLM_inference/finetune_llm.py --model_name_or_path meta-llama/Llama-2-7b-hf \

@@ -1,4 +1,4 @@
-r"""Step 3c: infer strategy + motivation for every train/valid/test prompt with the fine-tuned LLM.
+r"""Step 5: infer strategy + motivation for every train/valid/test prompt with the fine-tuned LLM.
 
     python LLM_inference/infer_strategy.py                          # all three splits, defaults below
     python LLM_inference/infer_strategy.py --splits valid,test --max_samples 20 \

@@ -1,6 +1,6 @@
-"""Step 5: build data/{train,valid,test}.json for the generator.
+"""Step 6: build data/{train,valid,test}.json for the generator.
 
-Reads the MultiESC dialogue files and, when present, the LLM outputs of step 4
+Reads the MultiESC dialogue files and, when present, the LLM outputs of step 5
 (LLM_inference/strategy_with_motivation{,_valid,_test}.json), and writes one record per sample with the
 released keys (context, response, strategy, response_memory, strategy_memory, motivation) plus id and
 gold_strategy. Run from the repository root:

@@ -1,4 +1,4 @@
-"""Convert ESConv from the Hugging Face ``thu-coai/esconv`` form to the MultiESC form MAGIC reads.
+"""Step 0 (alternative): convert ESConv from the HF ``thu-coai/esconv`` form to the MultiESC form MAGIC reads.
 
     python data/convert_hf_esconv.py --input_dir HF_DIR --output_dir data/          # all three splits
     python data/convert_hf_esconv.py --input HF_DIR --split test --output data/test.txt
@@ -27,7 +27,8 @@ SPLITS = ("train", "valid", "test")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="HF thu-coai/esconv JSON lines -> MultiESC JSON lines (data/{train,valid,test}.txt). "
+        description="Step 0 (alternative): HF thu-coai/esconv JSON lines -> MultiESC JSON lines "
+        "(data/{train,valid,test}.txt). "
         "Merges consecutive same-speaker turns (dropping exact repeats), tokenises punctuation the MultiESC "
         "way, maps 'Providing Suggestions' and 'Information' to 'Providing Suggestions or Information'. "
         "Output is validated with src.esconv before it is written (atomically).",

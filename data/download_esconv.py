@@ -1,4 +1,4 @@
-"""Download the MultiESC split of ESConv (train/valid/test.txt, 910/195/195 dialogues) into data/.
+"""Step 0: download the MultiESC split of ESConv (train/valid/test.txt, 910/195/195 dialogues) into data/.
 
     python data/download_esconv.py                      # -> data/{train,valid,test}.txt
     python data/download_esconv.py --output_dir DIR

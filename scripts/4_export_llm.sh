@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 3b: merge the LoRA adapter into the base model and export it (safetensors shards).
+# Step 4: merge the LoRA adapter into the base model and export it (safetensors shards).
 # Reads:  BASE_MODEL, ADAPTER_DIR
 # Writes: $EXPORT_DIR (default $LLM_DIR/fine_tuned_llama2, the released name)
 # Variables: BASE_MODEL (meta-llama/Llama-2-7b-hf), ADAPTER_DIR ($LLM_DIR/saves/llama2-7b-lora),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 4: the fine-tuned LLM infers strategy + motivation for every train/valid/test sample, then reports
+# Step 5: the fine-tuned LLM infers strategy + motivation for every train/valid/test sample, then reports
 # strategy accuracy / macro-F1 / weighted-F1 against the gold labels with a confusion-matrix PNG.
 # Reads:  $EXPORT_DIR, $LLM_DIR/prompts_4_LLaMA{,_valid,_test}.json (+ .ids.json), $DATA_DIR/*.txt (gold)
 # Writes: $LLM_DIR/strategy_with_motivation.json, _valid.json, _test.json, the report JSON/PNG, a cache

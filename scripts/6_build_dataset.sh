@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 5: build the generator's dataset: context, response, strategy, memory and motivation per sample.
+# Step 6: build the generator's dataset: context, response, strategy, memory and motivation per sample.
 # Reads:  $DATA_DIR/{train,valid,test}.txt, $LLM_DIR/strategy_with_motivation{,_valid,_test}.json
 # Writes: $DATA_DIR/train.json, valid.json, test.json
 # Variables: STRATEGY_SOURCE=inferred|gold (inferred: the LLM's strategies, as in the paper; gold: oracle)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 6: train the MAGIC generator (BART-base, strategy encoder, memory bank 8 x 128, lambda 0.2,
+# Step 7: train the MAGIC generator (BART-base, strategy encoder, memory bank 8 x 128, lambda 0.2,
 # batch 16, lr 5e-5, 20 epochs, early stop on validation perplexity after 5 epochs without improvement).
 # Reads:  $DATA_DIR/train.json, valid.json, BART (hub id or local folder)
 # Writes: $OUTPUT_DIR/bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>/epoch_<e>_val_ppl_<p>/ (dialogue_model.pth,

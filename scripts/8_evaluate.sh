@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 7: decode every test sample with diverse beam search and score it (BLEU-1..4, METEOR, ROUGE-L,
+# Step 8: decode every test sample with diverse beam search and score it (BLEU-1..4, METEOR, ROUGE-L,
 # CIDEr as nlg-eval computes them, plus Distinct-1/2).
 # Reads:  $DATA_DIR/test.json, a checkpoint directory written by main.py
 # Writes: $EVAL_DIR/response_lables.txt (references), $EVAL_DIR/<run>/diversity_<d>_length_<l>.txt

@@ -5,9 +5,10 @@
 # `--help` on any numbered script prints its header (what it reads and writes, and its variables).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STEP_SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"  # absolute: $0 may be relative to the old folder
 cd "$ROOT"
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-  sed -n '2,/^set -/p' "$0" | sed -e '/^set -/d' -e 's/^# \{0,1\}//'
+  sed -n '2,/^set -/p' "$STEP_SCRIPT" | sed -e '/^set -/d' -e 's/^# \{0,1\}//'
   exit 0
 fi
 if [ -z "${PY:-}" ]; then

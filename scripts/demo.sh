@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole MAGIC pipeline on the bundled synthetic demo data with small models, on CPU (about 1-2 minutes on
 # 2 cores). Creates .venv if needed, then runs the numbered scripts 0-8 with demo settings:
-#   0 data/demo/*.txt -> 1 motivations from a local model -> 2 prompts -> 3 LoRA -> 3b merge ->
-#   4 strategy inference (+ report) -> 5 dataset -> 6 small BART trained for a few epochs -> 7 evaluation
+#   0 data/demo/*.txt -> 1 motivations from a local model -> 2 prompts -> 3 LoRA -> 4 merge ->
+#   5 strategy inference (+ report) -> 6 dataset -> 7 small BART trained for a few epochs -> 8 evaluation
 # Reads:  data/demo/*.txt (DATA=demo) or the real split in $MAGIC_DATA_DIR (DATA=real)
 # Writes: everything under $WORK (default demo_run/): data/, llm/, models/, out_model/, eval_result/
 # Usage:  bash scripts/demo.sh [--force]     (a rerun skips finished steps; --force redoes them)
@@ -99,29 +99,29 @@ step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_p
 step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
   env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="${LLM_EPOCHS:-3}" LR=2e-3 BATCH=8 \
   GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5
-step "3b merge LoRA" "$LLM_DIR/merged/config.json" -- \
+step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
   env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EXPORT_DIR="$LLM_DIR/merged" bash scripts/4_export_llm.sh
 
-# -- step 4: strategy + motivation for every sample
-step "4 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
+# -- step 5: strategy + motivation for every sample
+step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
   env EXPORT_DIR="$LLM_DIR/merged" BATCH=32 MAX_NEW_TOKENS=48 bash scripts/5_infer_strategy.sh
 
-# -- step 5: dataset
-step "5 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
+# -- step 6: dataset
+step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
 
-# -- step 6: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts), a few epochs
+# -- step 7: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts), a few epochs
 BART="$WORK/models/small-bart"
 step "small random BART" "$BART/config.json" -- \
   "$PY" src/make_small_bart.py --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
   --vocab_size 2000 --d_model "${BART_D_MODEL:-128}" --layers 2 --heads 4
 train_extra=()
 [ -n "${MAX_TRAIN:-}" ] && train_extra+=(--max_train_samples "$MAX_TRAIN" --max_valid_samples "$MAX_TRAIN")
-step "6 train MAGIC" "$WORK/out_model" -- \
+step "7 train MAGIC" "$WORK/out_model" -- \
   env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-30}" BATCH=16 LR=5e-4 PRECISION=fp32 \
   bash scripts/7_train_magic.sh --max_length 256 --device cpu "${train_extra[@]}"
 
-# -- step 7: evaluation (prints the metric table)
-step "7 evaluation" "$WORK/eval_result/response_lables.txt" -- \
+# -- step 8: evaluation (prints the metric table)
+step "8 evaluation" "$WORK/eval_result/response_lables.txt" -- \
   env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_result" bash scripts/8_evaluate.sh --device cpu
 
 CKPT="$(ls -td "$WORK"/out_model/bs_*/epoch_* | head -n 1)"

@@ -1,4 +1,4 @@
-"""Step 5: ESConv samples (+ LLM-inferred strategies and motivations) -> data/{train,valid,test}.json.
+"""Step 6: ESConv samples (+ LLM-inferred strategies and motivations) -> data/{train,valid,test}.json.
 
 Each record has the released keys ``context``, ``response``, ``strategy``, ``response_memory``,
 ``strategy_memory``, ``motivation`` plus ``id`` (the sample id of src.esconv) and ``gold_strategy``.

@@ -1,4 +1,4 @@
-"""Test-set evaluation of the generator (test_evaluation.py): decoding, text clean-up, output files, scores.
+"""Step 8: test-set evaluation of the generator (test_evaluation.py): decoding, text clean-up, output files, scores.
 
 Released protocol (test_evaluation.py of Wh2018/MAGIC), kept:
 - references = the records' ``response`` field, written one per line to ``eval_result/response_lables.txt``

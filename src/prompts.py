@@ -2,7 +2,7 @@
 
 * ChatGPT motivation prompt (step 1): the dialogue clip *including* the target supporter turn, marked
   ``***[strategy]***``, framed by ``CHATGPT_BEGIN`` / ``CHATGPT_END``.
-* LLaMA strategy prompt (steps 2-4): the clip *up to* the target turn, framed by ``LLAMA_BEGIN`` /
+* LLaMA strategy prompt (steps 2-5): the clip *up to* the target turn, framed by ``LLAMA_BEGIN`` /
   ``LLAMA_END``; the fine-tuning target is the motivation.
 
 Clip lines are ``(k) Seeker: <text>`` and ``(k) Supporter: <text> [<strategy>]``, numbered from 1,

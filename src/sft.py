@@ -1,4 +1,4 @@
-"""Step 3a: LoRA supervised fine-tuning of the strategy LLM (what the paper ran through LLaMA-Factory).
+"""Step 3: LoRA supervised fine-tuning of the strategy LLM (what the paper ran through LLaMA-Factory).
 
 Data: ``prompts_4_LLaMA.json`` = ``[{"instruction": <dialogue prompt>, "output": <motivation>}]``.
 

@@ -1,4 +1,4 @@
-"""Step 4: answer every prompt file with the fine-tuned strategy LLM (LLM_inference/infer_strategy.py).
+"""Step 5: answer every prompt file with the fine-tuned strategy LLM (LLM_inference/infer_strategy.py).
 
 Reads ``prompts_4_LLaMA{,_valid,_test}.json`` and their ``.ids.json`` sidecars (step 2), writes
 ``strategy_with_motivation{,_valid,_test}.json`` (entries: src/strategy_report.py) and, given the gold

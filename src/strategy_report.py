@@ -1,4 +1,4 @@
-"""Step 4 (report): how good the strategy LLM's strategies are, and the output entries it is judged on.
+"""Step 5 (report): how good the strategy LLM's strategies are, and the output entries it is judged on.
 
 Output entries (``strategy_with_motivation{,_valid,_test}.json``, released format plus ``id``)::
 

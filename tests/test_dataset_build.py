@@ -1,4 +1,4 @@
-"""Step 5: data/{train,valid,test}.json from dialogues and LLM outputs."""
+"""Step 6: data/{train,valid,test}.json from dialogues and LLM outputs."""
 import json
 import subprocess
 import sys

@@ -70,3 +70,14 @@ def test_numbered_shell_step_prints_its_header(script):
                            timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"Step {step}:"), r.stdout[:200]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "scripts").glob("[0-9]_*.sh")))
+def test_the_python_scripts_a_step_runs_carry_its_number(script):
+    """One numbering: scripts/N_*.sh runs Python scripts whose docstring (the top of their --help) says Step N."""
+    step = script.split("_", 1)[0]
+    called = sorted(set(re.findall(r'"\$PY" (\S+\.py)', (REPO / "scripts" / script).read_text())))
+    assert called, f"{script} runs no Python script"
+    for py in called:
+        first = (REPO / py).read_text(encoding="utf-8").lstrip("r").lstrip('"').splitlines()[0]
+        assert re.match(rf"Step {step}\b", first), f"{py} (run by {script}) starts: {first!r}"
