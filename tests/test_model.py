@@ -219,7 +219,9 @@ def test_save_load_roundtrip(bart_dir, tokenizer, tmp_path):
     model.eval()
     save_checkpoint(model, tokenizer, {"learning_rate": 1e-3}, tmp_path / "ck")
     loaded, tok2, args = load_checkpoint(tmp_path / "ck", device="cpu")
-    assert args["learning_rate"] == 1e-3 and args["model"]["use_motivation"] is True
+    assert args == {"learning_rate": 1e-3}  # args.json: the training arguments only
+    assert loaded.generator_config == model.generator_config  # generator_config.json: the model settings
+    assert loaded.use_motivation is True and loaded.pool == "masked"
     assert loaded.strategy_memory_max == 5 and not loaded.training
     for x, y in zip(model.memory_state(), loaded.memory_state()):
         assert torch.equal(x, y)
@@ -325,12 +327,13 @@ def test_records_validation_names_file_and_record(tmp_path):
 
 def test_collator_on_real_valid_samples(esconv_dir, tokenizer, bart_dir):
     """Records built from the real magic/valid.txt samples of one dialogue, through dataset + collator."""
-    from src.data import DialogueDataset, collator_for, record_from_sample
+    from src.data import DialogueDataset, collator_for
+    from src.dataset_build import sample_record
     from src.esconv import load_samples, strategy_id
 
     samples = load_samples(esconv_dir / "magic" / "valid.txt", "valid")
     first = [s for s in samples if s.dialogue_index == samples[0].dialogue_index]
-    recs = [record_from_sample(s) for s in first[:5]]
+    recs = [sample_record(s) for s in first[:5]]
     model = new_model(bart_dir)
     ds = DialogueDataset(recs, tokenizer, max_length=1024)
     b = collator_for(model)([ds[i] for i in range(len(ds))])
