@@ -280,6 +280,33 @@ def released_state_dict(config, vocab, n_strategies=8) -> dict:
     return sd
 
 
+def test_generator_config_rules(bart_dir, tokenizer, tmp_path):
+    """generator_config.json is the one record of the model settings: checked on load; without it the
+    checkpoint is a released one (pool "all"); an earlier version's args.json["model"] still loads."""
+    import json
+
+    from src.checkpoint import load_checkpoint, save_checkpoint
+    from src.generator_config import CONFIG_FILE, RELEASED, GeneratorConfig
+
+    model = new_model(bart_dir, pool="masked", max_length=100)
+    ck = tmp_path / "ck"
+    save_checkpoint(model, tokenizer, {"lr": 1}, ck)
+    saved = json.loads((ck / CONFIG_FILE).read_text())
+    assert GeneratorConfig.from_dict(saved) == model.generator_config
+    (ck / CONFIG_FILE).write_text(json.dumps({**saved, "poool": "all"}))
+    with pytest.raises(ValueError, match=r"generator_config\.json: unknown generator setting\(s\) \['poool'\]"):
+        load_checkpoint(ck)
+    (ck / CONFIG_FILE).write_text(json.dumps({**saved, "pool": "some"}))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        load_checkpoint(ck)
+    (ck / CONFIG_FILE).unlink()
+    released, _, args = load_checkpoint(ck, device="cpu")
+    assert released.generator_config == RELEASED and released.pool == "all" and args == {"released_checkpoint": True}
+    (ck / "args.json").write_text(json.dumps({"lr": 1, "model": {"pool": "masked", "max_length": 100}}))
+    legacy, _, _ = load_checkpoint(ck, device="cpu")
+    assert legacy.pool == "masked" and legacy.max_length == 100
+
+
 def test_released_checkpoint_loads_strict(bart_dir, tokenizer, tmp_path):
     from transformers import BartConfig
 
