@@ -8,14 +8,13 @@ cleaned response per line) and <that file>.scores.json, and prints the scores x1
 """
 import os
 import sys
-import warnings
-from argparse import ArgumentParser
+from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
     # released flags and defaults
     p.add_argument("--test_data", type=str, default="data/test.json", help="Path to test data")
     p.add_argument("--model_path", type=str, required=True,
@@ -56,8 +55,6 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.early_stopping = {"true": True, "false": False, "never": "never"}[args.early_stopping]
-    if args.num_beam_groups == 1 and args.diversity_penalty:
-        warnings.warn("--diversity_penalty has no effect with --num_beam_groups 1 (standard beam search)")
     from metric.protocol import format_scores
     from src.evaluation import evaluate
     try:

@@ -22,6 +22,7 @@ import sys
 
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
+from src.artifacts import MOTIVATIONS_FILE  # noqa: E402
 from src.motivations import RELEASED_MODEL, collect_motivations  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--train_file", "--train_file_path", dest="train_file", default="../data/train.txt",
                    help="MultiESC train.txt (JSON lines); --train_file_path is the released name")
-    p.add_argument("--output_file", default="motivations_4_LLaMA.json")
+    p.add_argument("--output_file", default=MOTIVATIONS_FILE, help="motivations (+ <name>.ids.json sidecar)")
     p.add_argument("--cache_file", default=None, help="answer cache (default: <output_file>.cache.jsonl)")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument("--dry_run", action="store_true", help="count prompts, tokens and cost; send nothing")

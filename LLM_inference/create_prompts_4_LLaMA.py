@@ -16,6 +16,7 @@ import sys
 
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
+from src.artifacts import MOTIVATIONS_FILE, prompt_file  # noqa: E402
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402
 from src.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files  # noqa: E402
@@ -26,7 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--train_file", default="../data/train.txt")
     p.add_argument("--valid_file", default="../data/valid.txt")
     p.add_argument("--test_file", default="../data/test.txt")
-    p.add_argument("--motivations_file", default="motivations_4_LLaMA.json",
+    p.add_argument("--motivations_file", default=MOTIVATIONS_FILE,
                    help="ChatGPT motivations, one per train sample (collect_motivations_ChatGPT.py)")
     p.add_argument("--output_dir", default=".")
     return p.parse_args(argv)
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
         return 1
     for path in write_prompt_files(files, args.output_dir):
         print(f"wrote {path}")
-    print(f"{len(files['prompts_4_LLaMA.json'])} train pairs, {len(files['prompts_4_LLaMA_valid.json'])} valid "
-          f"prompts, {len(files['prompts_4_LLaMA_test.json'])} test prompts")
+    n = {split: len(files[prompt_file(split)]) for split in ("train", "valid", "test")}
+    print(f"{n['train']} train pairs, {n['valid']} valid prompts, {n['test']} test prompts")
     return 0
 
 

@@ -25,13 +25,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
+from src.artifacts import prompt_file  # noqa: E402
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402
 from src.strategy_inference import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
 
-RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": "prompts_4_LLaMA.json",
-            "prompt_path_valid": "prompts_4_LLaMA_valid.json", "prompt_path_test": "prompts_4_LLaMA_test.json",
-            "output_dir": "."}
+RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
+            "prompt_path_valid": prompt_file("valid"), "prompt_path_test": prompt_file("test"), "output_dir": "."}
 
 
 def parse_args(argv=None):

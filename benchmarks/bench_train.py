@@ -39,11 +39,11 @@ def data_dir() -> str:
 
 def build_inputs(work: str) -> tuple[str, str]:
     """records.json (valid samples) and a small BART trained on their texts, under work/."""
-    from src.data import record_from_sample
+    from src.dataset_build import sample_record
     from src.esconv import load_samples
     from src.make_small_bart import make_small_bart
 
-    recs = [record_from_sample(s) for s in load_samples(os.path.join(data_dir(), "magic", "valid.txt"), "valid")]
+    recs = [sample_record(s) for s in load_samples(os.path.join(data_dir(), "magic", "valid.txt"), "valid")]
     path = os.path.join(work, "records.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(recs, f)

@@ -3,10 +3,12 @@
 # batch 16, lr 5e-5, 20 epochs, early stop on validation perplexity after 5 epochs without improvement).
 # Reads:  $DATA_DIR/train.json, valid.json, BART (hub id or local folder)
 # Writes: $OUTPUT_DIR/bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>/epoch_<e>_val_ppl_<p>/ (dialogue_model.pth,
-#         memory_bank.pth, tokenizer, args.json), experiments.log, training curves PNG
+#         memory_bank.pth, tokenizer, config.json, generator_config.json, args.json), experiments.log,
+#         training curves PNG
 # Variables: BART (facebook/bart-base), OUTPUT_DIR (out_model/), BATCH (16), EPOCHS (20), LR (5e-5),
 #   L_STRATEGY (0.2), PRECISION (fp32|fp16|bf16)
-# Extra arguments go to main.py: ablations --no_memory, --l_strategy 0, --use_motivation; --resume DIR.
+# Extra arguments go to main.py: ablations --no_memory, --l_strategy 0, --use_motivation; --resume DIR;
+#   --keep_best_only (keep only the best checkpoint folder of the run).
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 prec=()

@@ -78,11 +78,12 @@ if [ "$DATA" = real ]; then
   step "1 motivations (released)" "$LLM_DIR/motivations_4_LLaMA.json" -- "$PY" -c '
 import json, sys
 from src.esconv import load_samples
+from src.artifacts import ids_path
 from src.io_utils import atomic_write_json
 released, train_file, out = sys.argv[1:]
 samples = load_samples(train_file, "train")
 motivations = json.load(open(released, encoding="utf-8"))[: len(samples)]
-atomic_write_json(out[:-5] + ".ids.json", [s.id for s in samples])
+atomic_write_json(ids_path(out), [s.id for s in samples])
 atomic_write_json(out, motivations)
 print(f"{len(motivations)} released motivations -> {out}")
 ' "${MAGIC_DATA_DIR:-$ROOT/../shared/data/esconv}/magic/motivations_4_LLaMA.json" "$DATA_DIR/train.txt" \

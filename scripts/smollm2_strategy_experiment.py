@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from src.artifacts import MOTIVATIONS_FILE, prompt_file  # noqa: E402
 from src.esconv import load_samples  # noqa: E402
 from src.io_utils import atomic_write_json, load_json  # noqa: E402
 from src.prompts import llama_prompt  # noqa: E402
@@ -111,10 +112,10 @@ def main():
             gguf_to_hf(model_dir)
 
     train = load_samples(os.path.join(args.data_dir, "reconstructed", "train.txt"), "train")
-    motivations = load_json(os.path.join(args.data_dir, "magic", "motivations_4_LLaMA.json"))
+    motivations = load_json(os.path.join(args.data_dir, "magic", MOTIVATIONS_FILE))
     assert len(motivations) == len(train), (len(motivations), len(train))
     pairs = spaced(list(zip(train, motivations)), args.n_train)
-    dataset = os.path.join(args.work_dir, "prompts_4_LLaMA.json")
+    dataset = os.path.join(args.work_dir, prompt_file("train"))
     atomic_write_json(dataset, [{"instruction": llama_prompt(s), "output": m} for s, m in pairs])
     valid = spaced(load_samples(os.path.join(args.data_dir, "magic", "valid.txt"), "valid"), args.n_valid)
 

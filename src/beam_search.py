@@ -26,6 +26,7 @@ Semantics follow Hugging Face:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -110,6 +111,25 @@ def greedy_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[to
     return BeamSearchOutput(seqs, scores, lengths)
 
 
+def group_diversity(num_beams: int, num_beam_groups: int, diversity_penalty: float) -> float:
+    """The one rule for num_beam_groups / diversity_penalty; returns the diversity penalty that acts.
+
+    num_beam_groups must be >= 1 and divide num_beams; with several groups the penalty must be > 0 (valid,
+    but HF refused it: the groups would be redundant); with one group it has no effect (a warning when set)
+    and 0.0 is returned.
+    """
+    if num_beam_groups < 1 or num_beams % num_beam_groups:
+        raise ValueError(f"num_beams ({num_beams}) must be divisible by num_beam_groups ({num_beam_groups})")
+    if num_beam_groups > 1 and diversity_penalty == 0.0:
+        raise ValueError("num_beam_groups > 1 needs diversity_penalty > 0 (otherwise the groups are redundant)")
+    if num_beam_groups == 1:
+        if diversity_penalty:
+            warnings.warn(f"diversity_penalty {diversity_penalty} has no effect with num_beam_groups 1 "
+                          "(standard beam search)", stacklevel=2)
+        return 0.0
+    return float(diversity_penalty)
+
+
 @torch.no_grad()
 def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], *,
                 decoder_start_token_id: int, eos_token_id, pad_token_id: int, max_new_tokens: int,
@@ -126,11 +146,7 @@ def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torc
     """
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams}, {max_new_tokens}")
-    if num_beam_groups < 1 or num_beams % num_beam_groups:
-        raise ValueError(f"num_beams ({num_beams}) must be divisible by num_beam_groups ({num_beam_groups})")
-    if num_beam_groups > 1 and diversity_penalty == 0.0:
-        # Still valid (independent groups), but HF refused it because it is almost surely a mistake.
-        raise ValueError("num_beam_groups > 1 needs diversity_penalty > 0 (otherwise the groups are redundant)")
+    diversity_penalty = group_diversity(num_beams, num_beam_groups, diversity_penalty)
     if not 1 <= num_return_sequences <= num_beams:
         raise ValueError(f"num_return_sequences must be in [1, num_beams], got {num_return_sequences}")
     if early_stopping not in (True, False, "never"):

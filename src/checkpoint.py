@@ -6,10 +6,11 @@ A checkpoint directory (``out_model/<run>/epoch_<e>_val_ppl_<p>/``) holds, as re
     memory_bank.pth      a list of 8 float tensors [n_s, d] (the bank is not in the state_dict)
     tokenizer files      tokenizer.save_pretrained
 
-and, added: ``args.json`` (the training arguments and the model settings) and ``config.json`` (the BART
-config, so the model can be rebuilt without the base model). A directory written by the released code
-(no args.json / config.json) loads too when ``bart_base_dir`` names the BART it was trained from; it then
-gets the released settings (pool "all", max_length 512, max_length_res_memory 64).
+and, added: ``generator_config.json`` (the model settings, src/generator_config.py), ``config.json`` (the
+BART config, so the model can be rebuilt without the base model) and ``args.json`` (the training arguments,
+for the record; nothing is read back from it). A directory without generator_config.json was written by the
+released code: it gets ``generator_config.RELEASED`` (pool "all", max_length 512, max_length_res_memory 64)
+and loads when ``bart_base_dir`` names the BART it was trained from.
 
 Everything is loaded with ``torch.load(..., weights_only=True)``; directories are written atomically
 (built under a temporary name, then renamed).
@@ -24,19 +25,13 @@ from typing import Any
 
 import torch
 
+from src.generator_config import GeneratorConfig
 from src.io_utils import atomic_dir, atomic_write_json
 
 MODEL_FILE = "dialogue_model.pth"
 BANK_FILE = "memory_bank.pth"
 ARGS_FILE = "args.json"
 CONFIG_FILE = "config.json"
-
-# model settings recorded in args.json["model"]; the released code's settings for checkpoints without it
-MODEL_KEYS = ("num_strategies", "strategy_memory_max", "use_motivation", "use_memory", "pool", "max_length",
-              "max_length_res_memory")
-RELEASED_MODEL_SETTINGS = {"num_strategies": 8, "strategy_memory_max": 128, "use_motivation": False,
-                           "use_memory": True, "pool": "all", "max_length": 512, "max_length_res_memory": 64}
-
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """"auto"/None -> cuda when available, else cpu; anything else as torch.device, checked to exist."""
@@ -46,10 +41,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
     return dev
-
-
-def model_settings(model) -> dict:
-    return {k: getattr(model, k) for k in MODEL_KEYS}
 
 
 def _args_dict(args: Any) -> dict:
@@ -67,11 +58,13 @@ def write_checkpoint_files(model, tokenizer, args: Any, out_dir: str) -> None:
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     model.config.to_json_file(os.path.join(out_dir, CONFIG_FILE))
-    atomic_write_json(os.path.join(out_dir, ARGS_FILE), {**_args_dict(args), "model": model_settings(model)})
+    model.generator_config.save(out_dir)
+    atomic_write_json(os.path.join(out_dir, ARGS_FILE), _args_dict(args))
 
 
 def save_checkpoint(model, tokenizer, args: Any, out_dir: str | os.PathLike) -> str:
-    """Write dialogue_model.pth, memory_bank.pth, tokenizer files, config.json and args.json to out_dir."""
+    """Write dialogue_model.pth, memory_bank.pth, tokenizer files, config.json, generator_config.json and
+    args.json to out_dir."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     with atomic_dir(out_dir) as tmp:
         write_checkpoint_files(model, tokenizer, args, tmp)
@@ -116,15 +109,15 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{ckpt_dir}: no {MODEL_FILE}; expected a checkpoint directory written by "
                                 "main.py (or the released code)")
+    gen_config, released = GeneratorConfig.for_checkpoint(ckpt_dir)
     args_path = os.path.join(ckpt_dir, ARGS_FILE)
-    if os.path.exists(args_path):
+    if released:
+        args = {"released_checkpoint": True}
+    elif os.path.exists(args_path):
         with open(args_path, encoding="utf-8") as f:
             args = json.load(f)
-        settings = {**RELEASED_MODEL_SETTINGS, **args.get("model", {})}
     else:
-        args = {"released_checkpoint": True}
-        settings = dict(RELEASED_MODEL_SETTINGS)
-    settings.update(model_overrides)
+        args = {}
 
     if os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
         config = BartConfig.from_pretrained(ckpt_dir)
@@ -133,7 +126,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     else:
         raise ValueError(f"{ckpt_dir}: no {CONFIG_FILE} (a released-code checkpoint?); pass bart_base_dir / "
                          "--bart_base_dir, the BART it was trained from (e.g. facebook/bart-base)")
-    model = DialogueModel(config, **settings)
+    model = DialogueModel(config, gen_config, **model_overrides)
     load_state_dict_strict(model, model_path)
 
     bank_path = os.path.join(ckpt_dir, BANK_FILE)

@@ -3,7 +3,10 @@
 A record (written by data/add_memory_motivation.py) is::
 
     {"id": str, "context": [situation, turn1, ...], "response": str, "strategy": str,
-     "gold_strategy": str, "response_memory": [str], "strategy_memory": [str], "motivation": str}
+     "gold_strategy": str, "strategy_source": "inferred" | "gold", "response_memory": [str],
+     "strategy_memory": [str], "motivation": str}
+
+(built by src.dataset_build.sample_record; id, gold_strategy and strategy_source are ours and optional here)
 
 Everything is tokenised once, when the dataset is built (the released code re-tokenised every sample and
 every memory response in every step). Batches are padded to their own longest sequence; the
@@ -18,10 +21,12 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from src.esconv import STRATEGIES, Sample, expand_contractions, strategy_id
+from src.esconv import STRATEGIES, strategy_id
+from src.generator_config import GeneratorConfig
 from src.io_utils import load_json
 
 NO_MOTIVATION = "No motivation provided"  # released placeholder for an empty motivation
+STRATEGY_SOURCES = ("inferred", "gold")  # where a record's "strategy" came from (src/dataset_build.py)
 
 _FIELDS = {"context": list, "response": str, "strategy": str, "response_memory": list, "strategy_memory": list}
 
@@ -42,6 +47,9 @@ def validate_record(rec: Any, where: str) -> None:
     if len(rec["response_memory"]) != len(rec["strategy_memory"]):
         raise ValueError(f"{where}: {len(rec['response_memory'])} memory responses but "
                          f"{len(rec['strategy_memory'])} memory strategies")
+    if rec.get("strategy_source", "gold") not in STRATEGY_SOURCES:
+        raise ValueError(f"{where}: 'strategy_source' must be one of {STRATEGY_SOURCES}, "
+                         f"got {rec['strategy_source']!r}")
     mot = rec.get("motivation", "")
     if mot is not None and not isinstance(mot, str):
         raise ValueError(f"{where}: 'motivation' must be a string")
@@ -66,23 +74,11 @@ def load_records(path: str | os.PathLike, max_samples: int | None = None) -> lis
     return recs
 
 
-def record_from_sample(sample: Sample, motivation: str = "") -> dict:
-    """A record built directly from an esconv Sample, cleaned as the dataset build does (contractions
-    expanded), gold strategy as the strategy. For tests and benchmarks that run without data/*.json."""
-    return {
-        "id": sample.id,
-        "context": [expand_contractions(t) for t in sample.context],
-        "response": expand_contractions(sample.response),
-        "strategy": sample.strategy,
-        "gold_strategy": sample.strategy,
-        "response_memory": [expand_contractions(t) for t in sample.response_memory],
-        "strategy_memory": list(sample.strategy_memory),
-        "motivation": motivation,
-    }
-
-
 class DialogueDataset(Dataset):
     """Pre-tokenised records. Item i is a dict of python lists (see ``__getitem__``).
+
+    The lengths and the truncation side come from ``config`` (the model's ``generator_config``);
+    ``overrides`` replace its fields (e.g. ``max_length=96``).
 
     Contexts are ``tokenizer.sep_token.join(context)`` truncated to ``max_length`` on
     ``truncation_side`` (released: right, which cuts the most recent turns of long dialogues); responses
@@ -90,10 +86,10 @@ class DialogueDataset(Dataset):
     ``max_length_res_memory``.
     """
 
-    def __init__(self, records: Sequence[dict], tokenizer, max_length: int = 512,
-                 max_length_res_memory: int = 64, truncation_side: str = "right"):
-        if truncation_side not in ("right", "left"):
-            raise ValueError(f"truncation_side must be 'right' or 'left', got {truncation_side!r}")
+    def __init__(self, records: Sequence[dict], tokenizer, config: GeneratorConfig | None = None, **overrides):
+        config = (config or GeneratorConfig()).replace(**overrides)
+        max_length, max_length_res_memory = config.max_length, config.max_length_res_memory
+        truncation_side = config.truncation_side
         if tokenizer.sep_token is None or tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a sep_token and a pad_token (a BART tokenizer has both)")
         self.records = list(records)
@@ -203,12 +199,11 @@ class DialogueCollator:
     test do not update the bank).
     """
 
-    def __init__(self, pad_token_id: int, pool: str = "masked", max_length: int = 512,
-                 max_length_res_memory: int = 64, with_memory: bool = True):
+    def __init__(self, pad_token_id: int, config: GeneratorConfig, with_memory: bool = True):
         self.pad = pad_token_id
-        self.pool = pool
-        self.max_length = max_length
-        self.max_length_res_memory = max_length_res_memory
+        self.pool = config.pool
+        self.max_length = config.max_length
+        self.max_length_res_memory = config.max_length_res_memory
         self.with_memory = with_memory
 
     def _pad_with_mask(self, seqs, fixed: int | None):
@@ -247,9 +242,8 @@ class DialogueCollator:
 
 
 def collator_for(model, with_memory: bool = True) -> DialogueCollator:
-    """The collator matching a DialogueModel's padding mode."""
-    return DialogueCollator(model.pad_token_id, pool=model.pool, max_length=model.max_length,
-                            max_length_res_memory=model.max_length_res_memory, with_memory=with_memory)
+    """The collator matching a DialogueModel's padding mode (its generator_config)."""
+    return DialogueCollator(model.pad_token_id, model.generator_config, with_memory=with_memory)
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):

@@ -4,9 +4,13 @@ Each record has the released keys ``context``, ``response``, ``strategy``, ``res
 ``strategy_memory``, ``motivation`` plus ``id`` (the sample id of src.esconv) and ``gold_strategy``.
 Contractions are expanded in the context, the response and the response memory, as released.
 
+Each record also says where its ``strategy`` came from: ``"strategy_source": "inferred"`` (the LLM files)
+or ``"gold"`` (the annotation: --strategy_source gold, or no LLM files, as released); test_evaluation.py
+refuses ``--strategy_source inferred`` on gold records.
+
 The LLM files (``strategy_with_motivation{,_valid,_test}.json`` from LLM_inference/infer_strategy.py) are
-merged by sample id; a file without ids is merged by position only when its length matches, with a
-warning. Any mismatch or an answer whose strategy cannot be parsed is an error, and nothing is written.
+merged by sample id; every entry must carry its ``id``. Any mismatch, a missing id or an answer whose
+strategy cannot be parsed is an error, and nothing is written.
 """
 from __future__ import annotations
 
@@ -14,15 +18,10 @@ import os
 import warnings
 from dataclasses import dataclass
 
+from src.artifacts import SPLITS, strategy_file
 from src.esconv import STRATEGIES, Sample, canonical_strategy, expand_contractions, load_samples, strategy_id
 from src.io_utils import atomic_write_json, load_json
 
-SPLITS = ("train", "valid", "test")
-LLM_FILES = {
-    "train": "strategy_with_motivation.json",
-    "valid": "strategy_with_motivation_valid.json",
-    "test": "strategy_with_motivation_test.json",
-}
 
 
 class DatasetBuildError(ValueError):
@@ -36,13 +35,17 @@ class Inferred:
 
 
 def sample_record(sample: Sample) -> dict:
-    """The released record of one sample, contractions expanded, with gold strategy and empty motivation."""
+    """The generator record of one sample, as released: context turns stripped (the released
+    add_memory_motivation.py strips context turns only) and contractions expanded in the context, the response
+    and the response memory; gold strategy, empty motivation (build_datasets fills strategy and motivation
+    from the LLM files). The one record builder: the dataset build, tests and benchmarks all use it."""
     return {
         "id": sample.id,
         "context": [expand_contractions(turn.strip()) for turn in sample.context],
         "response": expand_contractions(sample.response),
         "strategy": sample.strategy,
         "gold_strategy": sample.strategy,
+        "strategy_source": "gold",
         "response_memory": [expand_contractions(r) for r in sample.response_memory],
         "strategy_memory": list(sample.strategy_memory),
         "motivation": "",
@@ -50,7 +53,7 @@ def sample_record(sample: Sample) -> dict:
 
 
 def load_inferred(path: str, samples: list[Sample]) -> list[Inferred]:
-    """Read one strategy_with_motivation file and align it to ``samples`` (by id, else by count)."""
+    """Read one strategy_with_motivation file and align it to ``samples`` by the ids of its entries."""
     entries = load_json(path, "strategy_with_motivation list")
     if not isinstance(entries, list):
         raise DatasetBuildError(f"{path}: expected a JSON list of {{'strategy', 'motivation'}} objects")
@@ -58,15 +61,16 @@ def load_inferred(path: str, samples: list[Sample]) -> list[Inferred]:
         raise DatasetBuildError(
             f"{path}: {len(entries)} entries, expected {len(samples)} (one per {samples[0].split if samples else ''}"
             " sample); was inference run with --max_samples or on another data file?")
-    has_ids = all(isinstance(e, dict) and "id" in e for e in entries)
-    if not has_ids:
-        warnings.warn(f"{path}: entries carry no 'id'; merging by position (counts match)", stacklevel=2)
+    no_id = next((i for i, e in enumerate(entries) if not isinstance(e, dict) or "id" not in e), None)
+    if no_id is not None:
+        raise DatasetBuildError(f"{path}: entry {no_id} has no 'id'; the entries cannot be matched to their samples "
+                                "(rerun LLM_inference/infer_strategy.py, which writes an id in every entry)")
     out = []
     for i, (entry, sample) in enumerate(zip(entries, samples)):
         where = f"{path}: entry {i} (sample {sample.id})"
         if not isinstance(entry, dict) or "strategy" not in entry:
             raise DatasetBuildError(f"{where}: expected an object with 'strategy' and 'motivation'")
-        if has_ids and entry["id"] != sample.id:
+        if entry["id"] != sample.id:
             raise DatasetBuildError(f"{where}: has id {entry['id']!r}, expected {sample.id!r}; "
                                     "the file was made from different data or in another order")
         try:
@@ -86,13 +90,14 @@ def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: 
     """Records of every split. ``files`` maps split -> MultiESC dialogue file.
 
     strategy_source "inferred" takes the strategy from the LLM files (when all three exist; without any
-    of them the gold strategies are used with a warning, as released); "gold" always keeps the gold
-    strategy (oracle) and still takes the motivations when the LLM files exist.
+    of them the gold strategies are used with a warning, as released, and the records say
+    ``"strategy_source": "gold"``); "gold" always keeps the gold strategy (oracle) and still takes the
+    motivations when the LLM files exist.
     """
     if strategy_source not in ("inferred", "gold"):
         raise ValueError(f"strategy_source must be 'inferred' or 'gold', got {strategy_source!r}")
     samples = {split: load_samples(files[split], split, test_mode) for split in SPLITS}
-    llm_paths = {split: os.path.join(llm_dir, LLM_FILES[split]) for split in SPLITS} if llm_dir else {}
+    llm_paths = {split: os.path.join(llm_dir, strategy_file(split)) for split in SPLITS} if llm_dir else {}
     present = [s for s in SPLITS if llm_paths and os.path.exists(llm_paths[s])]
     if present and len(present) < len(SPLITS):
         missing = [llm_paths[s] for s in SPLITS if s not in present]
@@ -111,6 +116,7 @@ def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: 
                 rec["motivation"] = inferred[i].motivation
                 if strategy_source == "inferred":
                     rec["strategy"] = inferred[i].strategy
+                    rec["strategy_source"] = "inferred"
             recs.append(rec)
         records[split] = recs
     return records

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from metric.protocol import clean_response, compute_scores, one_line, tokenizer_name
-from src.beam_search import beam_search
+from src.beam_search import beam_search, group_diversity
 from src.io_utils import atomic_write_json, atomic_write_text
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
@@ -69,8 +69,16 @@ def read_lines(path: str) -> List[str]:
 # ------------------------------------------------------------------------------------------ decoding
 def select_strategy(records: Sequence[dict], source: str, path: str = "test data") -> List[dict]:
     """Records whose ``strategy`` is the one the generator should condition on: 'inferred' keeps the
-    LLM-inferred ``strategy`` (the paper's setting), 'gold' substitutes ``gold_strategy`` (oracle)."""
+    LLM-inferred ``strategy`` (the paper's setting), 'gold' substitutes ``gold_strategy`` (oracle).
+
+    'inferred' on records whose ``strategy_source`` says "gold" (the dataset was built without LLM files or
+    with --strategy_source gold) is an error: it would report oracle results as inferred ones."""
     if source == "inferred":
+        for i, r in enumerate(records):
+            if r.get("strategy_source") == "gold":
+                raise ValueError(f"{path}: record {i} (id {r.get('id', '?')}) holds the gold strategy "
+                                 "(strategy_source 'gold': built without the LLM files or with --strategy_source "
+                                 "gold); rebuild it from the LLM outputs, or evaluate with --strategy_source gold")
         return list(records)
     if source != "gold":
         raise ValueError(f"strategy source must be 'inferred' or 'gold', got {source!r}")
@@ -79,7 +87,7 @@ def select_strategy(records: Sequence[dict], source: str, path: str = "test data
         if not r.get("gold_strategy"):
             raise ValueError(f"{path}: record {i} (id {r.get('id', '?')}) has no gold_strategy; "
                              "--strategy_source gold needs it")
-        out.append({**r, "strategy": r["gold_strategy"]})
+        out.append({**r, "strategy": r["gold_strategy"], "strategy_source": "gold"})
     return out
 
 
@@ -132,16 +140,15 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
 
     model.eval()
     device = model.device
-    dataset = DialogueDataset(records, tokenizer, max_length=max_length,
-                              max_length_res_memory=getattr(model, "max_length_res_memory", 64))
+    # the checkpoint's settings (truncation side, memory length); --max_length decides the context tokens
+    dataset = DialogueDataset(records, tokenizer, model.generator_config, max_length=max_length)
     collate = collator_for(model, with_memory=False)
     ids = dataset.ids
     if len(set(ids)) != len(ids):
         raise ValueError("test records have duplicate ids; cannot align responses to samples")
     out: Dict[str, str] = dict(partial.done) if partial else {}
     todo = [i for i in range(len(dataset)) if ids[i] not in out]
-    # diversity only acts with several groups; HF refused groups > 1 without it
-    div = diversity_penalty if num_beam_groups > 1 else 0.0
+    div = group_diversity(num_beams, num_beam_groups, diversity_penalty)
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="Decoding test set", disable=not progress,
                unit="sample")
     for start in range(0, len(todo), batch_size):
@@ -172,8 +179,7 @@ def evaluate(args) -> dict:
     from src.checkpoint import load_checkpoint
     from src.data import load_records
 
-    if args.num_beam_groups < 1 or args.num_beams % args.num_beam_groups:
-        raise ValueError(f"--num_beams {args.num_beams} must be divisible by --num_beam_groups {args.num_beam_groups}")
+    group_diversity(args.num_beams, args.num_beam_groups, args.diversity_penalty)  # fail before decoding
     if args.seed is not None:
         torch.manual_seed(args.seed)
     if not args.no_meteor:
@@ -189,21 +195,21 @@ def evaluate(args) -> dict:
 
     model, tokenizer, train_args = load_checkpoint(args.model_path, bart_base_dir=args.bart_base_dir,
                                                    device=args.device)
-    if getattr(model, "strategy_memory_max", None) != args.strategy_memory_max or \
-            getattr(model, "max_length_res_memory", None) != args.max_length_res_memory:
+    if model.strategy_memory_max != args.strategy_memory_max or \
+            model.max_length_res_memory != args.max_length_res_memory:
         warnings.warn(f"--strategy_memory_max {args.strategy_memory_max} / --max_length_res_memory "
                       f"{args.max_length_res_memory} differ from the checkpoint's "
                       f"{model.strategy_memory_max} / {model.max_length_res_memory}; the checkpoint's are used")
 
     paths = output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty)
-    settings = {k: getattr(args, k) for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
+    settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
                                               "diversity_penalty", "length_penalty", "max_length",
                                               "max_length_res", "strategy_source", "limit", "early_stopping")}
     partial = _Partial(paths["partial"], settings)
     hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, num_beams=args.num_beams,
                                   num_beam_groups=args.num_beam_groups, diversity_penalty=args.diversity_penalty,
                                   length_penalty=args.length_penalty, max_new_tokens=args.max_length_res,
-                                  early_stopping=getattr(args, "early_stopping", False),
+                                  early_stopping=args.early_stopping,
                                   max_length=args.max_length, partial=partial, progress=not args.no_progress)
     references = [one_line(r["response"]) for r in records]
     hypotheses = [clean_response(h) for h in hyps_raw]
@@ -218,6 +224,8 @@ def evaluate(args) -> dict:
         "scores_x100": {k: round(v * 100, 2) for k, v in scores.items()},
         "n_samples": len(records),
         "strategy_source": args.strategy_source,
+        # what the test records say of their strategies ("unrecorded": built by other code)
+        "data_strategy_source": sorted({r.get("strategy_source", "unrecorded") for r in records}),
         "run": paths["run"],
         "hypotheses_file": paths["hypotheses"],
         "references_file": paths["references"],

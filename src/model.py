@@ -28,7 +28,8 @@ from torch import nn
 from transformers import BartConfig
 from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
-POOL_MODES = ("masked", "all")
+from src.generator_config import GeneratorConfig
+
 
 
 def _as_config(bart_config_or_dir) -> BartConfig:
@@ -124,41 +125,19 @@ class DialogueModel(nn.Module):
 
     Args:
         bart_config_or_dir: a ``BartConfig`` or a BART directory (its config.json is read; no weights).
-        num_strategies: memory slots / classifier outputs (8).
-        strategy_memory_max: K, entries kept per slot (newest first out last: FIFO).
-        use_motivation: append the encoded motivation to the cross-attention memory (released: computed,
-            never used; off by default).
-        use_memory: append the memory-enhanced vector (off = the ``--no_memory`` ablation).
-        pool: "masked" pools over real positions only; "all" pools over every position, pads included,
-            as released (then inputs must be padded to the released fixed lengths; see src/data.py).
-        max_length, max_length_res_memory: the padding lengths of ``pool="all"`` (released 512 / 64).
+        generator_config: a ``GeneratorConfig`` (src/generator_config.py: memory size, motivation, memory,
+            pool mode and padding lengths); default ``GeneratorConfig()``.
+        **overrides: fields of ``GeneratorConfig`` replacing those of ``generator_config``
+            (e.g. ``pool="all"``).
+    The settings are readable as attributes (``model.pool``, ``model.max_length``, ...).
     """
 
-    def __init__(
-        self,
-        bart_config_or_dir,
-        num_strategies: int = 8,
-        strategy_memory_max: int = 128,
-        use_motivation: bool = False,
-        use_memory: bool = True,
-        pool: str = "masked",
-        max_length: int = 512,
-        max_length_res_memory: int = 64,
-    ):
+    def __init__(self, bart_config_or_dir, generator_config: GeneratorConfig | None = None, **overrides):
         super().__init__()
-        if pool not in POOL_MODES:
-            raise ValueError(f"pool must be one of {POOL_MODES}, got {pool!r}")
-        if strategy_memory_max < 1:
-            raise ValueError(f"strategy_memory_max must be >= 1, got {strategy_memory_max}")
+        gcfg = (generator_config or GeneratorConfig()).replace(**overrides)
         config = _as_config(bart_config_or_dir)
         self.config = config
-        self.num_strategies = num_strategies
-        self.strategy_memory_max = strategy_memory_max
-        self.use_motivation = use_motivation
-        self.use_memory = use_memory
-        self.pool = pool
-        self.max_length = max_length
-        self.max_length_res_memory = max_length_res_memory
+        self.generator_config = gcfg
         # length groups of run_encoder (speed only; 1 = encode each batch as padded)
         self.length_groups = 4
         d = config.d_model
@@ -168,10 +147,19 @@ class DialogueModel(nn.Module):
         self.strategy_encoder = BartEncoder(config)
         self.memory_enhance_module = MemoryEnhanceModule(d, config.encoder_attention_heads)
         self.generator = Generator(d, config.vocab_size)
-        self.strategy_cls = StrategyClassifier(d, num_strategies)
-        self.memory_bank: list[torch.Tensor] = [torch.empty(0, d) for _ in range(num_strategies)]
+        self.strategy_cls = StrategyClassifier(d, gcfg.num_strategies)
+        self.memory_bank: list[torch.Tensor] = [torch.empty(0, d) for _ in range(gcfg.num_strategies)]
 
     # ---------------------------------------------------------------------------------------- config
+    # the generator settings, read from the one GeneratorConfig (no copies to keep in step)
+    num_strategies = property(lambda self: self.generator_config.num_strategies)
+    strategy_memory_max = property(lambda self: self.generator_config.strategy_memory_max)
+    use_motivation = property(lambda self: self.generator_config.use_motivation)
+    use_memory = property(lambda self: self.generator_config.use_memory)
+    pool = property(lambda self: self.generator_config.pool)
+    max_length = property(lambda self: self.generator_config.max_length)
+    max_length_res_memory = property(lambda self: self.generator_config.max_length_res_memory)
+
     @property
     def pad_token_id(self) -> int:
         return self.config.pad_token_id
@@ -199,14 +187,15 @@ class DialogueModel(nn.Module):
         return self.generator.proj.weight.device
 
     @classmethod
-    def from_pretrained_bart(cls, bart_dir, **kw) -> "DialogueModel":
+    def from_pretrained_bart(cls, bart_dir, generator_config: GeneratorConfig | None = None,
+                             **overrides) -> "DialogueModel":
         """A model whose encoder, decoder and strategy encoder start from the BART weights in ``bart_dir``
         (a local directory or a hub name); each keeps its own embedding copy. The attention, generator and
         classifier stay randomly initialised, as released."""
         from transformers import BartModel
 
         bart = BartModel.from_pretrained(str(bart_dir))
-        model = cls(bart.config, **kw)
+        model = cls(bart.config, generator_config, **overrides)
         enc = bart.encoder.state_dict()
         model.encoder.load_state_dict(enc, strict=True)
         model.strategy_encoder.load_state_dict(enc, strict=True)

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from src.artifacts import ids_path
 from src.esconv import Sample, load_samples, strategy_mismatches
 from src.io_utils import atomic_write_json
 from src.llm_client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
@@ -47,12 +48,6 @@ def build_items(train_file: str, limit: int | None = None) -> tuple[list[Sample]
             raise ValueError(f"--limit must be >= 1, got {limit}")
         samples = samples[:limit]
     return samples, [(s.id, chatgpt_prompt(s)) for s in samples]
-
-
-def ids_path(output_file: str) -> str:
-    """``motivations_4_LLaMA.json`` -> ``motivations_4_LLaMA.ids.json``."""
-    root, ext = os.path.splitext(output_file)
-    return root + ".ids.json" if ext == ".json" else output_file + ".ids.json"
 
 
 def default_cache_path(output_file: str) -> str:

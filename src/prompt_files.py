@@ -12,27 +12,22 @@ from __future__ import annotations
 import os
 import warnings
 
+from src.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, load_ids, prompt_file
 from src.esconv import Sample, load_samples, strategy_mismatches
 from src.io_utils import atomic_write_json, load_json
 from src.prompts import llama_prompt
 
-TRAIN_NAME = "prompts_4_LLaMA.json"
-VALID_NAME = "prompts_4_LLaMA_valid.json"
-TEST_NAME = "prompts_4_LLaMA_test.json"
+TRAIN_NAME, VALID_NAME, TEST_NAME = (prompt_file(split) for split in SPLITS)
 
 
 class PromptBuildError(ValueError):
     pass
 
 
-def ids_path(path: str) -> str:
-    """``x/prompts_4_LLaMA_test.json`` -> ``x/prompts_4_LLaMA_test.ids.json``."""
-    root, ext = os.path.splitext(path)
-    return root + ".ids" + ext
-
-
 def load_motivations(path: str, samples: list[Sample]) -> list[str]:
-    """The ChatGPT motivations, one per train sample; checked against the samples' count and ids."""
+    """The ChatGPT motivations, one per train sample; checked against the samples' count and, through the
+    ids sidecar that step 1 writes, their ids. The released file ships without a sidecar: it is accepted
+    when its count matches (it was made in this sample order)."""
     motivations = load_json(path, "motivations list (step 1, collect_motivations_ChatGPT.py)")
     if not isinstance(motivations, list) or not all(isinstance(m, str) for m in motivations):
         raise PromptBuildError(f"{path}: expected a JSON list of motivation strings")
@@ -42,7 +37,7 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
             "they must correspond one to one (was the collection partial, or made from another train file?)")
     sidecar = ids_path(path)
     if os.path.exists(sidecar):
-        ids = load_json(sidecar, "list of sample ids")
+        ids = load_ids(path, len(motivations), "collect_motivations_ChatGPT.py")
         for i, (got, sample) in enumerate(zip(ids, samples)):
             if got != sample.id:
                 raise PromptBuildError(f"{sidecar}: entry {i} is sample {got!r}, expected {sample.id!r}")
@@ -64,7 +59,7 @@ def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivat
         TRAIN_NAME: [{"instruction": llama_prompt(s), "output": m} for s, m in zip(train, motivations)],
         VALID_NAME: [llama_prompt(s) for s in valid],
         TEST_NAME: [llama_prompt(s) for s in test],
-        "dataset_info.json": {
+        DATASET_INFO_FILE: {
             "prompts_4_LLaMA": {"file_name": TRAIN_NAME, "columns": {"prompt": "instruction", "response": "output"}}
         },
     }

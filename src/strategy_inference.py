@@ -11,22 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from src.artifacts import load_ids, strategy_file
 from src.io_utils import atomic_write_json, load_json
 from src.strategy_report import entries_from_answers, format_table, gold_strategies, report_split
 
 
-def ids_sidecar(path: str) -> str:
-    """``x/prompts_4_LLaMA_test.json`` -> ``x/prompts_4_LLaMA_test.ids.json`` (written by step 2)."""
-    root, ext = os.path.splitext(path)
-    return root + ".ids" + ext
-
-
 def load_prompt_file(path: str, split: str) -> tuple[list[str], list[str]]:
     """``(ids, prompts)`` of a prompt file: a list of strings (valid/test) or of ``{"instruction", ...}``
-    objects (the train file). Ids come from the ``.ids.json`` sidecar; without one they are
-    ``"<split>-<position>"`` (with a warning: such outputs cannot be checked against the dialogues)."""
-    import warnings
-
+    objects (the train file). Ids come from the ``.ids.json`` sidecar written by step 2; a missing one is
+    an error (outputs without ids could not be matched to the dialogues)."""
     data = load_json(path, "prompt list (create_prompts_4_LLaMA.py)")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of prompts")
@@ -38,34 +31,13 @@ def load_prompt_file(path: str, split: str) -> tuple[list[str], list[str]]:
             raise ValueError(f"{path}: entry {i} is neither a prompt string nor an object with a non-empty "
                              "string \"instruction\"")
         prompts.append(item)
-    sidecar = ids_sidecar(path)
-    if os.path.exists(sidecar):
-        ids = load_json(sidecar, "list of sample ids")
-        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-            raise ValueError(f"{sidecar}: expected a JSON list of sample id strings")
-        if len(ids) != len(prompts):
-            raise ValueError(f"{sidecar}: {len(ids)} ids for {len(prompts)} prompts in {path}; "
-                             "regenerate both with create_prompts_4_LLaMA.py")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{sidecar}: duplicate sample ids")
-    else:
-        warnings.warn(f"{sidecar} not found: using ids \"{split}-<position>\", which cannot be matched "
-                      "against the dialogue files", stacklevel=2)
-        ids = [f"{split}-{i}" for i in range(len(prompts))]
+    ids = load_ids(path, len(prompts), "create_prompts_4_LLaMA.py, which writes the prompts and their ids")
     return ids, prompts
 
 
 def write_entries(path: str, entries: list[dict]) -> None:
     """Released layout (``json.dumps(..., indent=2)``), written atomically."""
     atomic_write_json(path, entries, indent=2)
-
-
-SPLIT_SUFFIX = {"train": "", "valid": "_valid", "test": "_test"}
-
-
-def output_name(split: str) -> str:
-    """``strategy_with_motivation.json`` (train), ``..._valid.json``, ``..._test.json`` (released names)."""
-    return f"strategy_with_motivation{SPLIT_SUFFIX[split]}.json"
 
 
 @dataclass
@@ -173,7 +145,7 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
                     f"{split}: {len(missing)} of {len(ids)} prompts have no answer ({some}); answers so far are "
                     f"cached in {cfg.cache_file}, rerun the same command to finish")
             entries, unparsed = entries_from_answers(ids, [run.answers[i] for i in ids])
-            out = os.path.join(cfg.output_dir, output_name(split))
+            out = os.path.join(cfg.output_dir, strategy_file(split))
             write_entries(out, entries)
             info = {"path": out, "n": len(entries), "unparsed": unparsed, "from_cache": run.from_cache}
             log(f"{split}: wrote {len(entries)} entries to {out} ({run.from_cache} from the cache); "

@@ -5,7 +5,8 @@ One run writes ``<output_dir>/bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>/``:
     experiments.log                     the log (also printed)
     args.json, history.json             arguments; per-epoch losses and validation perplexity
     training_curves.png                 train loss (generation, auxiliary, total) and validation PPL per epoch
-    epoch_<e>_val_ppl_<p>/              a checkpoint each time validation PPL improves (e is 0-based, as released)
+    epoch_<e>_val_ppl_<p>/              a checkpoint each time validation PPL improves (e is 0-based, as released;
+                                        with --keep_best_only only the best one is kept)
     last/                               the full training state after the latest epoch, for --resume
 
 Validation perplexity is token-level: exp(sum of token NLL / number of target tokens) with the memory bank
@@ -21,6 +22,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
 
@@ -28,9 +30,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from src.checkpoint import (load_checkpoint, resolve_device, save_checkpoint,
+from src.checkpoint import (MODEL_FILE, load_checkpoint, resolve_device, save_checkpoint,
                             write_checkpoint_files)
 from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
+from src.generator_config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
 from src.io_utils import atomic_dir, atomic_write_json
 
 STATE_FILE = "training_state.pt"
@@ -40,24 +43,28 @@ RESUME_OVERRIDES = ("resume", "device", "num_workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the MAGIC generator (BART + strategy memory).")
+    d = GeneratorConfig()  # the model settings' defaults have one home
+    p = argparse.ArgumentParser(description="Train the MAGIC generator (BART + strategy memory).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # released flags and defaults
     p.add_argument("--train_data", default="data/train.json", help="training records (data/train.json)")
     p.add_argument("--valid_data", "--val_data", dest="valid_data", default="data/valid.json",
                    help="validation records (data/valid.json)")
     p.add_argument("--output_dir", default="out_model/", help="runs go to <output_dir>/bs_<B>_epochs_<E>_<time>/")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--num_epochs", type=int, default=20)
-    p.add_argument("--learning_rate", type=float, default=5e-5)
-    p.add_argument("--warmup_steps", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=16, help="samples per step")
+    p.add_argument("--num_epochs", type=int, default=20, help="at most this many epochs (see --patience)")
+    p.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate (linear decay)")
+    p.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps of the schedule")
     p.add_argument("--bart_base_dir", default="src/bart_base/",
                    help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
     p.add_argument("--l_strategy", type=float, default=0.2, help="weight of the auxiliary strategy loss")
-    p.add_argument("--max_length", type=int, default=512, help="max tokens of context / response")
-    p.add_argument("--strategy_memory_max", type=int, default=128, help="K, entries kept per memory slot")
-    p.add_argument("--max_length_res_memory", type=int, default=64, help="max tokens of a memory response")
+    p.add_argument("--max_length", type=int, default=d.max_length, help="max tokens of context / response")
+    p.add_argument("--strategy_memory_max", type=int, default=d.strategy_memory_max,
+                   help="K, entries kept per memory slot")
+    p.add_argument("--max_length_res_memory", type=int, default=d.max_length_res_memory,
+                   help="max tokens of a memory response")
     # added
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seeds the initialisation and the shuffling")
     p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without improvement")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     amp = p.add_mutually_exclusive_group()
@@ -68,10 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run (its run directory or its last/) at the next epoch")
     p.add_argument("--max_train_samples", type=int, default=None, help="use the first N training records")
     p.add_argument("--max_valid_samples", type=int, default=None, help="use the first N validation records")
-    p.add_argument("--truncation_side", choices=["right", "left"], default="right",
+    p.add_argument("--truncation_side", choices=list(TRUNCATION_SIDES), default=d.truncation_side,
                    help="which end of a long context is cut (released: right, i.e. the latest turns)")
     p.add_argument("--scheduler_step", choices=["step", "epoch"], default="step",
-                   help="step the linear LR schedule per batch (default) or once per epoch (released)")
+                   help="step the linear LR schedule per batch or once per epoch (released)")
     p.add_argument("--use_motivation", action="store_true",
                    help="append the encoded motivation to the decoder's cross-attention memory "
                         "(released: encoded but unused)")
@@ -79,10 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: no memory-enhanced vector, no memory bank, no auxiliary loss")
     p.add_argument("--group_by_length", action="store_true",
                    help="batch samples of similar context length together (faster; not released behaviour)")
-    p.add_argument("--pool", choices=["masked", "all"], default="masked",
+    p.add_argument("--pool", choices=list(POOL_MODES), default=d.pool,
                    help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
                         "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
+    p.add_argument("--keep_best_only", action="store_true",
+                   help="keep only the best epoch_<e>_val_ppl_<p>/ checkpoint of this run: each time a better one "
+                        "is saved, the previous best of this run is deleted (last/ is kept for --resume)")
     return p
+
+
+def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
+    """The model settings named by main.py's flags."""
+    return GeneratorConfig(strategy_memory_max=args.strategy_memory_max, use_motivation=args.use_motivation,
+                           use_memory=not args.no_memory, pool=args.pool, max_length=args.max_length,
+                           max_length_res_memory=args.max_length_res_memory, truncation_side=args.truncation_side)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -172,6 +189,19 @@ def plot_curves(history: list[dict], path: str) -> None:
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logger) -> None:
+    """--keep_best_only: delete ``path``, an earlier best checkpoint, only when it is a checkpoint folder this
+    run wrote (an epoch_* folder directly in run_dir holding dialogue_model.pth), never ``keep``."""
+    path = os.path.abspath(path)
+    if (path == os.path.abspath(keep) or os.path.dirname(path) != os.path.abspath(run_dir)
+            or not os.path.basename(path).startswith("epoch_")
+            or not os.path.isfile(os.path.join(path, MODEL_FILE))):
+        log.warning(f"--keep_best_only: not deleting {path} (not an earlier checkpoint folder of this run)")
+        return
+    shutil.rmtree(path)
+    log.info(f"--keep_best_only: deleted the previous best checkpoint {path}")
 
 
 # ------------------------------------------------------------------------------------------ train / eval
@@ -282,19 +312,14 @@ def run_training(args: argparse.Namespace) -> dict:
             log.info(f"Resuming {run_dir} after epoch {resume_state['epoch']}")
         else:
             tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
-            model = DialogueModel.from_pretrained_bart(
-                args.bart_base_dir, strategy_memory_max=args.strategy_memory_max,
-                use_motivation=args.use_motivation, use_memory=not args.no_memory, pool=args.pool,
-                max_length=args.max_length, max_length_res_memory=args.max_length_res_memory)
+            model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
         model.to(device)
 
         train_records = load_records(args.train_data, args.max_train_samples)
         valid_records = load_records(args.valid_data, args.max_valid_samples)
         log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")
-        ds_kw = dict(max_length=args.max_length, max_length_res_memory=args.max_length_res_memory,
-                     truncation_side=args.truncation_side)
-        train_ds = DialogueDataset(train_records, tokenizer, **ds_kw)
-        valid_ds = DialogueDataset(valid_records, tokenizer, **ds_kw)
+        train_ds = DialogueDataset(train_records, tokenizer, model.generator_config)
+        valid_ds = DialogueDataset(valid_records, tokenizer, model.generator_config)
         if len(train_ds) == 0 or len(valid_ds) == 0:
             raise ValueError("empty training or validation data")
         train_collate = collator_for(model, with_memory=model.use_memory)
@@ -332,7 +357,7 @@ def run_training(args: argparse.Namespace) -> dict:
             log.info(f"Epoch {epoch + 1}/{args.num_epochs}")
             # the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches
             gen = torch.Generator().manual_seed(args.seed + epoch)
-            if getattr(args, "group_by_length", False):
+            if args.group_by_length:
                 sampler = LengthGroupedBatchSampler([len(x) for x in train_ds.context_ids], args.batch_size, gen)
                 train_loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=train_collate,
                                           num_workers=args.num_workers)
@@ -351,10 +376,12 @@ def run_training(args: argparse.Namespace) -> dict:
                             "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
                             "lr": optimizer.param_groups[0]["lr"]})
             if val["ppl"] < best:
-                best, bad_epochs = val["ppl"], 0
+                best, bad_epochs, previous = val["ppl"], 0, best_dir
                 best_dir = os.path.join(run_dir, f"epoch_{epoch}_val_ppl_{round(val['ppl'], 2)}")
                 save_checkpoint(model, tokenizer, args, best_dir)
                 log.info(f"Model saved to {best_dir}")
+                if args.keep_best_only and previous:
+                    remove_own_checkpoint(run_dir, previous, best_dir, log)
             else:
                 bad_epochs += 1
                 stopped_early = bad_epochs >= args.patience

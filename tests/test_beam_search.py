@@ -285,3 +285,15 @@ def test_reorder_past_handles_tuples_and_hf_caches():
     cache.self_attention_cache.update(torch.arange(3.0).view(3, 1, 1, 1), torch.zeros(3, 1, 1, 1), 0)
     out = reorder_past(cache, torch.tensor([1, 1, 2]))
     assert out.self_attention_cache.layers[0].keys.flatten().tolist() == [1, 1, 2]
+
+
+def test_group_diversity_is_the_one_rule():
+    from src.beam_search import group_diversity
+
+    assert group_diversity(5, 5, 1.0) == 1.0
+    with pytest.warns(UserWarning, match="no effect with num_beam_groups 1"):
+        assert group_diversity(5, 1, 1.0) == 0.0
+    with pytest.raises(ValueError, match="divisible"):
+        group_diversity(5, 2, 1.0)
+    with pytest.raises(ValueError, match="diversity_penalty > 0"):
+        group_diversity(4, 2, 0.0)

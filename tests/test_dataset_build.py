@@ -8,7 +8,8 @@ import pytest
 from tests.test_esconv import SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN, write_lines
 
 SCRIPT = "data/add_memory_motivation.py"
-KEYS = {"id", "context", "response", "strategy", "gold_strategy", "response_memory", "strategy_memory", "motivation"}
+KEYS = {"id", "context", "response", "strategy", "gold_strategy", "strategy_source", "response_memory",
+        "strategy_memory", "motivation"}
 
 
 def run_build(repo_root, *args):
@@ -47,6 +48,7 @@ def test_gold_build_without_llm_files(tmp_path, repo_root, dialogue_files):
     assert train[1]["context"] == ["lost my job", "hi", "hello , what happened ?", "I am sad"]
     assert train[1]["strategy"] == "Reflection of feelings" == train[1]["gold_strategy"]
     assert train[1]["motivation"] == ""
+    assert {r["strategy_source"] for r in train + test} == {"gold"}  # recorded truthfully
 
 
 def test_inferred_strategies_merged_by_id(tmp_path, repo_root, dialogue_files):
@@ -58,16 +60,20 @@ def test_inferred_strategies_merged_by_id(tmp_path, repo_root, dialogue_files):
     assert [v["strategy"] for v in valid] == ["Question"] * 4
     assert valid[1]["gold_strategy"] == "Reflection of feelings"
     assert valid[3]["motivation"] == "because valid-1-4"
+    assert {v["strategy_source"] for v in valid} == {"inferred"}
     r = run_build(repo_root, *dialogue_files, "--llm_dir", str(llm), "--output_dir", str(out),
                   "--strategy_source", "gold")
     valid = json.loads((out / "valid.json").read_text())
     assert valid[1]["strategy"] == "Reflection of feelings" and valid[1]["motivation"] == "because valid-0-3"
+    assert {v["strategy_source"] for v in valid} == {"gold"}
 
 
-def test_llm_file_without_ids_merged_by_count(tmp_path, repo_root, dialogue_files):
+def test_llm_file_without_ids_is_refused(tmp_path, repo_root, dialogue_files):
     llm = llm_files(tmp_path / "llm", 4, 2, with_ids=False)
     r = run_build(repo_root, *dialogue_files, "--llm_dir", str(llm), "--output_dir", str(tmp_path / "out"))
-    assert r.returncode == 0 and "merging by position" in r.stderr
+    assert r.returncode == 1 and not (tmp_path / "out").exists()
+    assert f"{llm / 'strategy_with_motivation.json'}: entry 0 has no 'id'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("case, message", [

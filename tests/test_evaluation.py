@@ -193,6 +193,24 @@ def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
     assert rc == 2
 
 
+def test_inferred_on_gold_built_records_is_refused(trained_checkpoint, tmp_path, capsys):
+    """A test.json built from gold strategies (no LLM files) cannot be scored as 'inferred'."""
+    test_evaluation = _script()
+    ckpt, _, recs = trained_checkpoint
+    gold_built = tmp_path / "gold.json"
+    gold_built.write_text(json.dumps([{**r, "strategy": r["gold_strategy"], "strategy_source": "gold"} for r in recs]))
+    argv = ["--test_data", str(gold_built), "--model_path", str(ckpt), "--eval_dir", str(tmp_path / "ev"),
+            "--no_progress", "--no_meteor", "--num_beams", "1", "--num_beam_groups", "1", "--max_length_res", "4"]
+    assert test_evaluation.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{gold_built}: record 0 (id {recs[0]['id']}) holds the gold strategy" in err
+    assert not (tmp_path / "ev").exists()
+    assert test_evaluation.main(argv + ["--strategy_source", "gold"]) == 0
+    run = ev.run_name_from_model_path(str(ckpt))
+    rec = json.loads((tmp_path / "ev" / run / "diversity_1.0_length_1.0.txt.scores.json").read_text())
+    assert rec["strategy_source"] == "gold" and rec["data_strategy_source"] == ["gold"]
+
+
 def test_every_unicode_line_break_becomes_a_space(tmp_path):
     """A byte-level BPE can emit \\x1c, \\x85, \\u2028 ...: the files must keep one response per line."""
     from metric.protocol import clean_response

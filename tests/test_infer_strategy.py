@@ -85,15 +85,21 @@ def test_one_entry_per_prompt_with_right_ids(world, tmp_path):
 def test_max_samples_and_missing_sidecar(world, tmp_path):
     bare = tmp_path / "p_test.json"
     bare.write_text(json.dumps(["a prompt", "another prompt", "third"]))
-    with pytest.warns(UserWarning, match="ids.json not found"):
-        ids, prompts = load_prompt_file(str(bare), "test")
-    assert ids == ["test-0", "test-1", "test-2"] and prompts[1] == "another prompt"
-    with pytest.warns(UserWarning):
+    # no sidecar: an error naming it, before any generation; nothing written
+    with pytest.raises(FileNotFoundError, match=r"p_test\.ids\.json: ids sidecar of .*p_test\.json not found"):
+        load_prompt_file(str(bare), "test")
+    with pytest.raises(FileNotFoundError, match="ids sidecar"):
         run_strategy_inference(_cfg(world, tmp_path, prompt_paths={"test": str(bare)}, max_samples=2),
                                log=lambda m: None)
+    assert not (tmp_path / "strategy_with_motivation_test.json").exists()
+    (tmp_path / "p_test.ids.json").write_text(json.dumps(["test-0", "test-1", "test-2"]))
+    ids, prompts = load_prompt_file(str(bare), "test")
+    assert ids == ["test-0", "test-1", "test-2"] and prompts[1] == "another prompt"
+    run_strategy_inference(_cfg(world, tmp_path, prompt_paths={"test": str(bare)}, max_samples=2),
+                           log=lambda m: None)
     assert [e["id"] for e in _read(tmp_path, "strategy_with_motivation_test.json")] == ["test-0", "test-1"]
     (tmp_path / "p_test.ids.json").write_text(json.dumps(["t-1"]))
-    with pytest.raises(ValueError, match="1 ids for 3 prompts"):
+    with pytest.raises(ValueError, match="1 ids for 3 entries"):
         load_prompt_file(str(bare), "test")
 
 

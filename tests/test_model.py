@@ -219,7 +219,9 @@ def test_save_load_roundtrip(bart_dir, tokenizer, tmp_path):
     model.eval()
     save_checkpoint(model, tokenizer, {"learning_rate": 1e-3}, tmp_path / "ck")
     loaded, tok2, args = load_checkpoint(tmp_path / "ck", device="cpu")
-    assert args["learning_rate"] == 1e-3 and args["model"]["use_motivation"] is True
+    assert args == {"learning_rate": 1e-3}  # args.json: the training arguments only
+    assert loaded.generator_config == model.generator_config  # generator_config.json: the model settings
+    assert loaded.use_motivation is True and loaded.pool == "masked"
     assert loaded.strategy_memory_max == 5 and not loaded.training
     for x, y in zip(model.memory_state(), loaded.memory_state()):
         assert torch.equal(x, y)
@@ -278,6 +280,33 @@ def released_state_dict(config, vocab, n_strategies=8) -> dict:
     return sd
 
 
+def test_generator_config_rules(bart_dir, tokenizer, tmp_path):
+    """generator_config.json is the one record of the model settings: checked on load; without it the
+    checkpoint is a released one (pool "all"); an earlier version's args.json["model"] still loads."""
+    import json
+
+    from src.checkpoint import load_checkpoint, save_checkpoint
+    from src.generator_config import CONFIG_FILE, RELEASED, GeneratorConfig
+
+    model = new_model(bart_dir, pool="masked", max_length=100)
+    ck = tmp_path / "ck"
+    save_checkpoint(model, tokenizer, {"lr": 1}, ck)
+    saved = json.loads((ck / CONFIG_FILE).read_text())
+    assert GeneratorConfig.from_dict(saved) == model.generator_config
+    (ck / CONFIG_FILE).write_text(json.dumps({**saved, "poool": "all"}))
+    with pytest.raises(ValueError, match=r"generator_config\.json: unknown generator setting\(s\) \['poool'\]"):
+        load_checkpoint(ck)
+    (ck / CONFIG_FILE).write_text(json.dumps({**saved, "pool": "some"}))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        load_checkpoint(ck)
+    (ck / CONFIG_FILE).unlink()
+    released, _, args = load_checkpoint(ck, device="cpu")
+    assert released.generator_config == RELEASED and released.pool == "all" and args == {"released_checkpoint": True}
+    (ck / "args.json").write_text(json.dumps({"lr": 1, "model": {"pool": "masked", "max_length": 100}}))
+    legacy, _, _ = load_checkpoint(ck, device="cpu")
+    assert legacy.pool == "masked" and legacy.max_length == 100
+
+
 def test_released_checkpoint_loads_strict(bart_dir, tokenizer, tmp_path):
     from transformers import BartConfig
 
@@ -325,12 +354,13 @@ def test_records_validation_names_file_and_record(tmp_path):
 
 def test_collator_on_real_valid_samples(esconv_dir, tokenizer, bart_dir):
     """Records built from the real magic/valid.txt samples of one dialogue, through dataset + collator."""
-    from src.data import DialogueDataset, collator_for, record_from_sample
+    from src.data import DialogueDataset, collator_for
+    from src.dataset_build import sample_record
     from src.esconv import load_samples, strategy_id
 
     samples = load_samples(esconv_dir / "magic" / "valid.txt", "valid")
     first = [s for s in samples if s.dialogue_index == samples[0].dialogue_index]
-    recs = [record_from_sample(s) for s in first[:5]]
+    recs = [sample_record(s) for s in first[:5]]
     model = new_model(bart_dir)
     ds = DialogueDataset(recs, tokenizer, max_length=1024)
     b = collator_for(model)([ds[i] for i in range(len(ds))])

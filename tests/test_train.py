@@ -59,13 +59,60 @@ def test_main_writes_the_checkpoint_layout(full_run):
     assert ckpts == sorted(expected)
     for name in ckpts:
         files = {p.name for p in (full_run / name).iterdir()}
-        assert {"dialogue_model.pth", "memory_bank.pth", "args.json", "config.json", "tokenizer_config.json"} <= files
+        assert {"dialogue_model.pth", "memory_bank.pth", "args.json", "config.json", "generator_config.json",
+                "tokenizer_config.json"} <= files
     log = (full_run / "experiments.log").read_text()
     assert "Validation perplexity" in log and "Training loss" in log
     assert (full_run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, _, args = load_checkpoint(full_run / ckpts[-1], device="cpu")
     assert args["batch_size"] == 4 and args["valid_data"].endswith("valid.json")
     assert sum(t.size(0) for t in model.memory_bank) > 0  # the trained bank came back
+    # the model settings named by the flags, in one object read back by the model
+    assert model.generator_config.to_dict() == {
+        "num_strategies": 8, "strategy_memory_max": 128, "use_motivation": False, "use_memory": True,
+        "pool": "masked", "max_length": 64, "max_length_res_memory": 24, "truncation_side": "right"}
+
+
+def test_help_shows_defaults():
+    from src.generator_config import GeneratorConfig
+    from src.train import build_parser
+
+    parser = build_parser()
+    text = " ".join(parser.format_help().split())
+    assert "(default: masked)" in text and "(default: 5e-05)" in text and "(default: 16)" in text
+    options = [a for a in parser._actions if a.dest != "help"]
+    assert len(re.findall(r"\(default: [^)]*\)", text)) == len(options)  # every option shows its default
+    assert build_parser().parse_args([]).pool == GeneratorConfig().pool
+
+
+def test_keep_best_only_and_pool_all(bart_dir, data_files, tmp_path, monkeypatch):
+    """--keep_best_only deletes the previous best of this run when a better one is saved, and nothing else;
+    --pool all reaches the checkpoint's generator_config.json and, through it, the collator."""
+    import main
+    import src.train as train
+    from src.checkpoint import load_checkpoint
+    from src.data import collator_for
+
+    ppls = iter([5.0, 4.0, 4.5])
+    real = train.evaluate_ppl
+    monkeypatch.setattr(train, "evaluate_ppl", lambda *a, **kw: {**real(*a, **kw), "ppl": next(ppls)})
+    out = tmp_path / "out"
+    other = out / "bs_4_epochs_3_20000101_000000" / "epoch_0_val_ppl_1.0"  # another run's checkpoint
+    other.mkdir(parents=True)
+    (other / "dialogue_model.pth").write_bytes(b"x")
+    main.main(main_args(bart_dir, data_files, out, "--num_epochs", "3", "--keep_best_only",
+                                 "--pool", "all", "--max_train_samples", "4", "--max_valid_samples", "2"))
+    run = next(p for p in out.iterdir() if p.is_dir() and p != other.parent)
+    assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_1_val_ppl_4.0"]
+    assert (run / "last" / "dialogue_model.pth").exists() and (other / "dialogue_model.pth").exists()
+    saved = json.loads((run / "epoch_1_val_ppl_4.0" / "generator_config.json").read_text())
+    assert saved["pool"] == "all" and saved["max_length"] == 64 and saved["max_length_res_memory"] == 24
+    model, tok, _ = load_checkpoint(run / "epoch_1_val_ppl_4.0", device="cpu")
+    item = {"index": 0, "input_ids": [0, 5, 2], "decoder_input_ids": [0, 5], "target_ids": [5, 2],
+            "strategy_id": 1, "motivation_ids": [0, 2], "memory_index": [0], "memory_ids": [[0, 7, 2]],
+            "memory_strategy": [3]}
+    b = collator_for(model)([item])
+    assert b["input_ids"].shape == (1, 64) and b["memory_input_ids"].shape == (1, 24)  # released fixed padding
 
 
 def test_resume_continues_at_next_epoch_with_same_state(bart_dir, data_files, full_run, tmp_path, monkeypatch):
