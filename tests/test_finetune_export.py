@@ -1,12 +1,14 @@
-"""LoRA SFT (src/sft.py) and merge/export: masking, truncation, loss goes down, resume, merged == adapter."""
+"""LoRA SFT (src/sft.py) and merge/export: the released token rule, masking, truncation, gradient-accumulation
+averaging, loss goes down, resume, merged == adapter, the released command lines."""
 import json
 import os
 
 import pytest
 import torch
 
+from src.llm_encoding import ENCODING_FILE, EncodingRule, infer_max_len
 from src.sft import (IGNORE_INDEX, SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged,
-                     infer_seqlen, load_adapter_model, load_sft_pairs, run_sft)
+                     infer_seqlen, load_adapter_model, load_dataset_pairs, load_sft_pairs, run_sft)
 from tests.llm_fixtures import make_tiny_llama
 
 PAIRS = [
@@ -27,37 +29,80 @@ def setup(tmp_path_factory):
     return d, model_dir, str(data), AutoTokenizer.from_pretrained(model_dir)
 
 
+def _released_encoding(tok, instruction, output, cutoff_len):
+    """The vendored LLaMA-Factory's `default` template, written out from its code (template.py, utils.py):
+    both messages encoded without special tokens, EOS after the answer, cutoff split by infer_max_len."""
+    source = tok.encode("Human: " + instruction + "\nAssistant: ", add_special_tokens=False)
+    target = tok.encode(output, add_special_tokens=False) + [tok.eos_token_id]
+    max_target = max(int(cutoff_len * (len(target) / (len(source) + len(target)))), 1)
+    max_source = cutoff_len - max_target
+    source, target = source[:max_source], target[:max_target]
+    return source + target, [IGNORE_INDEX] * len(source) + target
+
+
 def test_prompt_tokens_carry_no_loss(setup):
     _, _, _, tok = setup
     ex = encode_example(tok, PAIRS[0]["instruction"], PAIRS[0]["output"], cutoff_len=1024)
-    source = tok("Human: " + PAIRS[0]["instruction"] + "\nAssistant: ")["input_ids"]
+    source = tok("Human: " + PAIRS[0]["instruction"] + "\nAssistant: ", add_special_tokens=False)["input_ids"]
     target = tok(PAIRS[0]["output"], add_special_tokens=False)["input_ids"]
     n = len(source)
-    assert source[0] == tok.bos_token_id  # BOS as the tokenizer adds it
+    assert source[0] != tok.bos_token_id  # released: no BOS
     assert ex["input_ids"] == source + target + [tok.eos_token_id]
     assert ex["labels"][:n] == [IGNORE_INDEX] * n  # exactly the prompt tokens are masked
     assert ex["labels"][n:] == target + [tok.eos_token_id]
 
 
-def test_cutoff_follows_llama_factory_rule(setup):
+def test_token_ids_follow_the_released_rule_and_the_flags_give_the_newer_one(setup):
     tok = setup[3]
+    long_instruction = PAIRS[1]["instruction"] * 5
+    short, long = (PAIRS[0]["instruction"], PAIRS[0]["output"], 1024), (long_instruction, PAIRS[1]["output"], 80)
+    for instruction, output, cutoff in (short, long):
+        ids, labels = _released_encoding(tok, instruction, output, cutoff)
+        ex = encode_example(tok, instruction, output, cutoff)
+        assert ex == {"input_ids": ids, "labels": labels}
+        assert len(ids) <= cutoff and ids[0] != tok.bos_token_id
+    # the long example: the released split cuts the answer too (answer share ~ its length), losing its EOS
+    ex = encode_example(tok, *long)
+    n_answer = sum(l != IGNORE_INDEX for l in ex["labels"])
+    full = tok(PAIRS[1]["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert len(ex["input_ids"]) == 80 and 1 <= n_answer < len(full)
+    assert ex["labels"][-n_answer:] == full[:n_answer]
+    # --cutoff_rule infer_seqlen --add_bos: BOS first, and an answer shorter than half the cutoff kept whole
+    newer = encode_example(tok, *long, rule=EncodingRule(add_bos=True, cutoff_rule="infer_seqlen"))
+    assert newer["input_ids"][0] == tok.bos_token_id and len(newer["input_ids"]) == 80
+    assert newer["labels"][-len(full):] == full
+    short_bos = encode_example(tok, *short, rule=EncodingRule(add_bos=True))
+    assert short_bos["input_ids"] == [tok.bos_token_id] + encode_example(tok, *short)["input_ids"]
+    # the two splits, by hand: source 100 / target 10 / cutoff 64
+    assert infer_max_len(100, 10, 64) == (59, 5)  # int(64 * 10 / 110) = 5 answer tokens
     assert infer_seqlen(100, 10, 64) == (54, 10)  # short target kept whole, source cut
     assert infer_seqlen(10, 100, 64) == (10, 54)  # short source kept whole, target cut
     assert infer_seqlen(60, 40, 64) == (39, 25)  # both long: cut in proportion
-    ex = encode_example(tok, PAIRS[1]["instruction"] * 5, PAIRS[1]["output"], cutoff_len=40)
-    assert len(ex["input_ids"]) == 40 and len(ex["labels"]) == 40
-    assert ex["input_ids"][0] == tok.bos_token_id  # the source keeps its beginning
-    n_answer = sum(l != IGNORE_INDEX for l in ex["labels"])
-    full = tok(PAIRS[1]["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert ex["labels"][-n_answer:] == full[:n_answer]
+    assert infer_max_len(3, 1000, 64) == (1, 63) and infer_max_len(1000, 1, 64) == (63, 1)  # >= 1 answer token
 
 
 def test_collator_pads_right_with_ignored_labels():
-    batch = SFTCollator(pad_token_id=3)([{"input_ids": [1, 5, 6], "labels": [-100, 5, 6]},
-                                         {"input_ids": [1, 7], "labels": [-100, 7]}])
+    feats = [{"input_ids": [1, 5, 6], "labels": [-100, 5, 6]}, {"input_ids": [1, 7], "labels": [-100, 7]}]
+    batch = SFTCollator(pad_token_id=3, pad_to_multiple_of=None)(feats)
     assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, 3]]
     assert batch["labels"].tolist() == [[-100, 5, 6], [-100, 7, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert SFTCollator(pad_token_id=3)(feats)["input_ids"].shape == (2, 8)  # LLaMA-Factory: multiple of 8
+
+
+def test_dataset_name_resolves_through_dataset_info(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps([{"q": "a", "extra": "b", "a": "c"}, {"q": "d", "a": "e"}]))
+    info = {"mine": {"file_name": "p.json", "columns": {"prompt": "q", "query": "extra", "response": "a"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    assert load_dataset_pairs("mine", str(tmp_path)) == [("a\nb", "c"), ("d", "e")]  # query after a newline
+    assert load_dataset_pairs("mine,mine", str(tmp_path), max_samples=1) == [("a\nb", "c")] * 2
+    with pytest.raises(SFTDataError, match="no dataset named 'other'"):
+        load_dataset_pairs("other", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="dataset_info.json not found"):
+        load_dataset_pairs("mine", str(tmp_path / "nowhere"))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(PAIRS))
+    assert load_dataset_pairs(str(plain), "unused")[0] == (PAIRS[0]["instruction"], PAIRS[0]["output"])
 
 
 def test_bad_dataset_names_file_and_entry(tmp_path):
@@ -65,14 +110,6 @@ def test_bad_dataset_names_file_and_entry(tmp_path):
     bad.write_text(json.dumps([PAIRS[0], {"instruction": "x"}]))
     with pytest.raises(SFTDataError, match=r"p\.json: entry 1"):
         load_sft_pairs(bad)
-
-
-def test_fp16_on_cpu_is_a_clear_error(setup):
-    d, model_dir, data, _ = setup
-    cfg = SFTConfig(model_name_or_path=model_dir, dataset=data, output_dir=str(d / "fp16"), fp16=True,
-                    device="cpu")
-    with pytest.raises(ValueError, match="--fp16 needs a CUDA GPU"):
-        run_sft(cfg)
 
 
 def _cfg(model_dir, data, out, steps, **kw):
