@@ -167,3 +167,117 @@ def test_export_merges_and_reproduces_adapter_logits(setup, trained):
     assert not torch.allclose(a, b, atol=1e-3)  # the adapter changed something, so the check means something
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         export_merged(model_dir, model_dir, str(d / "x"))
+
+
+class _GradProbe:
+    """Before the first optimizer step: the Trainer's gradients, and the two candidate rules computed by hand
+    on the same (initial) weights from the two examples' losses."""
+
+    def __init__(self, examples):
+        from transformers import TrainerCallback
+        self.examples, self.result = examples, {}
+        probe = self
+
+        class CB(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+                if probe.result:
+                    return
+                params = [p for p in model.parameters() if p.requires_grad]
+                probe.result["trainer"] = torch.cat([p.grad.flatten() for p in params]).clone()
+                losses, counts = [], []
+                for ex in probe.examples:
+                    batch = SFTCollator(pad_token_id=0)([ex])
+                    losses.append(model(**batch).loss)
+                    counts.append(sum(l != IGNORE_INDEX for l in ex["labels"]))  # answer tokens (all after position 0)
+                rules = {"micro_batch_mean": sum(losses) / len(losses),
+                         "token_mean": sum(l * n for l, n in zip(losses, counts)) / sum(counts)}
+                for name, loss in rules.items():
+                    grads = torch.autograd.grad(loss, params, retain_graph=True)
+                    probe.result[name] = torch.cat([g.flatten() for g in grads])
+
+        self.callback = CB()
+
+
+@pytest.mark.parametrize("rule", ["micro_batch_mean", "token_mean"])
+def test_gradient_accumulation_averages_as_the_flag_says(setup, tmp_path, rule):
+    d, model_dir, _, tok = setup
+    # two micro-batches of one example each, answers of very different lengths
+    pairs = [PAIRS[0], {"instruction": PAIRS[1]["instruction"], "output": "[greeting]"}]
+    data = tmp_path / "two.json"
+    data.write_text(json.dumps(pairs))
+    examples = [encode_example(tok, p["instruction"], p["output"], 1024) for p in pairs]
+    assert len({sum(l != IGNORE_INDEX for l in e["labels"]) for e in examples}) == 2
+    probe = _GradProbe(examples)
+    cfg = SFTConfig(model_name_or_path=model_dir, dataset=str(data), output_dir=str(tmp_path / "out"),
+                    per_device_train_batch_size=1, gradient_accumulation_steps=2, max_steps=1, max_grad_norm=0.0,
+                    device="cpu", disable_tqdm=True, save_steps=100, grad_accum_loss=rule)
+    run_sft(cfg, callbacks=[probe.callback])
+    got, other = probe.result["trainer"], probe.result[
+        {"micro_batch_mean": "token_mean", "token_mean": "micro_batch_mean"}[rule]]
+    assert torch.allclose(got, probe.result[rule], rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(got, other, rtol=1e-2, atol=1e-6)  # the two rules really differ here
+
+
+# The two command lines of the released README (LLM_inference step 2), flag for flag; only the script path
+# and the model paths differ (a tiny Llama; the adapter is the run's own output/ instead of checkpoint-200/).
+RELEASED_TRAIN = ("--stage sft --do_train --model_name_or_path {model} --dataset strategy_motivation "
+                  "--template default --finetuning_type lora --lora_target q_proj,v_proj --output_dir output/ "
+                  "--overwrite_cache --per_device_train_batch_size 16 --gradient_accumulation_steps 4 "
+                  "--lr_scheduler_type cosine --logging_steps 10 --save_steps 100 --learning_rate 5e-5 "
+                  "--num_train_epochs 5.0 --plot_loss --fp16")
+RELEASED_EXPORT = ("--model_name_or_path {model} --adapter_name_or_path {adapter} --template default "
+                   "--finetuning_type lora --export_dir fine_tuned_llama2/ --export_size 2 "
+                   "--export_legacy_format False")
+
+
+def test_released_command_lines_run_unchanged(setup, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    d, model_dir, _, tok = setup
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, os.path.join("LLM_inference", f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    finetune, export = script("finetune_llm"), script("export_model")
+    # the released README's dataset_info.json entry, in the default --dataset_dir (LLM_inference/ here)
+    registry = json.load(open(os.path.join("LLM_inference", "dataset_info.json")))
+    assert registry["strategy_motivation"] == {"file_name": "prompts_4_LLaMA.json",
+                                               "columns": {"prompt": "instruction", "response": "output"}}
+    data_dir = tmp_path / "llm"
+    data_dir.mkdir()
+    (data_dir / "dataset_info.json").write_text(json.dumps(registry))
+    (data_dir / "prompts_4_LLaMA.json").write_text(json.dumps(PAIRS * 4))
+    monkeypatch.setattr(finetune, "HERE", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    assert finetune.main(RELEASED_TRAIN.format(model=model_dir).split()) == 0
+    err = capsys.readouterr().err
+    assert "--stage, --do_train, --overwrite_cache accepted for LLaMA-Factory compatibility and ignored" in err
+    state = json.load(open(tmp_path / "output" / "trainer_state.json"))
+    assert state["global_step"] == 5  # 8 pairs, batch 16 x 4 accumulation: one step per epoch, 5 epochs
+    assert EncodingRule.load(tmp_path / "output") == EncodingRule()  # the released rule, saved
+    assert export.main(RELEASED_EXPORT.format(model=model_dir, adapter="output/").split()) == 0
+    merged = tmp_path / "fine_tuned_llama2"
+    assert (merged / "model.safetensors").is_file() and (merged / ENCODING_FILE).is_file()
+    with pytest.raises(SystemExit):
+        export.parse_args(RELEASED_EXPORT.format(model=model_dir, adapter="output/").replace(
+            "--export_legacy_format False", "--export_legacy_format True").split())
+
+
+def test_encoding_rule_travels_from_checkpoint_to_inference(setup, tmp_path):
+    """--add_bos at fine-tuning: every checkpoint and the merged model carry the rule, and generation's
+    prompt ids equal the ids training saw (the training example's source part)."""
+    from src.local_llm import format_prompt, load_causal_lm, tokenize_prompts
+    d, model_dir, data, tok = setup
+    out = str(tmp_path / "lora")
+    run_sft(_cfg(model_dir, data, out, steps=4, add_bos=True, cutoff_rule="infer_seqlen"))
+    want = EncodingRule(add_bos=True, cutoff_rule="infer_seqlen")
+    assert EncodingRule.load(os.path.join(out, "checkpoint-4")) == want
+    export_merged(model_dir, os.path.join(out, "checkpoint-4"), str(tmp_path / "merged"))
+    _, tok_inf = load_causal_lm(str(tmp_path / "merged"), device="cpu")
+    ins, output = PAIRS[1]["instruction"], PAIRS[1]["output"]
+    prompt_ids = tokenize_prompts(tok_inf, [format_prompt(tok_inf, ins, "default")])[0]
+    ex = encode_example(tok, ins, output, 1024, want)
+    n_source = ex["labels"].index(next(l for l in ex["labels"] if l != IGNORE_INDEX))
+    assert prompt_ids == ex["input_ids"][:n_source] and prompt_ids[0] == tok.bos_token_id
