@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--export_dir", required=True)
     p.add_argument("--export_size", type=int, default=1, help="max shard size in GB")
     p.add_argument("--export_dtype", default=None,
-                   help="float32 | float16 | bfloat16 (default: as the base model loads, float32)")
+                   help="float32 | float16 | bfloat16 (default: as transformers 5 loads the base model, i.e. its "
+                        "checkpoint dtype: float16 for Llama-2-7b-hf)")
     p.add_argument("--export_legacy_format", default=False, type=_parse_bool,
                    help="False (default, released): safetensors; True (.bin) is not supported")
     args = p.parse_args(argv)

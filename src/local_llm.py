@@ -55,7 +55,8 @@ def prepare_tokenizer(tokenizer):
 def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = None, dtype=None):
     """Load ``(model, tokenizer)``; the model is in eval mode on ``device`` (default: cuda if available).
 
-    ``dtype``: a torch dtype, a name ("float32", "bf16", ...), "auto" (the checkpoint's), or None (float32).
+    ``dtype``: a torch dtype, a name ("float32", "bf16", ...), "auto" (the checkpoint's), or None (transformers'
+    default, which in transformers 5 is also the checkpoint's dtype).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
