@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         summary = run_sft(cfg)
-    except (SFTDataError, FileNotFoundError, ValueError) as e:
+    except (SFTDataError, OSError, ValueError) as e:  # OSError: FileNotFoundError, a model that cannot be loaded
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"trained on {summary['num_examples']} examples, {summary['global_step']} steps, "

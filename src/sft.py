@@ -345,10 +345,10 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     _check_config(cfg, cuda)
     set_seed(cfg.seed)
+    pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"  # training pads on the right; saved tokenizer is re-set by loaders
-    pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
     rule = encoding_rule(cfg)
     dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, rule)
     dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if cfg.bf16 else torch.float32
