@@ -92,9 +92,11 @@ def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
         raise FileNotFoundError(f"--dataset {dataset!r} is neither a file nor a name: {info_path} not found "
                                 "(give the data file's path, or --dataset_dir of its dataset_info.json)")
     info = load_json(info_path, "dataset_info.json (LLaMA-Factory dataset registry)")
+    if not isinstance(info, dict):
+        raise SFTDataError(f"{info_path}: expected a JSON object {{name: {{\"file_name\", \"columns\"}}}}")
     out = []
     for name in names:
-        entry = info.get(name) if isinstance(info, dict) else None
+        entry = info.get(name)
         if not isinstance(entry, dict):
             raise SFTDataError(f"{info_path}: no dataset named {name!r} (entries: {sorted(info)[:10]})")
         if "file_name" not in entry:
@@ -322,7 +324,19 @@ def _trainer_class(grad_accum_loss: str):
             if grad_accum_loss == "micro_batch_mean":
                 self.model_accepts_loss_kwargs = False
 
-    return SFTTrainer
+    class ReleasedSFTTrainer(SFTTrainer):
+        # 4.38 divided every micro-batch loss by the configured number of steps, also in an epoch's last,
+        # shorter accumulation (10,191 / 16 = 637 micro-batches: the 160th step of each epoch has one);
+        # transformers 5 divides by the number of micro-batches that step really has.
+        @property
+        def current_gradient_accumulation_steps(self):
+            return self.args.gradient_accumulation_steps
+
+        @current_gradient_accumulation_steps.setter
+        def current_gradient_accumulation_steps(self, value):
+            pass
+
+    return ReleasedSFTTrainer if grad_accum_loss == "micro_batch_mean" else SFTTrainer
 
 
 def _save_rule_callback(rule: EncodingRule):

@@ -281,3 +281,34 @@ def test_encoding_rule_travels_from_checkpoint_to_inference(setup, tmp_path):
     ex = encode_example(tok, ins, output, 1024, want)
     n_source = ex["labels"].index(next(l for l in ex["labels"] if l != IGNORE_INDEX))
     assert prompt_ids == ex["input_ids"][:n_source] and prompt_ids[0] == tok.bos_token_id
+
+
+@pytest.mark.parametrize("rule,scale", [("micro_batch_mean", 0.5), ("token_mean", 1.0)])
+def test_an_epochs_last_shorter_accumulation_is_scaled_as_the_flag_says(setup, tmp_path, rule, scale):
+    """3 micro-batches, accumulation 2: the second step has one micro-batch. transformers 4.38 (released)
+    still divided its loss by 2; transformers 5 divides by 1."""
+    from transformers import TrainerCallback
+    d, model_dir, _, tok = setup
+    pairs = [PAIRS[0], PAIRS[1], {"instruction": "(1) Seeker: hi", "output": "[greeting] to open"}]
+    data = tmp_path / "three.json"
+    data.write_text(json.dumps(pairs))
+    examples = [encode_example(tok, p["instruction"], p["output"], 1024) for p in pairs]
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            params = [p for p in model.parameters() if p.requires_grad]
+            got = torch.cat([p.grad.flatten() for p in params]).clone()
+            each = [torch.cat([g.flatten() for g in torch.autograd.grad(
+                model(**SFTCollator(pad_token_id=0)([ex])).loss, params)]) for ex in examples]
+            seen.append((got, each))
+
+    cfg = SFTConfig(model_name_or_path=model_dir, dataset=str(data), output_dir=str(tmp_path / "out"),
+                    per_device_train_batch_size=1, gradient_accumulation_steps=2, num_train_epochs=1.0,
+                    max_grad_norm=0.0, device="cpu", disable_tqdm=True, save_steps=100, grad_accum_loss=rule)
+    run_sft(cfg, callbacks=[Probe()])
+    assert len(seen) == 2
+    got, each = seen[1]  # the last step: one micro-batch, one of the three examples
+    matches = [i for i, g in enumerate(each) if torch.allclose(got, scale * g, rtol=1e-4, atol=1e-7)]
+    other = [i for i, g in enumerate(each) if torch.allclose(got, (1.5 - scale) * g, rtol=1e-2, atol=1e-6)]
+    assert len(matches) == 1 and not other
