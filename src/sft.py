@@ -366,8 +366,11 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     rule = encoding_rule(cfg)
     dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, rule)
     dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if cfg.bf16 else torch.float32
-    model = build_lora_model(cfg, dtype)
     resume = find_resume_checkpoint(cfg)
+    if resume and os.path.isfile(os.path.join(resume, ENCODING_FILE)) and EncodingRule.load(resume) != rule:
+        raise ValueError(f"{resume} was trained with {EncodingRule.load(resume)}, this run asks for {rule}: "
+                         "resuming would mix two tokenisations (use the same flags, or --overwrite_output_dir)")
+    model = build_lora_model(cfg, dtype)
 
     args = TrainingArguments(
         output_dir=cfg.output_dir,

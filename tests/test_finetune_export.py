@@ -147,6 +147,8 @@ def test_rerun_resumes_from_last_checkpoint(setup, trained):
     assert summary["global_step"] == 6
     logged = [h["step"] for h in summary["log_history"] if "loss" in h]
     assert logged[-2:] == [5, 6]
+    with pytest.raises(ValueError, match="would mix two tokenisations"):
+        run_sft(_cfg(model_dir, data, out, steps=8, add_bos=True))
 
 
 def test_export_merges_and_reproduces_adapter_logits(setup, trained):
