@@ -84,7 +84,7 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     _bool_flag(p, "plot_loss", "write training_loss.png in output_dir")
-    _bool_flag(p, "fp16", "fp16 mixed precision (CUDA only)")
+    _bool_flag(p, "fp16", "fp16 base model + mixed precision (released; runs on CPU too, slowly)")
     _bool_flag(p, "bf16", "bf16 mixed precision")
     _bool_flag(p, "overwrite_output_dir", "do not resume from checkpoints in output_dir")
     _bool_flag(p, "gradient_checkpointing", "trade compute for memory (large models)")
