@@ -53,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--top_k", type=int, default=None, help="with --do_sample (released: 10)")
     p.add_argument("--temperature", type=float, default=None, help="with --do_sample")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default float32)")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default: as transformers loads it, which in transformers 5 is the "
+                        "checkpoint's dtype; scripts/5_infer_strategy.sh passes auto on a GPU, float32 on CPU)")
     p.add_argument("--no_prefix_sharing", action="store_true",
                    help="local backend: one padded generate call per batch, instead of prefilling each prompt "
                         "only where it differs from an earlier prompt of its batch (same answers up to float "

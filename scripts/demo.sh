@@ -101,7 +101,8 @@ step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
   env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="${LLM_EPOCHS:-3}" LR=2e-3 BATCH=8 \
   GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5
 step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
-  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EXPORT_DIR="$LLM_DIR/merged" bash scripts/4_export_llm.sh
+  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" ADAPTER="$LLM_DIR/adapter" EXPORT_DIR="$LLM_DIR/merged" \
+    bash scripts/4_export_llm.sh
 
 # -- step 5: strategy + motivation for every sample
 step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \

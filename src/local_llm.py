@@ -4,8 +4,11 @@ Shared by fine-tuning (template), strategy inference and the motivation collecto
 
 * ``load_causal_lm``: model + tokenizer from a folder or hub id, tokenizer padded on the LEFT (decoder-only
   models continue from the last position, so the prompt must end at the right edge of the batch).
-* ``format_prompt``: ``"default"`` = LLaMA-Factory's ``default`` template (``Human: {instruction}\\nAssistant: ``),
-  which is what the paper fine-tuned with; ``"chat"`` = the tokenizer's own chat template; ``"none"``.
+* ``format_prompt`` (from ``src.llm_encoding``): ``"default"`` = LLaMA-Factory's ``default`` template, which
+  is what the paper fine-tuned with; ``"chat"`` = the tokenizer's own chat template; ``"none"``.
+* ``tokenize_prompts``: prompt token ids by the model's ``EncodingRule`` (saved with it by fine-tuning,
+  read back by ``load_causal_lm``; no BOS as released when the folder has none), so generation sees the
+  token ids training saw.
 * ``generate_batch``: one batch per call; each prompt is prefilled only where it differs from an earlier
   prompt of the batch, then the batch is decoded by ``model.generate``; returns only the new text.
 """
@@ -16,9 +19,10 @@ from typing import Sequence
 
 import torch
 
-from src.prompts import wrap_default_template
+from src.llm_encoding import TEMPLATES, EncodingRule, encode_text, format_prompt  # noqa: F401 (re-exported)
 
-TEMPLATES = ("default", "chat", "none")
+# attribute of a tokenizer returned by load_causal_lm: the EncodingRule its model was fine-tuned with
+RULE_ATTR = "magic_encoding_rule"
 
 
 def default_device() -> str:
@@ -51,7 +55,8 @@ def prepare_tokenizer(tokenizer):
 def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = None, dtype=None):
     """Load ``(model, tokenizer)``; the model is in eval mode on ``device`` (default: cuda if available).
 
-    ``dtype``: a torch dtype, a name ("float32", "bf16", ...), "auto" (the checkpoint's), or None (float32).
+    ``dtype``: a torch dtype, a name ("float32", "bf16", ...), "auto" (the checkpoint's), or None (transformers'
+    default, which in transformers 5 is also the checkpoint's dtype).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,6 +64,8 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     if os.path.sep in path and not os.path.isdir(path) and path.startswith((".", os.path.sep)):
         raise FileNotFoundError(f"{path}: model folder not found")
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    if os.path.isdir(path):  # the rule fine-tuning saved with the model (released rule if none)
+        setattr(tokenizer, RULE_ATTR, EncodingRule.load(path))
     kwargs = {}
     resolved = _resolve_dtype(dtype)
     if resolved is not None:
@@ -71,32 +78,20 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     return model, tokenizer
 
 
-def format_prompt(tokenizer, prompt: str, template: str) -> str:
-    """Wrap one instruction in a template ("default", "chat" or "none"); see the module docstring.
+def encoding_rule(tokenizer) -> EncodingRule:
+    """The rule ``load_causal_lm`` attached to ``tokenizer`` (read from the model folder), else the released one."""
+    return getattr(tokenizer, RULE_ATTR, None) or EncodingRule()
 
-    "chat" falls back to "default" when the tokenizer has no chat template (e.g. base Llama-2).
+
+def tokenize_prompts(tokenizer, texts: Sequence[str], add_bos: bool | None = None) -> list[list[int]]:
+    """Token ids of each (already templated) prompt, unpadded.
+
+    ``add_bos`` None: as the model was fine-tuned (``encoding_rule``; released: no BOS). True: BOS as the
+    tokenizer adds it, not twice when the text starts with the BOS string. False: no special tokens.
     """
-    if template == "default":
-        return wrap_default_template(prompt)
-    if template == "chat":
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-        return wrap_default_template(prompt)
-    if template == "none":
-        return prompt
-    raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
-
-
-def tokenize_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt as the tokenizer encodes it (BOS added if it adds one), unpadded.
-
-    A text that already starts with the BOS string (chat templates often write it) is tokenised without
-    special tokens, so it does not get two BOS.
-    """
-    bos = tokenizer.bos_token
-    return [tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"] for text in texts]
+    if add_bos is None:
+        add_bos = encoding_rule(tokenizer).add_bos
+    return [encode_text(tokenizer, text, add_bos) for text in texts]
 
 
 def pad_left(tokenizer, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:

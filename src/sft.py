@@ -1,23 +1,21 @@
-"""Step 3: LoRA supervised fine-tuning of the strategy LLM (what the paper ran through LLaMA-Factory).
+"""Step 3: LoRA supervised fine-tuning of the strategy LLM, as the paper ran it through LLaMA-Factory.
 
-Data: ``prompts_4_LLaMA.json`` = ``[{"instruction": <dialogue prompt>, "output": <motivation>}]``.
+Data: ``prompts_4_LLaMA.json`` = ``[{"instruction": <dialogue prompt>, "output": <motivation>}]``, given
+as a path or, as LLaMA-Factory does, as a dataset name looked up in ``<dataset_dir>/dataset_info.json``
+(``resolve_dataset``).
 
-One example is tokenised as LLaMA-Factory's ``default`` template does::
+Each pair is tokenised by ``src.llm_encoding.encode_pair`` with an ``EncodingRule``; the default is the
+released LLaMA-Factory ``default`` template: ``Human: {instruction}\\nAssistant: `` + answer + EOS, no BOS,
+``cutoff_len`` split by ``infer_max_len``; loss on the answer only. The rule is saved next to the adapter
+(and in every checkpoint) so export and inference read it back.
 
-    source = tokenizer("Human: {instruction}\\nAssistant: ")            # BOS as the tokenizer adds it
-    target = tokenizer(output, add_special_tokens=False) + [EOS]
-    input_ids = source + target;  labels = [-100] * len(source) + target   # loss on the answer only
-
-``--cutoff_len`` truncation follows LLaMA-Factory's budget rule (``infer_seqlen``): a target shorter than
-half the cutoff is kept whole; else, a source shorter than half the cutoff is kept whole and the target
-gets the rest; else both are cut in proportion to their lengths. Each part keeps its *beginning* (so a
-truncated target loses its EOS, and an over-long dialogue loses its end and the closing instruction,
-exactly as in LLaMA-Factory). Inference does not truncate.
-
-Training is ``transformers.Trainer`` on a ``peft`` LoRA model with our own collator (right padding,
-labels -100 on pads). Checkpoints go to ``output_dir/checkpoint-<step>``; a run resumes from the last
-one automatically (LLaMA-Factory behaviour) unless ``overwrite_output_dir``. The final adapter and the
-tokenizer are saved in ``output_dir``.
+Training is ``transformers.Trainer`` on a ``peft`` LoRA model with our own collator (right padding to a
+multiple of 8, labels -100 on pads, as LLaMA-Factory's ``DataCollatorForSeq2Seq``). With gradient
+accumulation the loss is, by default, the mean of the per-micro-batch mean losses (what transformers 4.38,
+the released version, computed); ``grad_accum_loss="token_mean"`` gives the newer rule (sum over the
+accumulated batch / its answer-token count). Checkpoints go to ``output_dir/checkpoint-<step>``; a run
+resumes from the last one automatically (LLaMA-Factory behaviour) unless ``overwrite_output_dir``. The
+final adapter and the tokenizer are saved in ``output_dir``.
 """
 from __future__ import annotations
 
@@ -30,9 +28,12 @@ from typing import Sequence
 import torch
 
 from src.io_utils import atomic_dir, atomic_write_text, load_json
-from src.local_llm import TEMPLATES, format_prompt, prepare_tokenizer
+from src.llm_encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
+                           infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
+from src.local_llm import prepare_tokenizer
 
-IGNORE_INDEX = -100
+GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 class SFTDataError(ValueError):
@@ -41,21 +42,31 @@ class SFTDataError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Data
-def load_sft_pairs(path: str | os.PathLike, max_samples: int | None = None) -> list[tuple[str, str]]:
-    """``(instruction, output)`` pairs of a ``[{"instruction", "output"}]`` file, first ``max_samples``."""
+def load_sft_pairs(path: str | os.PathLike, max_samples: int | None = None, prompt: str = "instruction",
+                   query: str | None = None, response: str = "output") -> list[tuple[str, str]]:
+    """``(instruction, output)`` pairs of a JSON list file, first ``max_samples``.
+
+    ``prompt`` / ``query`` / ``response`` name the columns (LLaMA-Factory's alpaca columns); a non-empty
+    query is appended to the prompt after a newline, as LLaMA-Factory does.
+    """
     path = os.fspath(path)
-    data = load_json(path, "list of {instruction, output} pairs (prompts_4_LLaMA.json)")
+    what = f"list of {{{prompt}, {response}}} pairs (prompts_4_LLaMA.json)"
+    data = load_json(path, what)
     if not isinstance(data, list):
-        raise SFTDataError(f"{path}: expected a JSON list of {{\"instruction\", \"output\"}} objects")
+        raise SFTDataError(f"{path}: expected a JSON {what}")
     pairs = []
     for i, item in enumerate(data):
-        if not (isinstance(item, dict) and isinstance(item.get("instruction"), str)
-                and isinstance(item.get("output"), str)):
-            raise SFTDataError(f"{path}: entry {i} is not an object with string \"instruction\" and "
-                               f"\"output\" fields (got {str(item)[:80]!r})")
-        if not item["output"].strip():
-            raise SFTDataError(f"{path}: entry {i} has an empty \"output\"; nothing to learn from")
-        pairs.append((item["instruction"], item["output"]))
+        if not (isinstance(item, dict) and isinstance(item.get(prompt), str)
+                and isinstance(item.get(response), str)):
+            raise SFTDataError(f"{path}: entry {i} is not an object with string \"{prompt}\" and "
+                               f"\"{response}\" fields (got {str(item)[:80]!r})")
+        if not item[response].strip():
+            raise SFTDataError(f"{path}: entry {i} has an empty \"{response}\"; nothing to learn from")
+        extra = item.get(query) if query else None
+        if extra is not None and not isinstance(extra, str):
+            raise SFTDataError(f"{path}: entry {i}: \"{query}\" must be a string")
+        instruction = "\n".join(x for x in (item[prompt], extra) if x)
+        pairs.append((instruction, item[response]))
     if max_samples is not None:
         pairs = pairs[:max_samples]
     if not pairs:
@@ -63,36 +74,63 @@ def load_sft_pairs(path: str | os.PathLike, max_samples: int | None = None) -> l
     return pairs
 
 
-def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
-    """LLaMA-Factory's rule for splitting ``cutoff_len`` between source and target; returns the kept lengths."""
-    if target_len * 2 < cutoff_len:
-        max_target = cutoff_len
-    elif source_len * 2 < cutoff_len:
-        max_target = cutoff_len - source_len
-    else:
-        max_target = int(cutoff_len * target_len / (source_len + target_len))
-    new_target = min(max_target, target_len)
-    new_source = min(max(cutoff_len - new_target, 0), source_len)
-    return new_source, new_target
+DATASET_INFO = "dataset_info.json"
 
 
-def encode_source(tokenizer, instruction: str, template: str = "default") -> list[int]:
-    """Token ids of the templated prompt, with BOS as the tokenizer adds it (not twice)."""
-    text = format_prompt(tokenizer, instruction, template)
-    bos = tokenizer.bos_token
-    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
+    """``--dataset`` as LLaMA-Factory reads it: comma-separated names of ``<dataset_dir>/dataset_info.json``
+    entries, each a local ``file_name`` (relative to ``dataset_dir``) in the alpaca format with optional
+    ``columns`` {prompt, query, response}. A value that is an existing file is taken as the data file itself.
+
+    Returns ``[{"path", "prompt", "query", "response"}]``.
+    """
+    if os.path.isfile(dataset):
+        return [{"path": dataset, "prompt": "instruction", "query": None, "response": "output"}]
+    names = [n.strip() for n in dataset.split(",") if n.strip()]
+    info_path = os.path.join(dataset_dir, DATASET_INFO)
+    if not os.path.isfile(info_path):
+        raise FileNotFoundError(f"--dataset {dataset!r} is neither a file nor a name: {info_path} not found "
+                                "(give the data file's path, or --dataset_dir of its dataset_info.json)")
+    info = load_json(info_path, "dataset_info.json (LLaMA-Factory dataset registry)")
+    if not isinstance(info, dict):
+        raise SFTDataError(f"{info_path}: expected a JSON object {{name: {{\"file_name\", \"columns\"}}}}")
+    out = []
+    for name in names:
+        entry = info.get(name)
+        if not isinstance(entry, dict):
+            raise SFTDataError(f"{info_path}: no dataset named {name!r} (entries: {sorted(info)[:10]})")
+        if "file_name" not in entry:
+            raise SFTDataError(f"{info_path}: dataset {name!r} has no \"file_name\"; only local files are "
+                               "supported (no hf_hub_url / script_url)")
+        if entry.get("formatting", "alpaca") != "alpaca":
+            raise SFTDataError(f"{info_path}: dataset {name!r}: only the alpaca formatting is supported")
+        cols = entry.get("columns")
+        # LLaMA-Factory: without "columns" the alpaca defaults apply; with it, unnamed columns are absent
+        cols = {"prompt": "instruction", "query": "input", "response": "output"} if cols is None else cols
+        path = os.path.join(dataset_dir, entry["file_name"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: data file of dataset {name!r} ({info_path}) not found")
+        out.append({"path": path, "prompt": cols.get("prompt"), "query": cols.get("query"),
+                    "response": cols.get("response")})
+    if not out:
+        raise SFTDataError("--dataset names no dataset")
+    return out
+
+
+def load_dataset_pairs(dataset: str, dataset_dir: str, max_samples: int | None = None) -> list[tuple[str, str]]:
+    """All pairs of ``--dataset`` (datasets concatenated; ``max_samples`` per dataset, as LLaMA-Factory)."""
+    pairs = []
+    for d in resolve_dataset(dataset, dataset_dir):
+        if not d["prompt"] or not d["response"]:
+            raise SFTDataError(f"{d['path']}: dataset_info.json columns must name \"prompt\" and \"response\"")
+        pairs += load_sft_pairs(d["path"], max_samples, d["prompt"], d["query"], d["response"])
+    return pairs
 
 
 def encode_example(tokenizer, instruction: str, output: str, cutoff_len: int,
-                   template: str = "default") -> dict[str, list[int]]:
-    """``input_ids`` and ``labels`` (length <= cutoff_len) of one pair; labels are -100 on the source."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; the model could not learn to stop")
-    source = encode_source(tokenizer, instruction, template)
-    target = tokenizer(output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    n_src, n_tgt = infer_seqlen(len(source), len(target), cutoff_len)
-    source, target = source[:n_src], target[:n_tgt]
-    return {"input_ids": source + target, "labels": [IGNORE_INDEX] * len(source) + target}
+                   rule: EncodingRule | None = None) -> dict[str, list[int]]:
+    """``input_ids`` and ``labels`` of one pair under ``rule`` (default: the released rule)."""
+    return encode_pair(tokenizer, instruction, output, cutoff_len, rule or EncodingRule())
 
 
 class SFTDataset(torch.utils.data.Dataset):
@@ -107,9 +145,10 @@ class SFTDataset(torch.utils.data.Dataset):
 
 
 def build_dataset(tokenizer, pairs: Sequence[tuple[str, str]], cutoff_len: int,
-                  template: str = "default") -> SFTDataset:
-    examples = [encode_example(tokenizer, ins, out, cutoff_len, template) for ins, out in pairs]
+                  rule: EncodingRule | None = None) -> SFTDataset:
+    examples = [encode_example(tokenizer, ins, out, cutoff_len, rule) for ins, out in pairs]
     # an example whose answer was cut away entirely teaches nothing and gives a NaN mean loss
+    # (infer_max_len always keeps >= 1 answer token; infer_seqlen may keep none)
     kept = [e for e in examples if any(l != IGNORE_INDEX for l in e["labels"])]
     if not kept:
         raise SFTDataError(f"cutoff_len={cutoff_len} leaves no answer tokens in any example")
@@ -120,7 +159,7 @@ def build_dataset(tokenizer, pairs: Sequence[tuple[str, str]], cutoff_len: int,
 class SFTCollator:
     """Right-pads a list of examples: input_ids / attention_mask / labels of shape (B, T_max)."""
     pad_token_id: int
-    pad_to_multiple_of: int | None = None
+    pad_to_multiple_of: int | None = 8  # LLaMA-Factory's collator pads right-padded batches to a multiple of 8
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
@@ -143,9 +182,14 @@ class SFTCollator:
 class SFTConfig:
     """LLaMA-Factory flag names; defaults are the paper's settings (README of the released code)."""
     model_name_or_path: str
-    dataset: str
+    dataset: str  # a data file, or dataset_info.json name(s) in dataset_dir
     output_dir: str
+    dataset_dir: str = "data"
     template: str = "default"
+    add_bos: bool = False  # released: no BOS (LLaMA-Factory's template encodes without special tokens)
+    cutoff_rule: str = "infer_max_len"  # released; "infer_seqlen" = later LLaMA-Factory
+    grad_accum_loss: str = "micro_batch_mean"  # released (transformers 4.38); "token_mean" = transformers >= 4.46
+    report_to: str = "none"
     finetuning_type: str = "lora"
     lora_target: str = "q_proj,v_proj"
     lora_rank: int = 8
@@ -181,13 +225,16 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
         raise ValueError(f"--finetuning_type {cfg.finetuning_type!r} is not supported; only 'lora' (the paper's)")
     if cfg.template not in TEMPLATES:
         raise ValueError(f"--template {cfg.template!r}: expected one of {TEMPLATES}")
+    if cfg.cutoff_rule not in CUTOFF_RULES:
+        raise ValueError(f"--cutoff_rule {cfg.cutoff_rule!r}: expected one of {CUTOFF_RULES}")
+    if cfg.grad_accum_loss not in GRAD_ACCUM_LOSSES:
+        raise ValueError(f"--grad_accum_loss {cfg.grad_accum_loss!r}: expected one of {GRAD_ACCUM_LOSSES}")
+    if cfg.report_to not in REPORT_TO:
+        raise ValueError(f"--report_to {cfg.report_to!r}: expected one of {REPORT_TO}")
     if cfg.device == "cuda" and not cuda:
         raise ValueError("--device cuda: no CUDA GPU is available")
     if cfg.fp16 and cfg.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
-    if cfg.fp16 and not cuda:
-        raise ValueError("--fp16 needs a CUDA GPU (mixed precision with fp16 gradients scaling is not "
-                         "available on the CPU); drop --fp16, or use --bf16 on a CPU with bf16 support")
     if cfg.cutoff_len < 2:
         raise ValueError(f"--cutoff_len must be >= 2, got {cfg.cutoff_len}")
 
@@ -256,21 +303,74 @@ def plot_loss(log_history: list[dict], path: str) -> str | None:
     return path
 
 
+def encoding_rule(cfg: SFTConfig) -> EncodingRule:
+    return EncodingRule(template=cfg.template, add_bos=cfg.add_bos, cutoff_rule=cfg.cutoff_rule)
+
+
+def _trainer_class(grad_accum_loss: str):
+    """``Trainer`` whose loss under gradient accumulation follows ``grad_accum_loss``.
+
+    transformers >= 4.46 hands a model that accepts loss kwargs the answer-token count of the whole
+    accumulated batch (``num_items_in_batch``): loss = sum of token losses / that count. transformers 4.38
+    (the released run) took each micro-batch's mean loss and divided it by the number of accumulation
+    steps, so a short answer weighed as much as a long one. Reporting ``model_accepts_loss_kwargs=False``
+    restores that: the model returns its micro-batch mean and ``training_step`` divides by the steps.
+    """
+    from transformers import Trainer
+
+    class SFTTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if grad_accum_loss == "micro_batch_mean":
+                self.model_accepts_loss_kwargs = False
+
+    class ReleasedSFTTrainer(SFTTrainer):
+        # 4.38 divided every micro-batch loss by the configured number of steps, also in an epoch's last,
+        # shorter accumulation (10,191 / 16 = 637 micro-batches: the 160th step of each epoch has one);
+        # transformers 5 divides by the number of micro-batches that step really has.
+        @property
+        def current_gradient_accumulation_steps(self):
+            return self.args.gradient_accumulation_steps
+
+        @current_gradient_accumulation_steps.setter
+        def current_gradient_accumulation_steps(self, value):
+            pass
+
+    return ReleasedSFTTrainer if grad_accum_loss == "micro_batch_mean" else SFTTrainer
+
+
+def _save_rule_callback(rule: EncodingRule):
+    """Writes the encoding rule into every checkpoint-<step> folder (the released README exports one)."""
+    from transformers import TrainerCallback
+
+    class SaveEncodingRule(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                rule.save(folder)
+
+    return SaveEncodingRule()
+
+
 def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     """Fine-tune; returns {"output_dir", "log_history", "train_loss", "resumed_from", "num_examples"}."""
-    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, TrainingArguments, set_seed
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     _check_config(cfg, cuda)
     set_seed(cfg.seed)
+    pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"  # training pads on the right; saved tokenizer is re-set by loaders
-    pairs = load_sft_pairs(cfg.dataset, cfg.max_samples)
-    dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, cfg.template)
+    rule = encoding_rule(cfg)
+    dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, rule)
     dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if cfg.bf16 else torch.float32
-    model = build_lora_model(cfg, dtype)
     resume = find_resume_checkpoint(cfg)
+    if resume and os.path.isfile(os.path.join(resume, ENCODING_FILE)) and EncodingRule.load(resume) != rule:
+        raise ValueError(f"{resume} was trained with {EncodingRule.load(resume)}, this run asks for {rule}: "
+                         "resuming would mix two tokenisations (use the same flags, or --overwrite_output_dir)")
+    model = build_lora_model(cfg, dtype)
 
     args = TrainingArguments(
         output_dir=cfg.output_dir,
@@ -290,17 +390,18 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         seed=cfg.seed,
         use_cpu=not cuda,
         optim="adamw_torch",
-        report_to="none",
+        report_to=cfg.report_to,
         remove_unused_columns=False,  # our examples are plain dicts of token lists
         disable_tqdm=cfg.disable_tqdm,
         **cfg.extra,
     )
-    trainer = Trainer(
-        model=model, args=args, train_dataset=dataset,
-        data_collator=SFTCollator(tokenizer.pad_token_id), callbacks=callbacks,
+    trainer = _trainer_class(cfg.grad_accum_loss)(
+        model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id),
+        callbacks=[_save_rule_callback(rule)] + list(callbacks or []),
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors)
+    rule.save(cfg.output_dir)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(cfg.output_dir)
     trainer.save_state()
@@ -335,7 +436,8 @@ def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype
 def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir: str, export_size: int = 1,
                   dtype=None, finetuning_type: str = "lora") -> str:
     """Merge the LoRA weights into the base model and save it (safetensors shards of at most
-    ``export_size`` GB) with the tokenizer: a plain model folder that inference or vLLM can load."""
+    ``export_size`` GB) with the tokenizer and the adapter's ``EncodingRule`` (``ENCODING_FILE``): a plain
+    model folder that inference or vLLM can load."""
     from transformers import AutoTokenizer
 
     if finetuning_type != "lora":
@@ -349,7 +451,10 @@ def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir
         else model_name_or_path
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
     # swap into place only once everything is written, so a crash never leaves a half model
+    # the adapter's encoding rule travels with the merged model (released rule if the adapter has none)
+    rule = EncodingRule.load(adapter_name_or_path)
     with atomic_dir(export_dir) as tmp:
         merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        rule.save(tmp)
     return export_dir

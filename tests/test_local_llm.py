@@ -43,15 +43,28 @@ def test_format_prompt_templates(tiny):
         format_prompt(tok, "Hi", "llama2")
 
 
-def test_encode_left_pads_and_adds_one_bos(tiny):
-    tok = tiny[2]
-    batch = encode_prompts(tok, ["Human: a\nAssistant: ", "<s>user: a much longer text\nassistant: "])
+def test_encode_left_pads_with_the_models_bos_rule(tiny, tmp_path):
+    path, _, tok = tiny
+    texts = ["Human: a\nAssistant: ", "<s>user: a much longer text\nassistant: "]
+    # a folder without magic_encoding.json gets the released rule: no BOS is added
+    batch = encode_prompts(tok, texts)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert ids.shape == mask.shape and ids.shape[0] == 2
     assert mask[0, 0] == 0 and mask[0, -1] == 1  # short one padded on the left
-    for row, m in zip(ids, mask):
-        real = row[m.bool()].tolist()
-        assert real[0] == tok.bos_token_id and real[1] != tok.bos_token_id
+    rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    assert rows[0][0] != tok.bos_token_id  # released: no BOS
+    assert rows[1][0] == tok.bos_token_id and rows[1][1] != tok.bos_token_id  # written in the text: kept
+    # --add_bos at fine-tuning: BOS once, never twice
+    for row in tokenize_prompts(tok, texts, add_bos=True):
+        assert row[0] == tok.bos_token_id and row[1] != tok.bos_token_id
+    # the rule saved in a model folder is read back by load_causal_lm
+    import shutil
+    from src.llm_encoding import EncodingRule
+    other = tmp_path / "with-bos"
+    shutil.copytree(path, other)
+    EncodingRule(add_bos=True).save(other)
+    _, tok_bos = load_causal_lm(other, device="cpu")
+    assert tokenize_prompts(tok_bos, texts[:1])[0][0] == tok.bos_token_id
 
 
 def test_batched_generation_equals_one_at_a_time(tiny):
