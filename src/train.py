@@ -1,4 +1,4 @@
-"""Training of the MAGIC generator (main.py is the command line; the logic lives here).
+"""Step 7: training of the MAGIC generator (main.py is the command line; the logic lives here).
 
 One run writes ``<output_dir>/bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>/``:
 
@@ -44,7 +44,7 @@ RESUME_OVERRIDES = ("resume", "device", "num_workers")
 
 def build_parser() -> argparse.ArgumentParser:
     d = GeneratorConfig()  # the model settings' defaults have one home
-    p = argparse.ArgumentParser(description="Train the MAGIC generator (BART + strategy memory).",
+    p = argparse.ArgumentParser(description="Step 7: train the MAGIC generator (BART + strategy memory).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # released flags and defaults
     p.add_argument("--train_data", default="data/train.json", help="training records (data/train.json)")
