@@ -111,7 +111,7 @@ def build_app(engine, desc: str, situation: str = ""):
                     "strategy and says why; the generator answers with its strategy memory.")
         with gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=420)
+                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=420, render_markdown=False)
                 seeker = gr.Textbox(label="Seeker", placeholder="I feel ... (Enter sends)", elem_id="seeker-input",
                                     lines=1)
                 with gr.Row():
@@ -126,8 +126,9 @@ def build_app(engine, desc: str, situation: str = ""):
                 force = gr.Dropdown([AUTO] + list(STRATEGIES), value=AUTO, label="Force the next turn's strategy",
                                     elem_id="force")
                 classifier = gr.Label(label="Generator's strategy classifier on its response", num_top_classes=8,
-                                      elem_id="classifier")
-                memory = gr.Label(label=f"Memory slots (entries / {k})", num_top_classes=8, elem_id="memory")
+                                      show_heading=False, elem_id="classifier")
+                memory = gr.Label(label=f"Memory slots (entries / {k})", num_top_classes=8, show_heading=False,
+                                  elem_id="memory")
                 download = gr.DownloadButton("Download dialogue (MultiESC line)", elem_id="download",
                                              interactive=False)
         outputs = [chat, strategy, motivation, classifier, memory, force, download, status, state]
