@@ -20,6 +20,8 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the web app
 
+DEMO_MAX_NEW_TOKENS = 48  # scripts/demo.sh runs step 4 with MAX_NEW_TOKENS=48
+
 HELP = """commands:
   /strategy LABEL   force the strategy of the next supporter turn (one of the 8, any case); /strategy alone lists them
   /reset            start a new conversation (memory bank back to the checkpoint's)
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     llm = p.add_argument_group("strategy LLM generation (as LLM_inference/infer_strategy.py)")
     llm.add_argument("--model", default=None, help="served model name (--base_url; default --llm_path or 'default')")
     llm.add_argument("--template", default="default", choices=["default", "chat", "none"])
-    llm.add_argument("--max_new_tokens", type=int, default=128)
+    llm.add_argument("--max_new_tokens", type=int, default=None,
+                     help="answer length in tokens (default 128 as infer_strategy.py; 48 with --demo, as the demo's step 4)")
     llm.add_argument("--do_sample", action="store_true")
     llm.add_argument("--top_k", type=int, default=None)
     llm.add_argument("--temperature", type=float, default=None)
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = p.add_argument_group("generator decoding (as test_evaluation.py)")
     add_decoding_flags(gen)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (both models)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's, all cores; 1 with --demo: its models are so small "
+                        "that more threads only wait for each other, 20x slower per turn on a busy 2-core machine)")
     p.add_argument("--situation", default="", help="the seeker's situation, first item of the generator's context")
     p.add_argument("--update_memory", action="store_true",
                    help="append each supporter turn of the chat to the memory bank, as training does (default: "
@@ -82,6 +88,13 @@ def build_engine(args):
                           decoding_settings, find_demo_paths, load_generator, parse_label)
     from src.evaluation import check_search_flags
 
+    threads = args.threads if args.threads is not None else (1 if args.demo else None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = DEMO_MAX_NEW_TOKENS if args.demo else 128
     if args.demo:
         ckpt, llm = find_demo_paths(args.demo_dir)
         args.model_path = args.model_path or ckpt
