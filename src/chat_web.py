@@ -72,7 +72,7 @@ def build_app(engine, desc: str, situation: str = ""):
         last = session.last
         return (_messages(session),
                 f"{last.strategy}  ({last.source})" if last else "",
-                last.motivation if last else "",
+                (last.motivation or f"(none: the strategy was {last.source}, the LLM was not asked)") if last else "",
                 last.classifier_probs if last else None,
                 _memory_bars(session.memory_fill(), k),
                 gr.update(value=AUTO),
