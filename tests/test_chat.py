@@ -243,3 +243,39 @@ def test_demo_paths_pick_the_best_checkpoint(models, tmp_path):
     (tmp_path / "demo_run" / "llm" / "merged").mkdir(parents=True)
     ckpt, llm = find_demo_paths(str(tmp_path / "demo_run"))
     assert ckpt.endswith("epoch_3_val_ppl_88.12") and llm.endswith(os.path.join("llm", "merged"))
+
+
+def test_demo_flag_runs_on_the_demo_layout(models, tmp_path):
+    """--demo --demo_dir: the checkpoint and merged LLM found where scripts/demo.sh puts them, --input answered."""
+    work = tmp_path / "demo_run"
+    run = work / "out_model" / "bs_16_epochs_30_20260101_000000"
+    shutil.copytree(models["ckpt"], run / "epoch_2_val_ppl_250.5")
+    (run / "epoch_1_val_ppl_300.0").mkdir(parents=True)  # a worse (and here broken) checkpoint: not picked
+    shutil.copytree(models["llm"], work / "llm" / "merged")
+    inp, out = tmp_path / "x.json", tmp_path / "y.json"
+    inp.write_text(json.dumps({"situation": "", "dialog": [{"speaker": "usr", "text": "I feel sad ."}]}))
+    proc = run_chat(["--demo", "--demo_dir", str(work), "--input", str(inp), "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    reply = json.loads(out.read_text())
+    assert reply["strategy_source"] == "strategy LLM" and reply["motivation"]
+    assert reply["dialogue"]["dialog"][1]["strategy"] == reply["strategy"]
+
+
+def test_update_memory_appends_supporter_turns_per_session(models):
+    import argparse
+
+    from src.chat import ChatEngine, FixedStrategy, decoding_settings, load_generator
+    from src.evaluation import add_decoding_flags
+
+    args = add_decoding_flags(argparse.ArgumentParser()).parse_args(["--num_beams", "1", "--num_beam_groups", "1"])
+    model, tok = load_generator(models["ckpt"], device="cpu")
+    engine = ChatEngine(model, tok, FixedStrategy("Question"), decoding_settings(args), update_memory=True)
+    a, b = engine.session(), engine.session()
+    r = a.say("I feel sad.")
+    assert r.memory_fill["Question"] == FILL[0] + 1 and a.memory_fill()["Question"] == FILL[0] + 1
+    assert b.memory_fill()["Question"] == FILL[0]  # another chat's bank is its own
+    a.force("Greeting")
+    a.say("Thanks.")
+    assert a.memory_fill()["Greeting"] == min(FILL[6] + 1, model.strategy_memory_max)
+    a.reset()
+    assert list(a.memory_fill().values()) == list(FILL)

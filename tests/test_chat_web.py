@@ -57,6 +57,7 @@ def page(tmp_path_factory, bart_dir):
         log.close()
 
 
+@pytest.mark.slow
 def test_two_turns_forced_strategy_and_screenshot(page, tmp_path):
     from src.esconv import STRATEGIES
 
