@@ -228,7 +228,7 @@ class ChatEngine:
         self.decoding = dict(decoding)
         self.update_memory = update_memory
         self.initial_bank = model.memory_state()
-        self.lock = threading.Lock()  # one turn at a time on the shared model (the web app serves several)
+        self.lock = threading.RLock()  # one turn at a time on the shared models (the web app serves several tabs)
 
     def session(self, situation: str = "") -> "ChatSession":
         return ChatSession(self, situation)
@@ -322,15 +322,16 @@ class ChatSession:
             raise ValueError("the dialogue must end with a seeker turn to answer")
         t0 = time.perf_counter()
         sample = self.sample()
-        if self.forced is not None:
-            from src.prompts import llama_prompt
+        with self.engine.lock:
+            if self.forced is not None:
+                from src.prompts import llama_prompt
 
-            label, motivation, prompt, source = self.forced, "", llama_prompt(sample), "forced"
-        else:
-            label, motivation, prompt = self.engine.infer_strategy(sample)
-            source = self.engine.source.name
-        record = generator_record(self.sample(label), label, motivation)
-        response, probs, fill, bank = self.engine.generate(record, self.bank)
+                label, motivation, prompt, source = self.forced, "", llama_prompt(sample), "forced"
+            else:
+                label, motivation, prompt = self.engine.infer_strategy(sample)
+                source = self.engine.source.name
+            record = generator_record(self.sample(label), label, motivation)
+            response, probs, fill, bank = self.engine.generate(record, self.bank)
         self.bank = bank
         self.forced = None
         self.motivations[len(self.turns)] = motivation
