@@ -12,6 +12,8 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from src.evaluation import EARLY_STOPPING, add_decoding_flags  # noqa: E402
+
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
@@ -19,27 +21,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--test_data", type=str, default="data/test.json", help="Path to test data")
     p.add_argument("--model_path", type=str, required=True,
                    help="checkpoint directory written by main.py (dialogue_model.pth, memory_bank.pth, tokenizer)")
-    p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
-                   help="BART the model was trained from; only needed for checkpoints without config.json "
-                        "(written by the released code)")
     p.add_argument("--batch_size", type=int, default=1, help="samples decoded together")
-    p.add_argument("--num_beams", type=int, default=5, help="beams per sample")
-    p.add_argument("--max_length", type=int, default=512, help="max context tokens")
-    p.add_argument("--max_length_res", type=int, default=64, help="max generated tokens (EOS included)")
     p.add_argument("--strategy_memory_max", type=int, default=128,
                    help="entries per memory slot (the checkpoint's value is used; a mismatch warns)")
     p.add_argument("--max_length_res_memory", type=int, default=64,
                    help="memory response length (the checkpoint's value is used; a mismatch warns)")
-    p.add_argument("--diversity_penalty", type=float, default=1.0,
-                   help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
-    p.add_argument("--length_penalty", type=float, default=1.0,
-                   help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
-    # added
-    p.add_argument("--num_beam_groups", type=int, default=5,
-                   help="beam groups for diverse beam search; must divide --num_beams. Default 5 (5 groups of one "
-                        "beam) so the released --diversity_penalty 1.0 acts; 1 = standard beam search (= HF generate)")
-    p.add_argument("--early_stopping", type=str, default="false", choices=["true", "false", "never"],
-                   help="HF early_stopping semantics (default false, HF's default)")
+    add_decoding_flags(p)  # shared with chat.py
     p.add_argument("--strategy_source", choices=["inferred", "gold"], default="inferred",
                    help="condition on the LLM-inferred strategy (test.json 'strategy', the paper) or the gold one "
                         "(oracle)")
@@ -54,7 +41,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    args.early_stopping = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    args.early_stopping = EARLY_STOPPING[args.early_stopping]
     from metric.protocol import format_scores
     from src.evaluation import evaluate
     try:

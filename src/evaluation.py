@@ -123,6 +123,31 @@ class _Partial:
         os.unlink(self.path)
 
 
+EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
+
+
+def add_decoding_flags(p):
+    """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
+    the same ones)."""
+    p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
+                   help="BART the model was trained from; only needed for checkpoints without config.json "
+                        "(written by the released code)")
+    p.add_argument("--num_beams", type=int, default=5, help="beams per sample")
+    p.add_argument("--max_length", type=int, default=512, help="max context tokens")
+    p.add_argument("--max_length_res", type=int, default=64, help="max generated tokens (EOS included)")
+    p.add_argument("--diversity_penalty", type=float, default=1.0,
+                   help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
+    p.add_argument("--length_penalty", type=float, default=1.0,
+                   help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
+    # added
+    p.add_argument("--num_beam_groups", type=int, default=5,
+                   help="beam groups for diverse beam search; must divide --num_beams. Default 5 (5 groups of one "
+                        "beam) so the released --diversity_penalty 1.0 acts; 1 = standard beam search (= HF generate)")
+    p.add_argument("--early_stopping", type=str, default="false", choices=list(EARLY_STOPPING),
+                   help="HF early_stopping semantics (default false, HF's default)")
+    return p
+
+
 @torch.no_grad()
 def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size: int = 1, num_beams: int = 5,
                        num_beam_groups: int = 1, diversity_penalty: float = 0.0, length_penalty: float = 1.0,

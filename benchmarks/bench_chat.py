@@ -1,0 +1,63 @@
+"""Per-turn latency of chat.py with the demo models (target: < 5 s per turn on 2 CPU cores).
+
+    .venv/bin/python benchmarks/bench_chat.py [--demo_dir demo_run] [--threads N] [--turns 4]
+
+Runs the chat engine of chat.py --demo in process (models loaded once, as in a chat) on a fixed
+conversation and prints, per turn, the wall time and the CPU time of the strategy LLM and of the generator.
+On a shared machine the wall time is inflated by other processes; the CPU time (all threads) bounds what
+the turn costs on 2 free cores.
+"""
+import argparse
+import os
+import runpy
+import sys
+import time
+
+runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MESSAGES = ["Hi, I have been feeling really lonely lately.", "My best friend moved to another city last month.",
+            "I do not know how to make new friends at my age.", "Maybe I could join a club or something."]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--demo_dir", default="demo_run")
+    p.add_argument("--threads", type=int, default=None, help="chat.py --threads (default: its --demo default, 1)")
+    p.add_argument("--turns", type=int, default=len(MESSAGES))
+    args = p.parse_args(argv)
+
+    import torch
+
+    import chat
+    from src.chat import generator_record
+
+    cli = chat.build_parser().parse_args(["--demo", "--demo_dir", args.demo_dir, "--device", "cpu"]
+                                         + (["--threads", str(args.threads)] if args.threads else []))
+    engine, desc = chat.build_engine(cli)
+    print(f"{desc}; max_new_tokens {cli.max_new_tokens}; {torch.get_num_threads()} threads; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    session = engine.session()
+    walls, cpus = [], []
+    for k in range(args.turns):
+        session.add_seeker(MESSAGES[k % len(MESSAGES)])
+        sample = session.sample()
+        t0, c0 = time.perf_counter(), time.process_time()
+        label, motivation, _ = engine.infer_strategy(sample)
+        t1, c1 = time.perf_counter(), time.process_time()
+        response, _, _, session.bank = engine.generate(generator_record(session.sample(label), label, motivation),
+                                                       session.bank)
+        t2, c2 = time.perf_counter(), time.process_time()
+        from src.esconv import Turn
+        session.turns.append(Turn("sys", response, label))
+        walls.append(t2 - t0)
+        cpus.append(c2 - c0)
+        print(f"turn {k + 1}: wall {t2 - t0:.2f} s (LLM {t1 - t0:.2f}, generator {t2 - t1:.2f}); "
+              f"CPU {c2 - c0:.2f} s (LLM {c1 - c0:.2f}, generator {c2 - c1:.2f}); [{label}] {response}")
+    print(f"mean per turn: wall {sum(walls) / len(walls):.2f} s, CPU {sum(cpus) / len(cpus):.2f} s (target < 5 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
