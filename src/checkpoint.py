@@ -129,7 +129,9 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     if os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
         config = BartConfig.from_pretrained(ckpt_dir)
     elif bart_base_dir is not None:
-        config = BartConfig.from_pretrained(os.fspath(bart_base_dir))
+        from src.validate import check_model_dir
+        config = BartConfig.from_pretrained(check_model_dir(
+            bart_base_dir, f"BART (needed because {ckpt_dir} has no {CONFIG_FILE})", "--bart_base_dir"))
     else:
         raise ValueError(f"{ckpt_dir}: no {CONFIG_FILE} (a released-code checkpoint?); pass bart_base_dir / "
                          "--bart_base_dir, the BART it was trained from (e.g. facebook/bart-base)")
@@ -155,6 +157,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
         tokenizer = BartTokenizer.from_pretrained(os.fspath(bart_base_dir))
     else:
         raise ValueError(f"{ckpt_dir}: no tokenizer files; pass bart_base_dir")
+    from src.validate import check_vocab
+    check_vocab(tokenizer, model, ckpt_dir)
     model.to(resolve_device(device))
     model.eval()
     return model, tokenizer, args

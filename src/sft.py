@@ -263,6 +263,8 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     _check_config(cfg, cuda)
     set_seed(cfg.seed)
+    from src.validate import check_model_dir, check_tokenizer_files, check_vocab
+    check_tokenizer_files(check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path"))
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"  # training pads on the right; saved tokenizer is re-set by loaders
@@ -270,6 +272,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, cfg.template)
     dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if cfg.bf16 else torch.float32
     model = build_lora_model(cfg, dtype)
+    check_vocab(tokenizer, model, cfg.model_name_or_path)
     resume = find_resume_checkpoint(cfg)
 
     args = TrainingArguments(
@@ -333,7 +336,7 @@ def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype
 
 
 def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir: str, export_size: int = 1,
-                  dtype=None, finetuning_type: str = "lora") -> str:
+                  dtype=None, finetuning_type: str = "lora", overwrite: bool = False) -> str:
     """Merge the LoRA weights into the base model and save it (safetensors shards of at most
     ``export_size`` GB) with the tokenizer: a plain model folder that inference or vLLM can load."""
     from transformers import AutoTokenizer
@@ -342,14 +345,19 @@ def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir
         raise ValueError(f"--finetuning_type {finetuning_type!r} is not supported; only 'lora'")
     if export_size < 1:
         raise ValueError(f"--export_size must be >= 1 (GB), got {export_size}")
+    from src.io_utils import check_replaceable
+    from src.validate import check_model_dir, check_vocab
+    check_replaceable(export_dir, overwrite)  # before any work: never replace a folder export did not write
+    check_model_dir(model_name_or_path, "base model", "--model_name_or_path")
     model = load_adapter_model(model_name_or_path, adapter_name_or_path, dtype=dtype)
     merged = model.merge_and_unload()
     # the adapter folder holds the tokenizer fine-tuning saved; fall back to the base model's
     tok_src = adapter_name_or_path if os.path.isfile(os.path.join(adapter_name_or_path, "tokenizer_config.json")) \
         else model_name_or_path
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
+    check_vocab(tokenizer, merged, tok_src)
     # swap into place only once everything is written, so a crash never leaves a half model
-    with atomic_dir(export_dir) as tmp:
+    with atomic_dir(export_dir, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return export_dir
