@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--allow_empty", default="", metavar="SPLITS",
                    help="comma-separated splits that may have no samples (e.g. test); otherwise an empty split "
                         "is an error")
+    p.add_argument("--allow_shared_dialogues", action="store_true",
+                   help="let splits share dialogues (otherwise a dialogue in two splits is an error: a mixed-up file)")
     return p.parse_args(argv)
 
 
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     try:
         from src.validate import parse_split_list
         files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
-                                   allow_empty=frozenset(parse_split_list(args.allow_empty)))
+                                   allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                                   allow_shared=args.allow_shared_dialogues)
     except (ESConvFormatError, PromptBuildError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -33,6 +33,8 @@ def parse_args(argv=None):
                    help="last: one sample per test dialogue (released); all: every supporter turn")
     p.add_argument("--allow_empty", default="", metavar="SPLITS",
                    help="comma-separated splits that may have no samples; otherwise an empty split is an error")
+    p.add_argument("--allow_shared_dialogues", action="store_true",
+                   help="let splits share dialogues (otherwise a dialogue in two splits is an error: a mixed-up file)")
     return p.parse_args(argv)
 
 
@@ -43,7 +45,8 @@ def main(argv=None) -> int:
     try:
         from src.validate import parse_split_list
         records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
-                                 allow_empty=frozenset(parse_split_list(args.allow_empty)))
+                                 allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                                 allow_shared=args.allow_shared_dialogues)
     except (ESConvFormatError, DatasetBuildError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -83,7 +83,8 @@ def load_inferred(path: str, samples: list[Sample]) -> list[Inferred]:
 
 
 def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: str = "inferred",
-                   test_mode: str = "last", allow_empty: frozenset = frozenset()) -> dict[str, list[dict]]:
+                   test_mode: str = "last", allow_empty: frozenset = frozenset(),
+                   allow_shared: bool = False) -> dict[str, list[dict]]:
     """Records of every split. ``files`` maps split -> MultiESC dialogue file.
 
     strategy_source "inferred" takes the strategy from the LLM files (when all three exist; without any
@@ -95,7 +96,7 @@ def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: 
     from .validate import check_duplicate_dialogues, require_nonempty
 
     dialogues = {split: load_dialogues(files[split]) for split in SPLITS}
-    check_duplicate_dialogues(dialogues)  # a file given for the wrong split shares its dialogues with it
+    check_duplicate_dialogues(dialogues, allow_shared)  # a file given for the wrong split shares its dialogues with it
     samples = {split: enumerate_samples(dialogues[split], split, test_mode) for split in SPLITS}
     for split in SPLITS:  # an empty split is an error unless asked for (it would replace a good file with [])
         require_nonempty(len(samples[split]), files[split], split, allow_empty=split in allow_empty)

@@ -228,8 +228,8 @@ def _bound_prompts(model, ids: list[list[int]], max_new_tokens: int, stats: dict
         return ids
     limit = max(context - max_new_tokens, 1)
     out = [clip_ids(x, limit, "right") for x in ids]
-    if stats is not None:
-        cut = [len(a) - len(b) for a, b in zip(ids, out) if len(a) > len(b)]
+    cut = [len(a) - len(b) for a, b in zip(ids, out) if len(a) > len(b)]
+    if stats is not None and cut:
         stats["truncated_prompts"] = stats.get("truncated_prompts", 0) + len(cut)
         stats["truncated_tokens"] = stats.get("truncated_tokens", 0) + sum(cut)
     return out

@@ -48,14 +48,14 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
 
 
 def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str,
-                       allow_empty: frozenset = frozenset()) -> dict:
+                       allow_empty: frozenset = frozenset(), allow_shared: bool = False) -> dict:
     """Everything to write, keyed by file name (values are JSON-serialisable). A split without samples is an
     error unless it is in ``allow_empty``; a dialogue in two splits is an error (src.validate)."""
     from .validate import check_duplicate_dialogues, require_nonempty
 
     files = {"train": train_file, "valid": valid_file, "test": test_file}
     dialogues = {split: load_dialogues(path) for split, path in files.items()}
-    check_duplicate_dialogues(dialogues)
+    check_duplicate_dialogues(dialogues, allow_shared)
     samples = {split: enumerate_samples(ds, split) for split, ds in dialogues.items()}
     for split, path in files.items():
         require_nonempty(len(samples[split]), path, split, allow_empty=split in allow_empty)

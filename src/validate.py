@@ -191,10 +191,10 @@ def dialogue_fingerprint(dialogue) -> str:
     return h.hexdigest()
 
 
-def check_duplicate_dialogues(dialogues: Mapping[str, Sequence]) -> int:
+def check_duplicate_dialogues(dialogues: Mapping[str, Sequence], allow_shared: bool = False) -> int:
     """``dialogues``: split -> list of src.esconv.Dialogue. A dialogue in two splits is an error (a file given
-    for the wrong split, or leakage); a dialogue twice within a split is reported (warning). Returns the
-    number of duplicates within splits."""
+    for the wrong split, or leakage) unless ``allow_shared`` (then a warning); a dialogue twice within a split
+    is reported (warning). Returns the number of duplicates."""
     first: dict[str, tuple[str, object]] = {}
     within = 0
     for split, ds in dialogues.items():
@@ -204,12 +204,13 @@ def check_duplicate_dialogues(dialogues: Mapping[str, Sequence]) -> int:
                 split0, d0 = first[fp]
                 where0 = f"{getattr(d0, 'path', '')}:{getattr(d0, 'line', '?')}"
                 where = f"{getattr(d, 'path', '')}:{getattr(d, 'line', '?')}"
-                if split0 != split:
+                if split0 != split and not allow_shared:
                     raise UserError(f"{where}: this {split} dialogue is also {split0} dialogue {where0}; the "
-                                    f"splits must not share dialogues (was a {split0} file given for {split}?)")
+                                    f"splits must not share dialogues (was a {split0} file given for {split}? "
+                                    "--allow_shared_dialogues if they are meant to)")
                 within += 1
                 if within <= 3:
-                    warnings.warn(f"{where}: duplicate of dialogue {where0} ({split})", stacklevel=2)
+                    warnings.warn(f"{where}: duplicate of {split0} dialogue {where0}", stacklevel=2)
             else:
                 first[fp] = (split, d)
     if within > 3:

@@ -18,7 +18,7 @@ def run_build(repo_root, *args):
 @pytest.fixture
 def dialogue_files(tmp_path):
     f = write_lines(tmp_path / "d.txt", [SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN])
-    return ["--train_file", str(f), "--valid_file", str(f), "--test_file", str(f)]
+    return ["--train_file", str(f), "--valid_file", str(f), "--test_file", str(f), "--allow_shared_dialogues"]
 
 
 def llm_files(folder, n_train, n_test, strategy="[question]", with_ids=True, split_ids=None):
