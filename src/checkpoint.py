@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from src.io_utils import atomic_dir, atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json, load_weights
 
 MODEL_FILE = "dialogue_model.pth"
 BANK_FILE = "memory_bank.pth"
@@ -84,7 +84,7 @@ def _has_tokenizer(d: str) -> bool:
 
 def load_state_dict_strict(model, path: str) -> None:
     """Load a state_dict file with weights_only=True and strict=True; a mismatch names the keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
     own = model.state_dict()
@@ -140,7 +140,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
 
     bank_path = os.path.join(ckpt_dir, BANK_FILE)
     if os.path.exists(bank_path):
-        bank = torch.load(bank_path, map_location="cpu", weights_only=True)
+        bank = load_weights(bank_path)
         if not isinstance(bank, (list, tuple)):
             raise ValueError(f"{bank_path}: expected a list of {model.num_strategies} tensors, "
                              f"got {type(bank).__name__}")

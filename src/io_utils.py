@@ -127,6 +127,25 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
                              "in UTF-8") from None
 
 
+def load_weights(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only, so a
+    file with arbitrary pickled code is refused, with an error naming it (never executed)."""
+    import pickle
+
+    import torch
+
+    path = os.fspath(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: refused to load (not plain tensors; weights_only=True: {first})") from None
+    except (EOFError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip" not in str(e):
+            raise
+        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt: {e})") from None
+
+
 def plain_warnings() -> None:
     """Show ``warnings.warn`` messages to script users as ``warning: <message>`` lines on stderr."""
     def show(message, category, filename, lineno, file=None, line=None):

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from src.checkpoint import (load_checkpoint, resolve_device, save_checkpoint,
                             write_checkpoint_files)
 from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
-from src.io_utils import atomic_dir, atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json, load_weights
 from src.validate import (check_bart_dir, check_split_ids, merge_resume_args, non_negative_float, non_negative_int,
                           positive_float, positive_int)
 
@@ -270,7 +270,7 @@ def run_training(args: argparse.Namespace) -> dict:
         defaults = vars(build_parser().parse_args([]))
         args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES,
                                                       RESUME_HONOURED, run_dir))
-        resume_state = torch.load(os.path.join(last_dir, STATE_FILE), map_location="cpu", weights_only=True)
+        resume_state = load_weights(os.path.join(last_dir, STATE_FILE))
     # check the device before anything is written
     device = resolve_device(args.device)
     autocast = autocast_for(device, args.fp16, args.bf16)

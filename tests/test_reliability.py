@@ -426,3 +426,48 @@ def test_api_keys_of_any_length_are_scrubbed(key):
     msg = f"Error code: 401 - Incorrect API key provided: {key}. Authorization: Bearer {key}"
     assert key not in scrub(msg, [key])
     assert scrub("EMPTY key for a local server", ["EMPTY"]) == "EMPTY key for a local server"
+
+
+# ------------------------------------------------------------------------------- kept guarantees
+def test_disk_full_never_destroys_an_earlier_output(tmp_path, monkeypatch):
+    from src import io_utils
+
+    out = tmp_path / "train.json"
+    io_utils.atomic_write_json(out, ["good"])
+    folder = tmp_path / "model"
+    with io_utils.atomic_dir(folder) as tmp:
+        Path(tmp, "config.json").write_text("good")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(io_utils.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device") as e:
+        io_utils.atomic_write_json(out, ["new"])
+    assert e.value.filename == str(out)  # the error names the file
+    with pytest.raises(OSError):
+        with io_utils.atomic_dir(folder) as tmp:
+            io_utils.atomic_write_text(Path(tmp, "config.json"), "new")
+    monkeypatch.undo()
+    assert json.loads(out.read_text()) == ["good"] and (folder / "config.json").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.json"]  # no temporary left
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(bart_dir, tmp_path, monkeypatch):
+    import torch
+
+    from src.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copy(Path(bart_dir) / f, ckpt / f)
+    torch.save({"x": _Evil()}, ckpt / "dialogue_model.pth")
+    with pytest.raises(ValueError, match="dialogue_model.pth: refused to load"):
+        load_checkpoint(ckpt, device="cpu")
+    assert not (tmp_path / "PWNED").exists()
