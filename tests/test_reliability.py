@@ -293,7 +293,7 @@ def test_a_file_given_for_the_wrong_split_is_refused(esconv_files, tmp_path, cap
     from src.validate import check_duplicate_dialogues
     from src.esconv import load_dialogues
     twice = _write_dialogues(tmp_path / "twice.txt", [1, 2, 1])
-    with pytest.warns(UserWarning, match="duplicate of dialogue"):
+    with pytest.warns(UserWarning, match="twice.txt:3: duplicate of train dialogue .*twice.txt:1"):
         assert check_duplicate_dialogues({"train": load_dialogues(twice)}) == 1
 
 
