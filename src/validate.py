@@ -258,8 +258,12 @@ def check_bart_dir(bart_dir: str | os.PathLike, flag: str = "--bart_base_dir") -
 
     name = check_model_dir(bart_dir, "BART", flag)
     check_tokenizer_files(name, "BART model")
-    tokenizer = BartTokenizer.from_pretrained(name)
-    config = BartConfig.from_pretrained(name)
+    try:
+        tokenizer = BartTokenizer.from_pretrained(name)
+        config = BartConfig.from_pretrained(name)
+    except OSError as e:  # a hub id (or a folder typed without ./) that cannot be fetched
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{name}: no such folder, and not loadable as a hub model ({flag}): {first}") from None
     check_vocab(tokenizer, _Rows(config.vocab_size), f"{name} ({flag})")
 
 
