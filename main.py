@@ -1,6 +1,10 @@
 """Step 7: train the MAGIC generator: python main.py [--bart_base_dir facebook/bart-base] [flags]; see --help and
-src/train.py (the training logic) for the outputs under out_model/."""
+src/train.py (the training logic) for the outputs under out_model/.
+
+Exit codes: 0 trained; 2 bad flags or input (one ``main.py: error: ...`` line naming the file, no run folder
+left behind); 130 interrupted (resume with --resume RUN_DIR). See docs/RELIABILITY.md."""
 import os
+import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -16,5 +20,12 @@ def main(argv=None) -> None:
     print(f"best checkpoint: {result['best_checkpoint']} (validation PPL {result['best_val_ppl']:.3f})")
 
 
+def cli(argv=None) -> int:
+    """main() for the command line: user errors are one line and exit code 2 (src/errors.py)."""
+    from src.errors import run_main
+
+    return run_main("main.py", lambda: main(argv), extra=(RuntimeError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

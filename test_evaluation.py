@@ -4,7 +4,10 @@ CIDEr, Distinct-1/2). Thin wrapper: the logic is in src/evaluation.py.
     python test_evaluation.py --model_path out_model/bs_16_epochs_20_<stamp>/epoch_<e>_val_ppl_<p>
 
 Writes eval_result/response_lables.txt (references), eval_result/<run>/diversity_<d>_length_<l>.txt (one
-cleaned response per line) and <that file>.scores.json, and prints the scores x100.
+cleaned response per line) and <that file>.scores.json, and prints the scores x100. When that name already
+holds another checkpoint's (or other settings') result, the output goes to
+eval_result/<run>/<checkpoint>/diversity_<d>_length_<l>.txt instead; a finished result is never replaced
+without --overwrite_output_dir. Exit codes: 0 done, 2 bad flags or input (one line naming the file).
 """
 import os
 import sys
@@ -16,26 +19,30 @@ from src.evaluation import EARLY_STOPPING, add_decoding_flags  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
+    from src.validate import positive_int
+
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
     # released flags and defaults
     p.add_argument("--test_data", type=str, default="data/test.json", help="Path to test data")
     p.add_argument("--model_path", type=str, required=True,
                    help="checkpoint directory written by main.py (dialogue_model.pth, memory_bank.pth, tokenizer)")
-    p.add_argument("--batch_size", type=int, default=1, help="samples decoded together")
-    p.add_argument("--strategy_memory_max", type=int, default=128,
+    p.add_argument("--batch_size", type=positive_int, default=1, help="samples decoded together")
+    p.add_argument("--strategy_memory_max", type=positive_int, default=128,
                    help="entries per memory slot (the checkpoint's value is used; a mismatch warns)")
-    p.add_argument("--max_length_res_memory", type=int, default=64,
+    p.add_argument("--max_length_res_memory", type=positive_int, default=64,
                    help="memory response length (the checkpoint's value is used; a mismatch warns)")
     add_decoding_flags(p)  # shared with chat.py
     p.add_argument("--strategy_source", choices=["inferred", "gold"], default="inferred",
                    help="condition on the LLM-inferred strategy (test.json 'strategy', the paper) or the gold one "
                         "(oracle)")
-    p.add_argument("--limit", type=int, default=None, help="decode only the first N samples (smoke tests)")
+    p.add_argument("--limit", type=positive_int, default=None, help="decode only the first N samples (smoke tests)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=42, help="torch seed (decoding itself is deterministic)")
     p.add_argument("--eval_dir", type=str, default="eval_result", help="output root (released: eval_result)")
     p.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs Java)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--overwrite_output_dir", action="store_true",
+                   help="redo an evaluation whose finished result is already in --eval_dir (refused otherwise)")
     return p
 
 
@@ -46,9 +53,10 @@ def main(argv=None) -> int:
     from src.evaluation import evaluate
     try:
         record = evaluate(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"test_evaluation.py: error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+        from src.errors import EXIT_USER_ERROR, describe
+        print(f"test_evaluation.py: error: {describe(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "
           f"metric tokeniser: {record['metric_tokenizer']}")
     print(format_scores(record["scores"]))

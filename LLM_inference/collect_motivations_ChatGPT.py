@@ -24,6 +24,7 @@ runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardi
 
 from src.artifacts import MOTIVATIONS_FILE  # noqa: E402
 from src.motivations import RELEASED_MODEL, collect_motivations  # noqa: E402
+from src.validate import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MultiESC train.txt (JSON lines); --train_file_path is the released name")
     p.add_argument("--output_file", default=MOTIVATIONS_FILE, help="motivations (+ <name>.ids.json sidecar)")
     p.add_argument("--cache_file", default=None, help="answer cache (default: <output_file>.cache.jsonl)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N samples")
     p.add_argument("--dry_run", action="store_true", help="count prompts, tokens and cost; send nothing")
-    p.add_argument("--price_per_1k_input", type=float, default=None, help="USD per 1k input tokens (dry run)")
-    p.add_argument("--price_per_1k_output", type=float, default=None, help="USD per 1k output tokens (dry run)")
+    p.add_argument("--price_per_1k_input", type=non_negative_float, default=None, help="USD per 1k input tokens (dry run)")
+    p.add_argument("--price_per_1k_output", type=non_negative_float, default=None, help="USD per 1k output tokens (dry run)")
     p.add_argument("--allow_partial", action="store_true",
                    help="write the answered samples even if some failed (the .ids.json sidecar says which)")
     p.add_argument("--backend", choices=("openai", "local"), default="openai")
@@ -46,18 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. http://localhost:8000/v1 for vLLM / llama.cpp / Ollama (default: OpenAI)")
     g.add_argument("--openai_api_key", default=None,
                    help="DEPRECATED, leaks into shell history and process lists: export OPENAI_API_KEY")
-    g.add_argument("--temperature", type=float, default=None, help="default: not sent (the API's default)")
-    g.add_argument("--max_tokens", type=int, default=None,
+    g.add_argument("--temperature", type=non_negative_float, default=None, help="default: not sent (the API's default)")
+    g.add_argument("--max_tokens", type=positive_int, default=None,
                    help="default: not sent (API) / 128 new tokens (local)")
-    g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    g.add_argument("--rpm", type=float, default=None, help="client-side cap on requests per minute")
-    g.add_argument("--max_retries", type=int, default=6, help="retries per prompt on 429/5xx/timeouts")
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    g.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight")
+    g.add_argument("--rpm", type=positive_float, default=None, help="client-side cap on requests per minute")
+    g.add_argument("--max_retries", type=non_negative_int, default=6, help="retries per prompt on 429/5xx/timeouts")
+    g.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
     g = p.add_argument_group("local backend (--backend local)")
     g.add_argument("--model_name_or_path", default=None, help="a transformers causal-LM folder")
     g.add_argument("--template", choices=("chat", "default", "none"), default="chat",
                    help="chat = the tokenizer's chat template (default template when it has none)")
-    g.add_argument("--batch_size", type=int, default=8)
+    g.add_argument("--batch_size", type=positive_int, default=8)
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     g.add_argument("--dtype", default=None, help="float32 (default), bf16, fp16 or auto")
     return p

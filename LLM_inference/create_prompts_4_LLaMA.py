@@ -30,6 +30,11 @@ def parse_args(argv=None):
     p.add_argument("--motivations_file", default=MOTIVATIONS_FILE,
                    help="ChatGPT motivations, one per train sample (collect_motivations_ChatGPT.py)")
     p.add_argument("--output_dir", default=".")
+    p.add_argument("--allow_empty", default="", metavar="SPLITS",
+                   help="comma-separated splits that may have no samples (e.g. test); otherwise an empty split "
+                        "is an error")
+    p.add_argument("--allow_shared_dialogues", action="store_true",
+                   help="let splits share dialogues (otherwise a dialogue in two splits is an error: a mixed-up file)")
     return p.parse_args(argv)
 
 
@@ -37,7 +42,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     plain_warnings()
     try:
-        files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file)
+        from src.validate import parse_split_list
+        files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
+                                   allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                                   allow_shared=args.allow_shared_dialogues)
     except (ESConvFormatError, PromptBuildError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

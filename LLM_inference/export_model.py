@@ -23,6 +23,7 @@ runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardi
 
 from src.local_llm import TEMPLATES, _resolve_dtype  # noqa: E402
 from src.sft import export_merged  # noqa: E402
+from src.validate import positive_int  # noqa: E402
 
 
 def _parse_bool(text: str) -> bool:
@@ -43,12 +44,14 @@ def parse_args(argv=None):
                    help="accepted and ignored (the template is applied at inference)")
     p.add_argument("--finetuning_type", default="lora", choices=["lora"])
     p.add_argument("--export_dir", required=True)
-    p.add_argument("--export_size", type=int, default=1, help="max shard size in GB")
+    p.add_argument("--export_size", type=positive_int, default=1, help="max shard size in GB")
     p.add_argument("--export_dtype", default=None,
                    help="float32 | float16 | bfloat16 (default: as transformers 5 loads the base model, i.e. its "
                         "checkpoint dtype: float16 for Llama-2-7b-hf)")
     p.add_argument("--export_legacy_format", default=False, type=_parse_bool,
                    help="False (default, released): safetensors; True (.bin) is not supported")
+    p.add_argument("--overwrite_output_dir", action="store_true",
+                   help="replace --export_dir even if it holds something export did not write")
     args = p.parse_args(argv)
     if args.export_legacy_format:
         p.error("--export_legacy_format True (.bin weights) is not supported; safetensors only")
@@ -62,8 +65,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         out = export_merged(args.model_name_or_path, args.adapter_name_or_path, args.export_dir,
-                            args.export_size, dtype=_resolve_dtype(args.export_dtype))
-    except (FileNotFoundError, ValueError) as e:
+                            args.export_size, dtype=_resolve_dtype(args.export_dtype),
+                            overwrite=args.overwrite_output_dir)
+    except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"merged model saved in {out}")

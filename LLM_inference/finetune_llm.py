@@ -28,6 +28,7 @@ import sys
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 from src.sft import SFTConfig, SFTDataError, run_sft  # noqa: E402
+from src.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,10 +56,10 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--template", default="default", help="default (paper) | chat | none")
     p.add_argument("--finetuning_type", default="lora", help="only lora")
     p.add_argument("--lora_target", default="q_proj,v_proj", help="comma-separated module names")
-    p.add_argument("--lora_rank", type=int, default=8)
-    p.add_argument("--lora_alpha", type=float, default=None, help="default 2 x lora_rank")
-    p.add_argument("--lora_dropout", type=float, default=0.0)
-    p.add_argument("--cutoff_len", type=int, default=1024, help="max tokens per example")
+    p.add_argument("--lora_rank", type=positive_int, default=8)
+    p.add_argument("--lora_alpha", type=positive_float, default=None, help="default 2 x lora_rank")
+    p.add_argument("--lora_dropout", type=probability, default=0.0)
+    p.add_argument("--cutoff_len", type=positive_int, default=1024, help="max tokens per example")
     p.add_argument("--cutoff_rule", default="infer_max_len", choices=["infer_max_len", "infer_seqlen"],
                    help="how cutoff_len is split between prompt and answer: infer_max_len (released "
                         "LLaMA-Factory: answer share proportional to its length) | infer_seqlen (later versions)")
@@ -69,19 +70,19 @@ def parse_args(argv=None) -> SFTConfig:
                         "4.38) | token_mean (sum over the accumulated batch / its answer tokens, transformers 5)")
     p.add_argument("--report_to", default="none", choices=["none", "tensorboard", "wandb"],
                    help="where the Trainer logs (tensorboard/wandb need their package installed)")
-    p.add_argument("--per_device_train_batch_size", type=int, default=16)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=4)
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=16)
+    p.add_argument("--gradient_accumulation_steps", type=positive_int, default=4)
     p.add_argument("--lr_scheduler_type", default="cosine")
-    p.add_argument("--warmup_steps", type=int, default=0)
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--save_steps", type=int, default=100)
-    p.add_argument("--save_total_limit", type=int, default=None)
-    p.add_argument("--learning_rate", type=float, default=5e-5)
-    p.add_argument("--num_train_epochs", type=float, default=5.0)
+    p.add_argument("--warmup_steps", type=non_negative_int, default=0)
+    p.add_argument("--logging_steps", type=positive_int, default=10)
+    p.add_argument("--save_steps", type=positive_int, default=100)
+    p.add_argument("--save_total_limit", type=positive_int, default=None)
+    p.add_argument("--learning_rate", type=non_negative_float, default=5e-5)
+    p.add_argument("--num_train_epochs", type=positive_float, default=5.0)
     p.add_argument("--max_steps", type=int, default=-1, help="overrides num_train_epochs when > 0")
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=1.0)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max_samples", type=int, default=None, help="use the first N pairs only")
+    p.add_argument("--max_samples", type=positive_int, default=None, help="use the first N pairs only")
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     _bool_flag(p, "plot_loss", "write training_loss.png in output_dir")

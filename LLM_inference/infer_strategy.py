@@ -29,6 +29,7 @@ from src.artifacts import prompt_file  # noqa: E402
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402
 from src.strategy_inference import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
+from src.validate import positive_float, positive_int  # noqa: E402
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
             "prompt_path_valid": prompt_file("valid"), "prompt_path_test": prompt_file("test"), "output_dir": "."}
@@ -46,12 +47,12 @@ def parse_args(argv=None):
                    help="answer cache (default <output_dir>/strategy_inference_cache.jsonl)")
     p.add_argument("--template", default="default", choices=["default", "chat", "none"],
                    help="prompt template, as in fine-tuning (local backend)")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--max_samples", type=int, default=None, help="first N prompts of each split")
-    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--batch_size", type=positive_int, default=16)
+    p.add_argument("--max_samples", type=positive_int, default=None, help="first N prompts of each split")
+    p.add_argument("--max_new_tokens", type=positive_int, default=128)
     p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--top_k", type=int, default=None, help="with --do_sample (released: 10)")
-    p.add_argument("--temperature", type=float, default=None, help="with --do_sample")
+    p.add_argument("--top_k", type=positive_int, default=None, help="with --do_sample (released: 10)")
+    p.add_argument("--temperature", type=positive_float, default=None, help="with --do_sample")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 | auto (default: as transformers loads it, which in transformers 5 is the "
                         "checkpoint's dtype; scripts/5_infer_strategy.sh passes auto on a GPU, float32 on CPU)")
@@ -66,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--backend", default="local", choices=["local", "openai"])
     p.add_argument("--base_url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     p.add_argument("--model", default=None, help="served model name (openai backend; default --model_path)")
-    p.add_argument("--concurrency", type=int, default=8, help="parallel requests (openai backend)")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="parallel requests (openai backend)")
     p.add_argument("--train_file", default=None, help="gold dialogues for the report (train split)")
     p.add_argument("--valid_file", default=None)
     p.add_argument("--test_file", default=None)

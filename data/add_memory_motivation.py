@@ -32,6 +32,10 @@ def parse_args(argv=None):
                    help="inferred: strategies of the LLM files (released); gold: the annotated ones (oracle)")
     p.add_argument("--test_mode", choices=["last", "all"], default="last",
                    help="last: one sample per test dialogue (released); all: every supporter turn")
+    p.add_argument("--allow_empty", default="", metavar="SPLITS",
+                   help="comma-separated splits that may have no samples; otherwise an empty split is an error")
+    p.add_argument("--allow_shared_dialogues", action="store_true",
+                   help="let splits share dialogues (otherwise a dialogue in two splits is an error: a mixed-up file)")
     return p.parse_args(argv)
 
 
@@ -40,7 +44,10 @@ def main(argv=None) -> int:
     plain_warnings()
     files = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
     try:
-        records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode)
+        from src.validate import parse_split_list
+        records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
+                                 allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                                 allow_shared=args.allow_shared_dialogues)
     except (ESConvFormatError, DatasetBuildError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from src.generator_config import GeneratorConfig
-from src.io_utils import atomic_dir, atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json, load_weights
 
 MODEL_FILE = "dialogue_model.pth"
 BANK_FILE = "memory_bank.pth"
@@ -77,7 +77,7 @@ def _has_tokenizer(d: str) -> bool:
 
 def load_state_dict_strict(model, path: str) -> None:
     """Load a state_dict file with weights_only=True and strict=True; a mismatch names the keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
     own = model.state_dict()
@@ -122,7 +122,9 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     if os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
         config = BartConfig.from_pretrained(ckpt_dir)
     elif bart_base_dir is not None:
-        config = BartConfig.from_pretrained(os.fspath(bart_base_dir))
+        from src.validate import check_model_dir
+        config = BartConfig.from_pretrained(check_model_dir(
+            bart_base_dir, f"BART (needed because {ckpt_dir} has no {CONFIG_FILE})", "--bart_base_dir"))
     else:
         raise ValueError(f"{ckpt_dir}: no {CONFIG_FILE} (a released-code checkpoint?); pass bart_base_dir / "
                          "--bart_base_dir, the BART it was trained from (e.g. facebook/bart-base)")
@@ -131,7 +133,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
 
     bank_path = os.path.join(ckpt_dir, BANK_FILE)
     if os.path.exists(bank_path):
-        bank = torch.load(bank_path, map_location="cpu", weights_only=True)
+        bank = load_weights(bank_path)
         if not isinstance(bank, (list, tuple)):
             raise ValueError(f"{bank_path}: expected a list of {model.num_strategies} tensors, "
                              f"got {type(bank).__name__}")
@@ -148,6 +150,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
         tokenizer = BartTokenizer.from_pretrained(os.fspath(bart_base_dir))
     else:
         raise ValueError(f"{ckpt_dir}: no tokenizer files; pass bart_base_dir")
+    from src.validate import check_vocab
+    check_vocab(tokenizer, model, ckpt_dir)
     model.to(resolve_device(device))
     model.eval()
     return model, tokenizer, args

@@ -19,7 +19,8 @@ import warnings
 from dataclasses import dataclass
 
 from src.artifacts import SPLITS, strategy_file
-from src.esconv import STRATEGIES, Sample, canonical_strategy, expand_contractions, load_samples, strategy_id
+from src.esconv import STRATEGIES, Sample, canonical_strategy, enumerate_samples, expand_contractions, load_dialogues, \
+    strategy_id
 from src.io_utils import atomic_write_json, load_json
 
 
@@ -86,7 +87,8 @@ def load_inferred(path: str, samples: list[Sample]) -> list[Inferred]:
 
 
 def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: str = "inferred",
-                   test_mode: str = "last") -> dict[str, list[dict]]:
+                   test_mode: str = "last", allow_empty: frozenset = frozenset(),
+                   allow_shared: bool = False) -> dict[str, list[dict]]:
     """Records of every split. ``files`` maps split -> MultiESC dialogue file.
 
     strategy_source "inferred" takes the strategy from the LLM files (when all three exist; without any
@@ -96,7 +98,13 @@ def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: 
     """
     if strategy_source not in ("inferred", "gold"):
         raise ValueError(f"strategy_source must be 'inferred' or 'gold', got {strategy_source!r}")
-    samples = {split: load_samples(files[split], split, test_mode) for split in SPLITS}
+    from src.validate import check_duplicate_dialogues, require_nonempty
+
+    dialogues = {split: load_dialogues(files[split]) for split in SPLITS}
+    check_duplicate_dialogues(dialogues, allow_shared)  # a file given for the wrong split shares its dialogues with it
+    samples = {split: enumerate_samples(dialogues[split], split, test_mode) for split in SPLITS}
+    for split in SPLITS:  # an empty split is an error unless asked for (it would replace a good file with [])
+        require_nonempty(len(samples[split]), files[split], split, allow_empty=split in allow_empty)
     llm_paths = {split: os.path.join(llm_dir, strategy_file(split)) for split in SPLITS} if llm_dir else {}
     present = [s for s in SPLITS if llm_paths and os.path.exists(llm_paths[s])]
     if present and len(present) < len(SPLITS):

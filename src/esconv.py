@@ -216,8 +216,13 @@ def load_dialogues(path: str | os.PathLike) -> list[Dialogue]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such dialogue file (expected MultiESC JSON lines)")
     dialogues: list[Dialogue] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _fail(path, line_no, len(dialogues), f"not UTF-8 text (byte {e.start} of the line: "
+                            f"{e.reason}); expected UTF-8 JSON lines") from None
             if not raw.strip():
                 continue
             index = len(dialogues)

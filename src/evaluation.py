@@ -25,10 +25,11 @@ import torch
 
 from metric.protocol import clean_response, compute_scores, one_line, tokenizer_name
 from src.beam_search import beam_search, group_diversity
-from src.io_utils import atomic_write_json, atomic_write_text
+from src.io_utils import atomic_write_json, atomic_write_text, load_json
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
-RUN_NAME_RE = re.compile(r"bs_\d+_epochs_\d+_\d{8}_\d{6}")  # main.py's run folder: bs_<B>_epochs_<E>_<stamp>
+# main.py's run folder: bs_<B>_epochs_<E>_<stamp>, with _<k> when several runs started in the same second
+RUN_NAME_RE = re.compile(r"bs_\d+_epochs_\d+_\d{8}_\d{6}(?:_\d+)?(?![^/])")
 
 
 # ------------------------------------------------------------------------------------------ output names
@@ -55,6 +56,63 @@ def output_paths(eval_dir: str, model_path: str, diversity_penalty: float, lengt
     hyp = os.path.join(eval_dir, run, result_file_name(diversity_penalty, length_penalty))
     return {"run": run, "references": os.path.join(eval_dir, REFERENCE_FILE), "hypotheses": hyp,
             "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
+
+
+def _checkpoint_name(model_path: str) -> str:
+    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return parts[-1] if parts else "checkpoint"
+
+
+def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
+                       settings: dict, overwrite: bool = False) -> Dict[str, str]:
+    """``output_paths``, made unique per checkpoint and settings: the released name
+    ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds the result (finished, or being decoded)
+    of another checkpoint or other settings; then ``<eval_dir>/<run>/<checkpoint>/<same name>`` (then with
+    ``_2``, ``_3``, ... before ``.txt``). A finished result of the same checkpoint and settings is refused
+    (OutputExistsError) unless ``overwrite``. The slot is claimed by creating its ``.partial.jsonl`` (with the
+    settings as first line) exclusively, so two evaluations started together never share one."""
+    from src.errors import OutputExistsError
+
+    base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
+    name = os.path.basename(base["hypotheses"])
+    folder = os.path.join(os.path.dirname(base["hypotheses"]), _checkpoint_name(model_path))
+    header = {"settings": settings}
+    for k in range(1, 1000):
+        hyp = base["hypotheses"] if k == 1 else os.path.join(
+            folder, name if k == 2 else name[:-len(".txt")] + f"_{k - 1}.txt")
+        paths = {**base, "hypotheses": hyp, "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
+        if os.path.exists(paths["scores"]):
+            try:
+                done = load_json(paths["scores"], "scores record")
+            except ValueError:
+                done = None
+            if isinstance(done, dict) and done.get("settings") == settings:
+                if overwrite:
+                    return paths
+                raise OutputExistsError(f"{hyp}: this checkpoint was already evaluated with these settings "
+                                        f"(scores in {paths['scores']}); pass --overwrite_output_dir to redo it")
+            continue  # another checkpoint's or other settings' finished result: keep it
+        if os.path.exists(hyp) and not os.path.exists(paths["partial"]):
+            continue  # a result without scores (e.g. the released code's): keep it
+        os.makedirs(os.path.dirname(hyp), exist_ok=True)
+        try:
+            fd = os.open(paths["partial"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if _partial_header(paths["partial"]) == header:
+                return paths  # our own interrupted run: resume it
+            continue  # another evaluation is decoding into this name
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n")
+        return paths
+    raise OutputExistsError(f"{os.path.dirname(hyp)}: too many results; choose another --eval_dir")
+
+
+def _partial_header(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
 
 
 def write_lines(path: str, lines: Sequence[str]) -> None:
@@ -129,18 +187,20 @@ EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_sto
 def add_decoding_flags(p):
     """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
     the same ones)."""
+    from src.validate import non_negative_float, positive_int
+
     p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
                    help="BART the model was trained from; only needed for checkpoints without config.json "
                         "(written by the released code)")
-    p.add_argument("--num_beams", type=int, default=5, help="beams per sample")
-    p.add_argument("--max_length", type=int, default=512, help="max context tokens")
-    p.add_argument("--max_length_res", type=int, default=64, help="max generated tokens (EOS included)")
-    p.add_argument("--diversity_penalty", type=float, default=1.0,
+    p.add_argument("--num_beams", type=positive_int, default=5, help="beams per sample")
+    p.add_argument("--max_length", type=positive_int, default=512, help="max context tokens")
+    p.add_argument("--max_length_res", type=positive_int, default=64, help="max generated tokens (EOS included)")
+    p.add_argument("--diversity_penalty", type=non_negative_float, default=1.0,
                    help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
     p.add_argument("--length_penalty", type=float, default=1.0,
                    help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
     # added
-    p.add_argument("--num_beam_groups", type=int, default=5,
+    p.add_argument("--num_beam_groups", type=positive_int, default=5,
                    help="beam groups for diverse beam search; must divide --num_beams. Default 5 (5 groups of one "
                         "beam) so the released --diversity_penalty 1.0 acts; 1 = standard beam search (= HF generate)")
     p.add_argument("--early_stopping", type=str, default="false", choices=list(EARLY_STOPPING),
@@ -216,8 +276,14 @@ def evaluate(args) -> dict:
         records = records[:args.limit]
     if not records:
         raise ValueError(f"{args.test_data}: no test records")
+    from src.validate import check_split_ids
+    check_split_ids([r.get("id") for r in records], "test", args.test_data)
     records = select_strategy(records, args.strategy_source, args.test_data)
 
+    settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
+                                              "diversity_penalty", "length_penalty", "max_length",
+                                              "max_length_res", "strategy_source", "limit", "early_stopping")}
+    settings["model_path"] = os.path.realpath(args.model_path)  # one checkpoint, however it is spelled
     model, tokenizer, train_args = load_checkpoint(args.model_path, bart_base_dir=args.bart_base_dir,
                                                    device=args.device)
     if model.strategy_memory_max != args.strategy_memory_max or \
@@ -226,10 +292,8 @@ def evaluate(args) -> dict:
                       f"{args.max_length_res_memory} differ from the checkpoint's "
                       f"{model.strategy_memory_max} / {model.max_length_res_memory}; the checkpoint's are used")
 
-    paths = output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty)
-    settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
-                                              "diversity_penalty", "length_penalty", "max_length",
-                                              "max_length_res", "strategy_source", "limit", "early_stopping")}
+    paths = claim_output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty,
+                               settings, overwrite=args.overwrite_output_dir)
     partial = _Partial(paths["partial"], settings)
     hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, num_beams=args.num_beams,
                                   num_beam_groups=args.num_beam_groups, diversity_penalty=args.diversity_penalty,
@@ -240,7 +304,6 @@ def evaluate(args) -> dict:
     hypotheses = [clean_response(h) for h in hyps_raw]
     write_lines(paths["references"], references)
     write_lines(paths["hypotheses"], hypotheses)
-    partial.finish()
 
     # Score what is on disk, as released (file lines, not in-memory strings).
     scores = compute_scores(read_lines(paths["references"]), read_lines(paths["hypotheses"]), args.no_meteor)
@@ -259,7 +322,9 @@ def evaluate(args) -> dict:
         "decoding": "cached group beam search (src/beam_search.py)" if args.num_beam_groups > 1 else
                     ("greedy" if args.num_beams == 1 else "cached beam search (src/beam_search.py, = HF generate)"),
         "flags": {k: v for k, v in vars(args).items()},
+        "settings": settings,  # what claim_output_paths compares to tell results apart
         "train_args": train_args,
     }
     atomic_write_json(paths["scores"], record)
+    partial.finish()  # only now: a crash while scoring resumes from the partial file, into the same name
     return record

@@ -46,13 +46,22 @@ _SECRET_PATTERNS = (
 )
 
 
+# Placeholder keys for servers without auth (not secrets; scrubbing them would garble messages).
+DUMMY_KEYS = frozenset({"EMPTY"})
+
+
 def scrub(text: object, secrets: Iterable[str | None] = ()) -> str:
     """``str(text)`` with every given secret (and anything that looks like an API key) replaced by ``***``."""
     s = str(text)
     for secret in secrets:
-        # a dummy key such as "EMPTY" is no secret, and replacing short words would garble messages
-        if secret and len(secret) >= 8:
+        if not secret or secret in DUMMY_KEYS:
+            continue
+        # whatever its length, a key is never printed: from 4 characters every occurrence is replaced (a
+        # garbled word is cheaper than a leaked key); shorter ones wherever they stand as a token of their own
+        if len(secret) >= 4:
             s = s.replace(secret, "***")
+        else:
+            s = re.sub(r"(?<![A-Za-z0-9_\-])" + re.escape(secret) + r"(?![A-Za-z0-9_\-])", "***", s)
     s = _SECRET_PATTERNS[0].sub("sk-***", s)
     s = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
     return s
@@ -208,9 +217,12 @@ class JsonlCache:
         with self._lock:
             if (id, key) in self._data:
                 return  # first answer wins; never write a duplicate
-            self._fh.write(line.encode("utf-8"))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            try:
+                self._fh.write(line.encode("utf-8"))
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            except OSError as e:  # disk full: name the file; a torn line is dropped by the next run
+                raise OSError(e.errno, e.strerror, self.path) from None
             self._data[(id, key)] = answer
 
     def __len__(self) -> int:
@@ -219,8 +231,13 @@ class JsonlCache:
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.close()  # closing releases the flock
-                self._fh = None
+                fh, self._fh = self._fh, None
+                try:
+                    fh.close()  # closing releases the flock
+                except OSError:
+                    # the buffered rest of a failed put (disk full) cannot be written either; put already
+                    # raised the error, and the torn line is dropped when the cache is next opened
+                    pass
 
     def __enter__(self) -> "JsonlCache":
         return self

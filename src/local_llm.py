@@ -63,6 +63,8 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     path = os.fspath(model_name_or_path)
     if os.path.sep in path and not os.path.isdir(path) and path.startswith((".", os.path.sep)):
         raise FileNotFoundError(f"{path}: model folder not found")
+    from src.validate import check_model_dir, check_tokenizer_files, check_vocab
+    check_tokenizer_files(check_model_dir(path, "model"))
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     if os.path.isdir(path):  # the rule fine-tuning saved with the model (released rule if none)
         setattr(tokenizer, RULE_ATTR, EncodingRule.load(path))
@@ -71,6 +73,7 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     if resolved is not None:
         kwargs["dtype"] = resolved
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    check_vocab(tokenizer, model, path)
     model.to(device or default_device())
     model.eval()
     if model.generation_config.pad_token_id is None:
@@ -210,6 +213,23 @@ def _prefill_shared(model, ids: list[list[int]], max_new_tokens: int, stats: dic
     return batch_cache
 
 
+def _bound_prompts(model, ids: list[list[int]], max_new_tokens: int, stats: dict | None) -> list[list[int]]:
+    """Prompts longer than the model's context (less ``max_new_tokens``) lose their end, the side the
+    fine-tuning cutoff cuts (src/sft.py); counted in ``stats`` (truncated_prompts, truncated_tokens)."""
+    from src.validate import clip_ids
+
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return ids
+    limit = max(context - max_new_tokens, 1)
+    out = [clip_ids(x, limit, "right") for x in ids]
+    cut = [len(a) - len(b) for a, b in zip(ids, out) if len(a) > len(b)]
+    if stats is not None and cut:
+        stats["truncated_prompts"] = stats.get("truncated_prompts", 0) + len(cut)
+        stats["truncated_tokens"] = stats.get("truncated_tokens", 0) + sum(cut)
+    return out
+
+
 @torch.inference_mode()
 def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int, do_sample: bool = False,
                    top_k: int | None = None, temperature: float | None = None, share_prefix: bool = True,
@@ -231,6 +251,7 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int, 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     ids = tokenize_prompts(tokenizer, texts)
+    ids = _bound_prompts(model, ids, max_new_tokens, stats)
     batch = pad_left(tokenizer, ids)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}

@@ -248,7 +248,12 @@ def collect_motivations(args) -> int:
     complete = len(answers) == len(samples)
     if complete or args.allow_partial:
         if answers:
-            sidecar, n = write_outputs(args.output_file, samples, answers)
+            try:
+                sidecar, n = write_outputs(args.output_file, samples, answers)
+            except OSError as e:  # e.g. disk full: the earlier outputs are intact (atomic writes)
+                from src.errors import describe
+                eprint(f"error: {describe(e)}; the answers are kept in {cache_path}")
+                return EXIT_FATAL
             what = "all" if complete else "PARTIAL:"
             print(f"wrote {what} {n} motivations to {args.output_file} (sample ids in {sidecar})", flush=True)
         other, none, total, examples = strategy_mismatches(samples, answers)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from src.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, load_ids, prompt_file
-from src.esconv import Sample, load_samples, strategy_mismatches
+from src.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, prompt_file
+from src.esconv import Sample, enumerate_samples, load_dialogues, strategy_mismatches
 from src.io_utils import atomic_write_json, load_json
 from src.prompts import llama_prompt
 
@@ -37,18 +37,24 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
             "they must correspond one to one (was the collection partial, or made from another train file?)")
     sidecar = ids_path(path)
     if os.path.exists(sidecar):
-        ids = load_ids(path, len(motivations), "collect_motivations_ChatGPT.py")
-        for i, (got, sample) in enumerate(zip(ids, samples)):
-            if got != sample.id:
-                raise PromptBuildError(f"{sidecar}: entry {i} is sample {got!r}, expected {sample.id!r}")
+        from src.validate import check_ids_sidecar
+        check_ids_sidecar(sidecar, [s.id for s in samples], path)
     return motivations
 
 
-def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str) -> dict:
-    """Everything to write, keyed by file name (values are JSON-serialisable)."""
-    train = load_samples(train_file, "train")
-    valid = load_samples(valid_file, "valid")
-    test = load_samples(test_file, "test")
+def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str,
+                       allow_empty: frozenset = frozenset(), allow_shared: bool = False) -> dict:
+    """Everything to write, keyed by file name (values are JSON-serialisable). A split without samples is an
+    error unless it is in ``allow_empty``; a dialogue in two splits is an error (src.validate)."""
+    from src.validate import check_duplicate_dialogues, require_nonempty
+
+    files = {"train": train_file, "valid": valid_file, "test": test_file}
+    dialogues = {split: load_dialogues(path) for split, path in files.items()}
+    check_duplicate_dialogues(dialogues, allow_shared)
+    samples = {split: enumerate_samples(ds, split) for split, ds in dialogues.items()}
+    for split, path in files.items():
+        require_nonempty(len(samples[split]), path, split, allow_empty=split in allow_empty)
+    train, valid, test = samples["train"], samples["valid"], samples["test"]
     motivations = load_motivations(motivations_file, train)
     other, none, _, _ = strategy_mismatches(train, {s.id: m for s, m in zip(train, motivations)})
     mismatched = other + none

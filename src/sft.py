@@ -360,6 +360,8 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     _check_config(cfg, cuda)
     set_seed(cfg.seed)
     pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
+    from src.validate import check_model_dir, check_tokenizer_files, check_vocab
+    check_tokenizer_files(check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path"))
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     prepare_tokenizer(tokenizer)
     tokenizer.padding_side = "right"  # training pads on the right; saved tokenizer is re-set by loaders
@@ -371,6 +373,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         raise ValueError(f"{resume} was trained with {EncodingRule.load(resume)}, this run asks for {rule}: "
                          "resuming would mix two tokenisations (use the same flags, or --overwrite_output_dir)")
     model = build_lora_model(cfg, dtype)
+    check_vocab(tokenizer, model, cfg.model_name_or_path)
 
     args = TrainingArguments(
         output_dir=cfg.output_dir,
@@ -434,7 +437,7 @@ def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype
 
 
 def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir: str, export_size: int = 1,
-                  dtype=None, finetuning_type: str = "lora") -> str:
+                  dtype=None, finetuning_type: str = "lora", overwrite: bool = False) -> str:
     """Merge the LoRA weights into the base model and save it (safetensors shards of at most
     ``export_size`` GB) with the tokenizer and the adapter's ``EncodingRule`` (``ENCODING_FILE``): a plain
     model folder that inference or vLLM can load."""
@@ -444,16 +447,21 @@ def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir
         raise ValueError(f"--finetuning_type {finetuning_type!r} is not supported; only 'lora'")
     if export_size < 1:
         raise ValueError(f"--export_size must be >= 1 (GB), got {export_size}")
+    from src.io_utils import check_replaceable
+    from src.validate import check_model_dir, check_vocab
+    check_replaceable(export_dir, overwrite)  # before any work: never replace a folder export did not write
+    check_model_dir(model_name_or_path, "base model", "--model_name_or_path")
     model = load_adapter_model(model_name_or_path, adapter_name_or_path, dtype=dtype)
     merged = model.merge_and_unload()
     # the adapter folder holds the tokenizer fine-tuning saved; fall back to the base model's
     tok_src = adapter_name_or_path if os.path.isfile(os.path.join(adapter_name_or_path, "tokenizer_config.json")) \
         else model_name_or_path
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
+    check_vocab(tokenizer, merged, tok_src)
     # swap into place only once everything is written, so a crash never leaves a half model
     # the adapter's encoding rule travels with the merged model (released rule if the adapter has none)
     rule = EncodingRule.load(adapter_name_or_path)
-    with atomic_dir(export_dir) as tmp:
+    with atomic_dir(export_dir, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         rule.save(tmp)

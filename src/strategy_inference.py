@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from src.artifacts import load_ids, strategy_file
+from src import validate
+from src.artifacts import ids_path, load_ids, strategy_file
 from src.io_utils import atomic_write_json, load_json
 from src.strategy_report import entries_from_answers, format_table, gold_strategies, report_split
 
@@ -115,9 +116,13 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
         ids, prompts = load_prompt_file(path, split)
         if cfg.max_samples is not None:
             ids, prompts = ids[:cfg.max_samples], prompts[:cfg.max_samples]
+        validate.require_nonempty(len(ids), path, split, "prompts", hint="leave the split out of --splits")
+        validate.check_split_ids(ids, split, ids_path(path))
         splits[split] = (path, ids, prompts)
     golds = {split: gold_strategies(f, split, cfg.test_mode) for split, f in cfg.gold_files.items()
              if split in splits}  # read before hours of generation, so a bad file fails fast
+    for split, gold in golds.items():
+        validate.check_ids_known(splits[split][1], gold, ids_path(splits[split][0]), cfg.gold_files[split])
 
     model_and_tokenizer = None
     if cfg.backend == "local":
@@ -135,6 +140,9 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
                 items.sort(key=lambda item: len(item[1]))
             stats: dict = {}
             run = _answer_split(cfg, split, items, cache, model_and_tokenizer, stats)
+            if stats.get("truncated_prompts"):
+                log(f"{split}: {stats['truncated_prompts']} prompts were longer than the model's context and lost "
+                    f"their last {stats['truncated_tokens']:,} tokens in all (cut on the right, as in fine-tuning)")
             if stats.get("prompt_tokens"):
                 log(f"{split}: the prefill ran {stats['computed_tokens']:,} token positions for "
                     f"{stats['prompt_tokens']:,} prompt tokens ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")

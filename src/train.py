@@ -34,12 +34,16 @@ from src.checkpoint import (MODEL_FILE, load_checkpoint, resolve_device, save_ch
                             write_checkpoint_files)
 from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from src.generator_config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
-from src.io_utils import atomic_dir, atomic_write_json
+from src.io_utils import atomic_dir, atomic_write_json, load_weights
+from src.validate import (check_bart_dir, check_split_ids, merge_resume_args, non_negative_float, non_negative_int,
+                          positive_int)
 
 STATE_FILE = "training_state.pt"
 LAST_DIR = "last"
 # arguments that may differ on --resume; everything else comes from the interrupted run
 RESUME_OVERRIDES = ("resume", "device", "num_workers")
+# arguments that --resume honours when given (train further, wait longer); any other change is refused
+RESUME_HONOURED = ("num_epochs", "patience")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,30 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid_data", "--val_data", dest="valid_data", default="data/valid.json",
                    help="validation records (data/valid.json)")
     p.add_argument("--output_dir", default="out_model/", help="runs go to <output_dir>/bs_<B>_epochs_<E>_<time>/")
-    p.add_argument("--batch_size", type=int, default=16, help="samples per step")
-    p.add_argument("--num_epochs", type=int, default=20, help="at most this many epochs (see --patience)")
-    p.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW learning rate (linear decay)")
-    p.add_argument("--warmup_steps", type=int, default=0, help="linear warm-up steps of the schedule")
+    p.add_argument("--batch_size", type=positive_int, default=16, help="samples per step")
+    p.add_argument("--num_epochs", type=positive_int, default=20, help="at most this many epochs (see --patience)")
+    p.add_argument("--learning_rate", type=non_negative_float, default=5e-5, help="AdamW learning rate (linear decay)")
+    p.add_argument("--warmup_steps", type=non_negative_int, default=0, help="linear warm-up steps of the schedule")
     p.add_argument("--bart_base_dir", default="src/bart_base/",
                    help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
-    p.add_argument("--l_strategy", type=float, default=0.2, help="weight of the auxiliary strategy loss")
-    p.add_argument("--max_length", type=int, default=d.max_length, help="max tokens of context / response")
-    p.add_argument("--strategy_memory_max", type=int, default=d.strategy_memory_max,
+    p.add_argument("--l_strategy", type=non_negative_float, default=0.2, help="weight of the auxiliary strategy loss")
+    p.add_argument("--max_length", type=positive_int, default=d.max_length, help="max tokens of context / response")
+    p.add_argument("--strategy_memory_max", type=positive_int, default=d.strategy_memory_max,
                    help="K, entries kept per memory slot")
-    p.add_argument("--max_length_res_memory", type=int, default=d.max_length_res_memory,
+    p.add_argument("--max_length_res_memory", type=positive_int, default=d.max_length_res_memory,
                    help="max tokens of a memory response")
     # added
     p.add_argument("--seed", type=int, default=42, help="seeds the initialisation and the shuffling")
-    p.add_argument("--patience", type=int, default=5, help="stop after this many epochs without improvement")
+    p.add_argument("--patience", type=positive_int, default=5, help="stop after this many epochs without improvement")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     amp = p.add_mutually_exclusive_group()
     amp.add_argument("--fp16", action="store_true", help="CUDA float16 autocast with loss scaling")
     amp.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--num_workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader workers")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue an interrupted run (its run directory or its last/) at the next epoch")
-    p.add_argument("--max_train_samples", type=int, default=None, help="use the first N training records")
-    p.add_argument("--max_valid_samples", type=int, default=None, help="use the first N validation records")
+    p.add_argument("--max_train_samples", type=positive_int, default=None, help="use the first N training records")
+    p.add_argument("--max_valid_samples", type=positive_int, default=None, help="use the first N validation records")
     p.add_argument("--truncation_side", choices=list(TRUNCATION_SIDES), default=d.truncation_side,
                    help="which end of a long context is cut (released: right, i.e. the latest turns)")
     p.add_argument("--scheduler_step", choices=["step", "epoch"], default="step",
@@ -292,16 +296,18 @@ def run_training(args: argparse.Namespace) -> dict:
         with open(os.path.join(last_dir, "args.json"), encoding="utf-8") as f:
             saved = json.load(f)
         saved.pop("model", None)
-        cli = vars(args)
-        args = argparse.Namespace(**{**cli, **{k: v for k, v in saved.items() if k in cli},
-                                     **{k: cli[k] for k in RESUME_OVERRIDES}})
-        resume_state = torch.load(os.path.join(last_dir, STATE_FILE), map_location="cpu", weights_only=True)
+        defaults = vars(build_parser().parse_args([]))
+        args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES,
+                                                      RESUME_HONOURED, run_dir))
+        resume_state = load_weights(os.path.join(last_dir, STATE_FILE))
     # check the device before anything is written
     device = resolve_device(args.device)
     autocast = autocast_for(device, args.fp16, args.bf16)
     if not args.resume:
+        check_bart_dir(args.bart_base_dir)  # a model and tokenizer that cannot be what the user meant: refuse now
         run_dir = make_run_dir(args.output_dir, args.batch_size, args.num_epochs)
     log = get_logger(run_dir)
+    started = False
     try:
         random.seed(args.seed)
         torch.manual_seed(args.seed)
@@ -317,6 +323,8 @@ def run_training(args: argparse.Namespace) -> dict:
 
         train_records = load_records(args.train_data, args.max_train_samples)
         valid_records = load_records(args.valid_data, args.max_valid_samples)
+        check_split_ids([r.get("id") for r in train_records], "train", args.train_data)
+        check_split_ids([r.get("id") for r in valid_records], "valid", args.valid_data)
         log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")
         train_ds = DialogueDataset(train_records, tokenizer, model.generator_config)
         valid_ds = DialogueDataset(valid_records, tokenizer, model.generator_config)
@@ -351,6 +359,7 @@ def run_training(args: argparse.Namespace) -> dict:
             log.info(f"Size-train_data: {len(train_ds)}  Size-val_data: {len(valid_ds)}")
 
         stopped_early = bad_epochs >= args.patience and start_epoch > 0
+        started = True
         for epoch in range(start_epoch, args.num_epochs):
             if stopped_early:
                 break
@@ -397,5 +406,10 @@ def run_training(args: argparse.Namespace) -> dict:
         log.info(f"Best validation perplexity {best:.4f}: {best_dir}")
         return {"run_dir": run_dir, "best_checkpoint": best_dir, "best_val_ppl": best, "history": history,
                 "stopped_early": stopped_early}
+    except BaseException:
+        if not started and not args.resume:  # refused before training: leave no empty bs_* folder behind
+            close_logger(log)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         close_logger(log)

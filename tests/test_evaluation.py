@@ -114,7 +114,8 @@ def trained_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     bart = make_tiny_bart_dir(tmp)
     train = tmp / "train.json"
-    train.write_text(json.dumps(_records(8)))
+    # train records carry ids of neither split checked here (training refuses test ids as train or valid data)
+    train.write_text(json.dumps([{**r, "id": f"synthetic-{k}"} for k, r in enumerate(_records(8))]))
     test_recs = _records(5, offset=6)
     test = tmp / "test.json"
     test.write_text(json.dumps(test_recs))

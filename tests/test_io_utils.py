@@ -18,7 +18,7 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left behind
     with atomic_dir(target) as tmp:
         open(f"{tmp}/other", "w").write("v2")
-    assert sorted(p.name for p in target.iterdir()) == ["other"]
+    assert sorted(p.name for p in target.iterdir() if not p.name.startswith(".")) == ["other"]  # + the marker
 
 
 def test_atomic_write_json_and_load_errors(tmp_path):

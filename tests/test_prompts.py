@@ -75,7 +75,7 @@ def test_motivation_count_mismatch_writes_nothing(tmp_path, repo_root):
     mot = tmp_path / "mot.json"
     mot.write_text(json.dumps(["[Question] a", "[Question] b", "[Question] c"]))  # 4 samples
     out = tmp_path / "out"
-    r = run_script("--train_file", str(d), "--valid_file", str(d), "--test_file", str(d),
+    r = run_script("--train_file", str(d), "--valid_file", str(d), "--test_file", str(d), "--allow_shared_dialogues",
                    "--motivations_file", str(mot), "--output_dir", str(out), cwd=repo_root)
     assert r.returncode != 0
     assert str(mot) in r.stderr and "3 motivations" in r.stderr and "4 samples" in r.stderr
