@@ -13,6 +13,7 @@
 #   WORK          keep the working files here (default: a temporary folder, removed)
 #   EPOCH_TIMING  1: also time one bf16 epoch of the paper generator config (bart-base dims, batch 16,
 #                 K=128, lengths 512/64) on $MAGIC_DATA_DIR's train split, else on synthetic samples
+#                 (EPOCH_TIMING_SAMPLES=N caps it at N samples: a smoke run of the timing path)
 # Exit code: 0 all rows OK/SKIP, 1 some row FAIL, 2 bad setup (e.g. DEVICE=cuda without a GPU).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,9 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # max difference tolerated per kind of check (see the module docstring)
-TOL = {"fp32": 1e-3, "bf16": 0.1, "fp16": 0.05, "export": 1e-4, "exact": 0}
+# fp16: GradScaler starts at 2**16 and skips the first steps whose scaled gradients overflow, so a run of a
+# dozen steps trains a few steps less than the float32 one
+TOL = {"fp32": 1e-3, "bf16": 0.1, "fp16": 0.15, "export": 1e-4, "exact": 0}
 
 SYNTH_WORDS = ("I feel so stressed about my job and my family lately . The pandemic made everything harder and "
                "I do not sleep well . That sounds really hard , how long have you felt this way ? You are doing "
@@ -147,7 +150,7 @@ class Checker:
         os.makedirs(self.logs, exist_ok=True)
 
     def run(self, name: str, args: list[str], timeout: float = 240) -> tuple[bool, float, str]:
-        """Run ``python args`` from the repository root; (ok, seconds, log tail). The log stays in work/logs."""
+        """Run ``python args`` from the repository root; (ok, seconds, its output). The log stays in work/logs."""
         cmd = [self.python, *args]
         log = os.path.join(self.logs, name.replace(" ", "_").replace("/", "_") + ".log")
         t0 = time.time()
@@ -159,10 +162,10 @@ class Checker:
             rc = 124
         dt = time.time() - t0
         with open(log, errors="replace") as f:
-            tail = f.read()[-1500:]
+            text = f.read()
         if rc:
-            print(f"--- {name} failed (exit {rc}); log {log}:\n{tail}", file=sys.stderr)
-        return rc == 0, dt, tail
+            print(f"--- {name} failed (exit {rc}); log {log}:\n{text[-1500:]}", file=sys.stderr)
+        return rc == 0, dt, text
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -410,10 +413,10 @@ def real_train_file() -> str | None:
     return None
 
 
-REAL_TRAIN_SAMPLES = 14117  # supporter turns of the released train split; synthetic stand-in size
+REAL_TRAIN_SAMPLES = 10191  # samples of the reconstructed train split (src.esconv); synthetic stand-in size
 
 
-def epoch_timing(ck: Checker) -> None:
+def epoch_timing(ck: Checker, max_samples: int | None = None) -> None:
     """One timed bf16 epoch of the paper's generator configuration (main.py, 1 epoch, batch 16)."""
     import torch
     from transformers import BartConfig, BartModel, BartTokenizer
@@ -433,12 +436,12 @@ def epoch_timing(ck: Checker) -> None:
         dia = synthetic_dialogues(REAL_TRAIN_SAMPLES // 4 + 1, seed=3, turns=40)
         records = records_of(dia, "train")[:REAL_TRAIN_SAMPLES]
         what = f"{len(records)} synthetic samples (MAGIC_DATA_DIR has no train split)"
-    write_json(f"{w}/train.json", records)
-    write_json(f"{w}/valid.json", records[:64])
     bart = f"{w}/bart"
     if not os.path.exists(f"{bart}/config.json"):
         os.makedirs(bart)
-        texts = [x for r in records[:3000] for x in r["context"] + [r["response"]]]
+        # a byte-level BPE of at most 50k tokens trained on the split itself (bart-base's is not downloadable
+        # here): sequence lengths close to bart-base's on this text; the embedding has bart-base's 50,265 rows
+        texts = [x for r in records for x in r["context"] + [r["response"]]]
         train_tokenizer_files(texts, bart, PAPER_BART["vocab"])
         BartTokenizer.from_pretrained(bart).save_pretrained(bart)
         d = PAPER_BART["d_model"]
@@ -448,13 +451,20 @@ def epoch_timing(ck: Checker) -> None:
                          eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
         torch.manual_seed(0)
         BartModel(cfg).save_pretrained(bart)
+    if max_samples:
+        records = records[:max_samples]
+        what += f", first {len(records)} only"
+    write_json(f"{w}/train.json", records)
+    write_json(f"{w}/valid.json", records[:64])
     dev = ck.device
     args = ["main.py", "--bart_base_dir", bart, "--train_data", f"{w}/train.json", "--valid_data", f"{w}/valid.json",
             "--output_dir", f"{w}/out", "--batch_size", "16", "--num_epochs", "1", "--max_length", "512",
             "--strategy_memory_max", "128", "--max_length_res_memory", "64", "--device", dev, "--bf16"]
     ok, dt, tail = ck.run("epoch timing", args, timeout=3600)
+    train_s = re.findall(r"Training loss: .*\((\d+) s\)", tail)
     ck.judged(f"EPOCH_TIMING main.py --bf16 1 epoch, bart-base dims, batch 16 ({dev})", ok, dt, None, None,
-              note=f"{what}; seconds include start-up and tokenisation")
+              note=f"{what}; training pass {train_s[-1] if train_s else '?'} s, the rest start-up, "
+                   "tokenisation and validation on 64 samples")
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -482,6 +492,8 @@ def main(argv=None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter for the subprocesses")
     p.add_argument("--epoch_timing", action="store_true", default=os.environ.get("EPOCH_TIMING") == "1",
                    help="also time one bf16 epoch of the paper configuration (default $EPOCH_TIMING=1)")
+    p.add_argument("--epoch_timing_samples", type=int, default=int(os.environ.get("EPOCH_TIMING_SAMPLES") or 0),
+                   help="cap the timed epoch at N samples (a smoke run of the timing path; 0 = all)")
     a = p.parse_args(argv)
     import torch
 
@@ -498,7 +510,7 @@ def main(argv=None) -> int:
         ck.add(Row("tiny data, BART and Llama", "OK", time.time() - t0))
         run_checks(ck, fx)
         if a.epoch_timing:
-            epoch_timing(ck)
+            epoch_timing(ck, a.epoch_timing_samples or None)
     finally:
         table = format_table(ck.rows, device_name(device)) + f"\n\ntotal {time.time() - t0:.0f} s\n"
         print("\n" + table)
