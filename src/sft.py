@@ -173,6 +173,7 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
     disable_tqdm: bool = False
+    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_z{2,3}_config.json), needs deepspeed
     extra: dict = field(default_factory=dict)
 
 
@@ -293,6 +294,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         report_to="none",
         remove_unused_columns=False,  # our examples are plain dicts of token lists
         disable_tqdm=cfg.disable_tqdm,
+        deepspeed=cfg.deepspeed,
         **cfg.extra,
     )
     trainer = Trainer(
@@ -300,17 +302,18 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         data_collator=SFTCollator(tokenizer.pad_token_id), callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(cfg.output_dir)
-    trainer.save_state()
+    trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors); rank 0
     summary = {
         "num_examples": len(dataset), "train_loss": result.training_loss, "global_step": result.global_step,
-        "resumed_from": resume,
+        "resumed_from": resume, "world_size": args.world_size,
     }
-    atomic_write_text(os.path.join(cfg.output_dir, "train_results.json"), json.dumps(summary, indent=2))
-    if cfg.plot_loss:
-        plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
+    trainer.save_state()  # rank 0 only (Trainer checks)
+    if trainer.is_world_process_zero():  # torchrun / accelerate launch: one writer
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(cfg.output_dir)
+        atomic_write_text(os.path.join(cfg.output_dir, "train_results.json"), json.dumps(summary, indent=2))
+        if cfg.plot_loss:
+            plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
     summary["output_dir"] = cfg.output_dir
     summary["log_history"] = trainer.state.log_history
     return summary
