@@ -388,7 +388,7 @@ def ddp_row(ck: Checker, fx: dict, cuda: bool) -> None:
     import torch
 
     if not cuda or torch.cuda.device_count() < 2:
-        ck.skip("torchrun --nproc_per_node 2 main.py (NCCL)", "needs 2 visible GPUs")
+        ck.skip("torchrun --nproc_per_node 2 main.py / finetune_llm.py (NCCL)", "needs 2 visible GPUs")
         return
     w = ck.work
     # 2 processes x batch 2 = the global batch 4 of the reference run
@@ -399,6 +399,12 @@ def ddp_row(ck: Checker, fx: dict, cuda: bool) -> None:
     ref_vals, _ = main_py_values(f"{w}/gen_ref")
     ck.judged("torchrun --nproc_per_node 2 main.py (NCCL)", ok, dt, rel_diff(vals, ref_vals), TOL["fp32"],
               note="rel. diff vs 1 CPU process with the same global batch (2 x 2 vs 1 x 4)")
+    args = finetune_args(fx, f"{w}/lora_ddp", "cuda")
+    args[args.index("--per_device_train_batch_size") + 1] = "2"
+    ok, dt, _ = ck.run("ddp finetune", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args])
+    ck.judged("torchrun --nproc_per_node 2 finetune_llm.py (NCCL)", ok, dt,
+              rel_diff(finetune_losses(f"{w}/lora_ddp"), finetune_losses(f"{w}/lora_ref")), TOL["fp32"],
+              note="rel. diff of step losses vs 1 CPU process (2 x 2 vs 1 x 4)")
 
 
 # ------------------------------------------------------------------------------------------ epoch timing
