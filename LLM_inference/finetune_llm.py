@@ -9,7 +9,7 @@ r"""Step 3a: LoRA fine-tuning of the strategy LLM on prompts_4_LLaMA.json (repla
 
 Re-running the same command resumes from the last checkpoint-* in --output_dir (--overwrite_output_dir
 starts afresh). Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or
-`accelerate launch --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size
+`accelerate launch --multi_gpu --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size
 is per process, so divide it by N to keep the global batch); rank 0 alone writes. Add --deepspeed
 LLM_inference/ds_z3_config.json (or ds_z2) when the model does not fit one card. The adapter and the tokenizer are saved in --output_dir; merge them with export_model.py.
 """

@@ -61,3 +61,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert diff <= TOL * scale, (diff, scale)
     res = json.loads((tmp_path / "two" / "train_results.json").read_text())
     assert res["world_size"] == 2 and res["global_step"] == 6
+    # the same command with more steps resumes from the last checkpoint, under torchrun too
+    common[common.index("--max_steps") + 1] = "8"
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *common,
+          "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "2"])
+    res = json.loads((tmp_path / "two" / "train_results.json").read_text())
+    assert res["global_step"] == 8 and res["resumed_from"].endswith("checkpoint-6")
