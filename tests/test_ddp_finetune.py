@@ -1,6 +1,6 @@
 """finetune_llm.py under torchrun (gloo, CPU): 2 processes x batch 2 against 1 process x batch 4 (the same
 global batch) on a tiny Llama. Both write an adapter; only rank 0 writes (one set of files); the step losses
-agree within TOL. Trainer (accelerate) cuts each global batch of the shared shuffled order between the
+and the adapter weights agree within TOL; rerunning with more steps resumes from the last checkpoint. Trainer (accelerate) cuts each global batch of the shared shuffled order between the
 ranks, and averages the token count over the ranks (average_tokens_across_devices) so the loss is the token
 mean over the global batch, as in one process; what is left is float rounding."""
 import json
