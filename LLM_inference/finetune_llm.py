@@ -8,10 +8,12 @@ r"""Step 3a: LoRA fine-tuning of the strategy LLM on prompts_4_LLaMA.json (repla
         --logging_steps 10 --save_steps 100 --learning_rate 5e-5 --num_train_epochs 5.0 --plot_loss --fp16
 
 Re-running the same command resumes from the last checkpoint-* in --output_dir (--overwrite_output_dir
-starts afresh). Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or
-`accelerate launch --multi_gpu --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size
-is per process, so divide it by N to keep the global batch); rank 0 alone writes. Add --deepspeed
-LLM_inference/ds_z3_config.json (or ds_z2) when the model does not fit one card. The adapter and the tokenizer are saved in --output_dir; merge them with export_model.py.
+starts afresh). The adapter and the tokenizer are saved in --output_dir; merge them with export_model.py.
+
+Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or `accelerate launch
+--multi_gpu --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size is per
+process, so divide it by N to keep the global batch); rank 0 alone writes. Add --deepspeed
+LLM_inference/ds_configs/ds_z3_config.json (or ds_z2_config.json) when the model does not fit one card.
 """
 import argparse
 import os
@@ -55,7 +57,7 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--deepspeed", default=None, metavar="CONFIG",
-                   help="DeepSpeed config for models that do not fit one card: LLM_inference/ds_z2_config.json "
+                   help="DeepSpeed config for models that do not fit one card: LLM_inference/ds_configs/ds_z2_config.json "
                         "(ZeRO-2) or ds_z3_config.json (ZeRO-3); needs the deepspeed package and torchrun")
     _bool_flag(p, "plot_loss", "write training_loss.png in output_dir")
     _bool_flag(p, "fp16", "fp16 mixed precision (CUDA only)")

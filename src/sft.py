@@ -173,7 +173,7 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
     disable_tqdm: bool = False
-    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_z{2,3}_config.json), needs deepspeed
+    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_configs/ds_z{2,3}_config.json), needs deepspeed
     extra: dict = field(default_factory=dict)
 
 
@@ -189,6 +189,13 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
     if cfg.fp16 and not cuda:
         raise ValueError("--fp16 needs a CUDA GPU (mixed precision with fp16 gradients scaling is not "
                          "available on the CPU); drop --fp16, or use --bf16 on a CPU with bf16 support")
+    if cfg.deepspeed:
+        import importlib.util
+        if not os.path.isfile(cfg.deepspeed):
+            raise FileNotFoundError(f"--deepspeed {cfg.deepspeed}: config file not found "
+                                    "(LLM_inference/ds_configs/ds_z2_config.json or ds_z3_config.json)")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("--deepspeed needs the deepspeed package (pip install deepspeed, on a CUDA machine)")
     if cfg.cutoff_len < 2:
         raise ValueError(f"--cutoff_len must be >= 2, got {cfg.cutoff_len}")
 

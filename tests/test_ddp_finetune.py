@@ -67,3 +67,27 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
           "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "2"])
     res = json.loads((tmp_path / "two" / "train_results.json").read_text())
     assert res["global_step"] == 8 and res["resumed_from"].endswith("checkpoint-6")
+
+
+def test_deepspeed_configs_are_shipped_and_checked(tmp_path):
+    """ZeRO-2/3 configs parse and leave batch and precision to the Trainer ("auto"); --deepspeed with a missing
+    file or without the deepspeed package fails at once with one clear line (DeepSpeed needs CUDA: not run here)."""
+    import importlib.util
+
+    for stage in (2, 3):
+        cfg = json.loads(open(os.path.join(ROOT, "LLM_inference", "ds_configs", f"ds_z{stage}_config.json")).read())
+        assert cfg["zero_optimization"]["stage"] == stage
+        assert cfg["train_micro_batch_size_per_gpu"] == "auto" and cfg["bf16"]["enabled"] == "auto"
+    model = make_tiny_llama(tmp_path)
+    data = tmp_path / "p.json"
+    data.write_text(json.dumps([{"instruction": "a", "output": "b"}]))
+    base = [sys.executable, "LLM_inference/finetune_llm.py", "--model_name_or_path", model, "--dataset", str(data),
+            "--output_dir", str(tmp_path / "out"), "--device", "cpu", "--deepspeed"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run(base + [str(tmp_path / "nope.json")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "config file not found" in r.stderr
+    if importlib.util.find_spec("deepspeed") is None:
+        r = subprocess.run(base + ["LLM_inference/ds_configs/ds_z2_config.json"], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "needs the deepspeed package" in r.stderr
+    assert not (tmp_path / "out").exists()
