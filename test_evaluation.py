@@ -40,6 +40,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="torch seed (decoding itself is deterministic)")
     p.add_argument("--eval_dir", type=str, default="eval_result", help="output root (released: eval_result)")
     p.add_argument("--no_meteor", action="store_true", help="skip METEOR (needs Java)")
+    p.add_argument("--no_metrics", action="store_true",
+                   help="decode and write the responses only; no scores (needs neither nltk nor pycocoevalcap)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
     p.add_argument("--overwrite_output_dir", action="store_true",
                    help="redo an evaluation whose finished result is already in --eval_dir (refused otherwise)")
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "
           f"metric tokeniser: {record['metric_tokenizer']}")
-    print(format_scores(record["scores"]))
+    print(format_scores(record["scores"]) if record["scores"] else "no scores (--no_metrics)")
     print(f"responses: {record['hypotheses_file']}\nscores: {record['hypotheses_file']}.scores.json")
     print("Test Done!")
     return 0

@@ -19,6 +19,11 @@ checkpoint-* in --output_dir (--overwrite_output_dir starts afresh). The adapter
 magic_encoding.json (the tokenisation rule, read back by export and inference) are saved in --output_dir
 and in every checkpoint; merge one with export_model.py. Exit codes: 0 done, 1 bad data or settings,
 2 bad command line.
+
+Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or `accelerate launch
+--multi_gpu --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size is per
+process, so divide it by N to keep the global batch); rank 0 alone writes. Add --deepspeed
+LLM_inference/ds_configs/ds_z3_config.json (or ds_z2_config.json) when the model does not fit one card.
 """
 import argparse
 import os
@@ -85,6 +90,9 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--max_samples", type=positive_int, default=None, help="use the first N pairs only")
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--deepspeed", default=None, metavar="CONFIG",
+                   help="DeepSpeed config for models that do not fit one card: LLM_inference/ds_configs/ds_z2_config.json "
+                        "(ZeRO-2) or ds_z3_config.json (ZeRO-3); needs the deepspeed package and torchrun")
     _bool_flag(p, "plot_loss", "write training_loss.png in output_dir")
     _bool_flag(p, "fp16", "fp16 base model + mixed precision (released; runs on CPU too, slowly)")
     _bool_flag(p, "bf16", "bf16 mixed precision")

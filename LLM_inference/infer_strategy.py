@@ -15,7 +15,11 @@ dialogue the clip so far), so batches follow the file order (--no_prefix_sharing
 Answers are cached in --cache_file as they come: rerunning a killed run continues where it stopped. Each
 output file strategy_with_motivation{,_valid,_test}.json = [{"id", "strategy": "[question]", "motivation"}] is
 written atomically when its split is complete. --backend openai sends the raw prompts to an
-OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its own chat template.
+OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its own chat template, or with
+--openai_endpoint completions the prompts wrapped in --template to /v1/completions (the training format,
+no chat template needed); --backend vllm runs vllm.LLM in process (prefix caching, --tensor_parallel_size).
+Many GPUs or machines: run `--shard K/N` for K = 0..N-1 (one process each, same other arguments); the
+last to finish, or a later `--merge_shards N`, writes the files, identical to one unsharded run.
 """
 import argparse
 import os
@@ -29,6 +33,7 @@ from src.artifacts import prompt_file  # noqa: E402
 from src.esconv import ESConvFormatError  # noqa: E402
 from src.io_utils import plain_warnings  # noqa: E402
 from src.strategy_inference import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
+from src.strategy_shards import parse_shard  # noqa: E402
 from src.validate import positive_float, positive_int  # noqa: E402
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
@@ -64,7 +69,19 @@ def parse_args(argv=None):
                    help="local backend: batch consecutive prompts (file: a dialogue's prompts share the most "
                         "prefix) or prompts of similar length (length: least padding); auto = file with "
                         "prefix sharing, length without")
-    p.add_argument("--backend", default="local", choices=["local", "openai"])
+    p.add_argument("--backend", default="local", choices=["local", "openai", "vllm"],
+                   help="local: transformers; openai: any OpenAI-compatible server; vllm: vllm.LLM offline "
+                        "(optional package, CUDA)")
+    p.add_argument("--openai_endpoint", default="chat", choices=["chat", "completions"],
+                   help="openai backend: chat = /v1/chat/completions with the raw instruction (the server's chat "
+                        "template); completions = /v1/completions with the prompt wrapped in --template here, "
+                        "i.e. exactly the fine-tuning format")
+    p.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend: GPUs per model")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="answer only shard K of N (0-based) into <cache_file>.shard<K>of<N>.jsonl; the last "
+                        "shard to finish writes the outputs")
+    p.add_argument("--merge_shards", type=int, default=None, metavar="N",
+                   help="write the outputs from the N shard caches (same other arguments as the shards; no model)")
     p.add_argument("--base_url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     p.add_argument("--model", default=None, help="served model name (openai backend; default --model_path)")
     p.add_argument("--concurrency", type=positive_int, default=8, help="parallel requests (openai backend)")
@@ -100,8 +117,14 @@ def main(argv=None) -> int:
         gold_files={s: f for s, f in golds.items() if f}, test_mode=args.test_mode,
         share_prefix=not args.no_prefix_sharing,
         sort_by_length={"auto": None, "file": False, "length": True}[args.batch_order],
+        openai_endpoint=args.openai_endpoint, tensor_parallel_size=args.tensor_parallel_size,
+        merge_shards=args.merge_shards,
     )
-    if cfg.backend == "local" and not os.path.isdir(cfg.model_path):
+    try:
+        cfg.shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as e:
+        parser.error(str(e))
+    if cfg.backend in ("local", "vllm") and not cfg.merge_shards and not os.path.isdir(cfg.model_path):
         print(f"error: {cfg.model_path}: model folder not found (export_model.py --export_dir)", file=sys.stderr)
         return 1
     try:

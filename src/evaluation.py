@@ -267,7 +267,8 @@ def evaluate(args) -> dict:
     group_diversity(args.num_beams, args.num_beam_groups, args.diversity_penalty)  # fail before decoding
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    if not args.no_meteor:
+    no_metrics = getattr(args, "no_metrics", False)
+    if not args.no_meteor and not no_metrics:
         from metric import JAVA_INSTALL_HINT, java_available
         if not java_available():  # fail before an hour of decoding, not after
             raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
@@ -306,7 +307,9 @@ def evaluate(args) -> dict:
     write_lines(paths["hypotheses"], hypotheses)
 
     # Score what is on disk, as released (file lines, not in-memory strings).
-    scores = compute_scores(read_lines(paths["references"]), read_lines(paths["hypotheses"]), args.no_meteor)
+    # --no_metrics: decoding only (machines without nltk / pycocoevalcap, e.g. scripts/gpu_check.sh)
+    scores = {} if no_metrics else compute_scores(read_lines(paths["references"]), read_lines(paths["hypotheses"]),
+                                                  args.no_meteor)
     record = {
         "scores": scores,
         "scores_x100": {k: round(v * 100, 2) for k, v in scores.items()},
@@ -318,7 +321,7 @@ def evaluate(args) -> dict:
         "hypotheses_file": paths["hypotheses"],
         "references_file": paths["references"],
         "sample_ids": [r.get("id") for r in records],
-        "metric_tokenizer": tokenizer_name(),
+        "metric_tokenizer": None if no_metrics else tokenizer_name(),
         "decoding": "cached group beam search (src/beam_search.py)" if args.num_beam_groups > 1 else
                     ("greedy" if args.num_beams == 1 else "cached beam search (src/beam_search.py, = HF generate)"),
         "flags": {k: v for k, v in vars(args).items()},

@@ -85,9 +85,10 @@ def prompt_key(prompt: str, model: str, **params) -> str:
 
 
 def chat_prompt_key(prompt: str, model: str, temperature: float | None = None,
-                    max_tokens: int | None = None) -> str:
-    """The cache key ``run_chat_requests`` uses for one prompt."""
-    return prompt_key(prompt, model, temperature=temperature, max_tokens=max_tokens)
+                    max_tokens: int | None = None, endpoint: str = "chat") -> str:
+    """The cache key ``run_chat_requests`` uses for one prompt (the endpoint counts unless it is "chat")."""
+    return prompt_key(prompt, model, temperature=temperature, max_tokens=max_tokens,
+                      endpoint=None if endpoint == "chat" else endpoint)
 
 
 def local_model_id(model_name_or_path: str | os.PathLike) -> str:
@@ -386,13 +387,13 @@ def _classify(exc: BaseException, secrets: Sequence[str]) -> BaseException:
     return _Retryable(f"{type(exc).__name__}: {scrub(exc, secrets)}")
 
 
-def _extract_answer(completion) -> str:
+def _extract_answer(completion, endpoint: str = "chat") -> str:
     if isinstance(completion, (str, bytes)):
-        raise ValueError(f"expected a chat completion object, got text {str(completion)[:80]!r}")
+        raise ValueError(f"expected a completion object, got text {str(completion)[:80]!r}")
     choices = getattr(completion, "choices", None)
     if not choices:
         raise ValueError("response has no choices")
-    content = choices[0].message.content
+    content = choices[0].message.content if endpoint == "chat" else choices[0].text
     if not isinstance(content, str) or not content.strip():
         raise ValueError(f"empty answer (finish_reason={getattr(choices[0], 'finish_reason', None)!r})")
     return content
@@ -447,8 +448,12 @@ def run_chat_requests(
     client=None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    endpoint: str = "chat",
 ) -> ChatRunResult:
     """Answer ``items`` = [(id, user prompt), ...] with one chat request each; return answers and failures.
+
+    ``endpoint="completions"``: each prompt is sent as it is to ``/v1/completions`` (no chat template on
+    the server: the caller has already applied the training template).
 
     Cached answers (same id, same ``prompt_key``) are not requested again. Every new answer is put in the
     cache the moment it arrives. ``temperature`` / ``max_tokens`` None = not sent (the server's default).
@@ -464,10 +469,12 @@ def run_chat_requests(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if endpoint not in ("chat", "completions"):
+        raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
     secrets = [api_key]
     log = log or (lambda msg: print(msg, file=sys.stderr))
 
-    keys = {i: chat_prompt_key(p, model, temperature, max_tokens) for i, p in items}
+    keys = {i: chat_prompt_key(p, model, temperature, max_tokens, endpoint) for i, p in items}
     answers: dict[str, str] = {}
     todo: list[tuple[str, str]] = []
     for i, p in items:
@@ -509,9 +516,12 @@ def run_chat_requests(
                     started.discard(item_id)  # never sent: count it as not attempted
                 return
             try:
-                completion = client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": prompt}], **extra)
-                answer = _extract_answer(completion)
+                if endpoint == "chat":
+                    completion = client.chat.completions.create(
+                        model=model, messages=[{"role": "user", "content": prompt}], **extra)
+                else:
+                    completion = client.completions.create(model=model, prompt=prompt, **extra)
+                answer = _extract_answer(completion, endpoint)
             except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes unscrubbed
                 err = _classify(exc, secrets)
                 if isinstance(err, FatalRequestError):

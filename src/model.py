@@ -351,10 +351,17 @@ class DialogueModel(nn.Module):
         (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token NLL) and n_tokens.
         """
         strategy_loss = None
-        if self.training and self.use_memory and memory_input_ids is not None and memory_input_ids.size(0) > 0:
-            pooled = self.encode_memory(memory_input_ids, memory_attention_mask)
-            self.update_memory(pooled, memory_strategy_ids)
-            if l_strategy != 0:
+        # data parallel (src/distributed.py): (pooled, ids) of this rank -> those of every rank, rank order
+        gather = getattr(self, "memory_gather", None)
+        if self.training and self.use_memory and memory_input_ids is not None and (
+                memory_input_ids.size(0) > 0 or gather is not None):
+            pooled = self.encode_memory(memory_input_ids, memory_attention_mask) if memory_input_ids.size(0) > 0 \
+                else self.generator.proj.weight.new_zeros(0, self.config.d_model)
+            if gather is not None:  # every rank takes part, with or without entries of its own
+                pooled, memory_strategy_ids = gather(pooled.float(), memory_strategy_ids)
+            if pooled.size(0) > 0:
+                self.update_memory(pooled, memory_strategy_ids)
+            if l_strategy != 0 and pooled.size(0) > 0:
                 cls_logits = self.strategy_cls(pooled)
                 strategy_loss = F.cross_entropy(cls_logits.float(), memory_strategy_ids)
         enc, enc_mask = self.encode(input_ids, attention_mask, strategy_ids, motivation_ids, motivation_mask)

@@ -1,4 +1,4 @@
-"""A stdlib OpenAI-compatible ``/v1/chat/completions`` stub with scripted faults (tests and benchmarks).
+"""A stdlib OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions`` stub with scripted faults (tests and benchmarks).
 
 It answers deterministically from the prompt: ``"The motivation of the supporter in choosing the strategy
 [<label>] is to answer prompt <sha8>."``, where <label> is the last ``***[...]***`` mark of the prompt
@@ -151,14 +151,17 @@ class StubServer:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         auth = h.headers.get("Authorization")
+        # /v1/chat/completions (the last message's content) or /v1/completions (the raw "prompt" string)
+        chat = h.path.rstrip("/").endswith("/chat/completions")
         try:
             body = json.loads(raw.decode("utf-8"))
-            messages = body["messages"]
-            prompt = messages[-1]["content"]
+            prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+            if not isinstance(prompt, str):
+                raise TypeError("prompt")
             model = body.get("model")
         except (ValueError, KeyError, IndexError, TypeError):
             body, prompt, model = None, None, None
-        if not h.path.rstrip("/").endswith("/chat/completions"):
+        if not chat and not h.path.rstrip("/").endswith("/completions"):
             return self._send_json(h, 404, _error(f"unknown path {h.path}", "invalid_request_error"))
 
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
@@ -184,10 +187,11 @@ class StubServer:
         elif self.latency:
             time.sleep(self.latency)
 
+        make = _completion if chat else _text_completion
         if kind == "ok":
-            return self._send_json(h, 200, _completion(model, self.answer_fn(prompt)))
+            return self._send_json(h, 200, make(model, self.answer_fn(prompt)))
         if kind == "empty":
-            return self._send_json(h, 200, _completion(model, None))
+            return self._send_json(h, 200, make(model, None))
         if kind == "malformed":
             return self._send_raw(h, 200, b'{"id": "chatcmpl-stub", "choices": [{"message": {"content": "tru')
         if kind == "429":
@@ -214,6 +218,17 @@ def _completion(model: str | None, content: str | None) -> dict:
         "model": model or "stub",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                      "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+def _text_completion(model: str | None, text: str | None) -> dict:
+    return {
+        "id": "cmpl-stub",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model or "stub",
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
 

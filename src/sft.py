@@ -217,6 +217,7 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
     disable_tqdm: bool = False
+    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_configs/ds_z{2,3}_config.json), needs deepspeed
     extra: dict = field(default_factory=dict)
 
 
@@ -235,6 +236,13 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
         raise ValueError("--device cuda: no CUDA GPU is available")
     if cfg.fp16 and cfg.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
+    if cfg.deepspeed:
+        import importlib.util
+        if not os.path.isfile(cfg.deepspeed):
+            raise FileNotFoundError(f"--deepspeed {cfg.deepspeed}: config file not found "
+                                    "(LLM_inference/ds_configs/ds_z2_config.json or ds_z3_config.json)")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("--deepspeed needs the deepspeed package (pip install deepspeed, on a CUDA machine)")
     if cfg.cutoff_len < 2:
         raise ValueError(f"--cutoff_len must be >= 2, got {cfg.cutoff_len}")
 
@@ -396,6 +404,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         report_to=cfg.report_to,
         remove_unused_columns=False,  # our examples are plain dicts of token lists
         disable_tqdm=cfg.disable_tqdm,
+        deepspeed=cfg.deepspeed,
         **cfg.extra,
     )
     trainer = _trainer_class(cfg.grad_accum_loss)(
@@ -403,18 +412,19 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         callbacks=[_save_rule_callback(rule)] + list(callbacks or []),
     )
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors)
-    rule.save(cfg.output_dir)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(cfg.output_dir)
-    trainer.save_state()
+    trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors); rank 0
     summary = {
         "num_examples": len(dataset), "train_loss": result.training_loss, "global_step": result.global_step,
-        "resumed_from": resume,
+        "resumed_from": resume, "world_size": args.world_size,
     }
-    atomic_write_text(os.path.join(cfg.output_dir, "train_results.json"), json.dumps(summary, indent=2))
-    if cfg.plot_loss:
-        plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
+    trainer.save_state()  # rank 0 only (Trainer checks)
+    if trainer.is_world_process_zero():  # torchrun / accelerate launch: one writer
+        rule.save(cfg.output_dir)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(cfg.output_dir)
+        atomic_write_text(os.path.join(cfg.output_dir, "train_results.json"), json.dumps(summary, indent=2))
+        if cfg.plot_loss:
+            plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
     summary["output_dir"] = cfg.output_dir
     summary["log_history"] = trainer.state.log_history
     return summary

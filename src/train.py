@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from src import distributed
 from src.checkpoint import (MODEL_FILE, load_checkpoint, resolve_device, save_checkpoint,
                             write_checkpoint_files)
 from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
@@ -117,7 +118,11 @@ def make_run_dir(output_dir: str, batch_size: int, num_epochs: int) -> str:
     return run_dir
 
 
-def get_logger(run_dir: str) -> logging.Logger:
+def get_logger(run_dir: str, main: bool = True) -> logging.Logger:
+    if not main:  # data-parallel ranks other than 0 log nothing
+        log = logging.getLogger(f"magic.train.quiet.{os.getpid()}")
+        log.propagate = False
+        return log
     log = logging.getLogger(f"magic.train.{os.path.abspath(run_dir)}")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -210,29 +215,40 @@ def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logge
 
 # ------------------------------------------------------------------------------------------ train / eval
 def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy: float, autocast,
-                per_step_scheduler: bool, desc: str = "train") -> dict:
-    """One pass over ``loader``; returns mean total, generation and auxiliary loss over the batches."""
+                per_step_scheduler: bool, desc: str = "train", dp=None) -> dict:
+    """One pass over ``loader``; returns mean total, generation and auxiliary loss over the batches.
+    ``dp``: a src.distributed.DataParallel (losses normalised over the global batch, gradients averaged)."""
+    dp = dp or distributed.DataParallel()
     model.train()
     sums = {"loss": 0.0, "gen_loss": 0.0, "strategy_loss": 0.0}
     n = 0
-    bar = tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not dp.main)
     for batch in bar:
         batch = to_device(batch, device)
         with autocast():
             out = model(**batch, l_strategy=l_strategy)
+        if dp.enabled:  # token mean over the global batch, not a mean of per-rank means (src/distributed.py)
+            nll, tokens = dp.sum(float(out["nll_sum"]), float(out["n_tokens"]))
+            gen = out["gen_loss"] * (out["n_tokens"].clamp(min=1) * dp.world / max(tokens, 1.0))
+            out = {**out, "loss": gen + l_strategy * out["strategy_loss"],
+                   "gen_loss": torch.tensor(nll / max(tokens, 1.0))}
+            out["shown_loss"] = out["gen_loss"] + l_strategy * out["strategy_loss"].detach().cpu()
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(out["loss"]).backward()
+            dp.average_gradients(model.parameters())
             scaler.step(optimizer)
             scaler.update()
         else:
             out["loss"].backward()
+            dp.average_gradients(model.parameters())
             optimizer.step()
+        dp.check_bank(model.memory_bank, n)
         if per_step_scheduler:
             scheduler.step()
         n += 1
         for k in sums:
-            sums[k] += float(out[k].detach())
+            sums[k] += float(out["shown_loss" if k == "loss" and dp.enabled else k].detach())
         bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", gen=f"{sums['gen_loss'] / n:.3f}",
                         aux=f"{sums['strategy_loss'] / n:.3f}")
     model.detach_memory()  # keep no autograd graph alive in the bank after the epoch
@@ -240,16 +256,20 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
 
 
 @torch.no_grad()
-def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: str = "valid") -> dict:
-    """Token-level perplexity with the bank frozen: exp(sum of token NLL / number of target tokens)."""
+def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: str = "valid", dp=None) -> dict:
+    """Token-level perplexity with the bank frozen: exp(sum of token NLL / number of target tokens);
+    under data parallelism each rank runs its chunk of the set and the sums are taken over ranks."""
+    dp = dp or distributed.DataParallel()
     model.eval()
     nll, tokens = 0.0, 0
-    for batch in tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0):
+    for batch in tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not dp.main):
         batch = to_device(batch, device)
         with autocast():
             out = model(**batch)
         nll += float(out["nll_sum"])
         tokens += int(out["n_tokens"])
+    nll, tokens = dp.sum(nll, tokens)
+    tokens = int(tokens)
     if tokens == 0:
         raise ValueError("validation set has no target tokens")
     return {"ppl": math.exp(nll / tokens), "nll": nll, "tokens": tokens}
@@ -302,16 +322,19 @@ def run_training(args: argparse.Namespace) -> dict:
         resume_state = load_weights(os.path.join(last_dir, STATE_FILE))
     # check the device before anything is written
     device = resolve_device(args.device)
+    dp = distributed.setup(args.device)  # torchrun: one process per device, rank 0 writes
+    device = dp.device or device
     autocast = autocast_for(device, args.fp16, args.bf16)
     if not args.resume:
         check_bart_dir(args.bart_base_dir)  # a model and tokenizer that cannot be what the user meant: refuse now
-        run_dir = make_run_dir(args.output_dir, args.batch_size, args.num_epochs)
-    log = get_logger(run_dir)
+        run_dir = dp.broadcast(make_run_dir(args.output_dir, args.batch_size, args.num_epochs) if dp.main else None)
+    log = get_logger(run_dir, dp.main)
     started = False
     try:
         random.seed(args.seed)
         torch.manual_seed(args.seed)
-        atomic_write_json(os.path.join(run_dir, "args.json"), vars(args))
+        if dp.main:
+            atomic_write_json(os.path.join(run_dir, "args.json"), {**vars(args), "world_size": dp.world})
 
         if resume_state is not None:
             model, tokenizer, _ = load_checkpoint(last_dir, device="cpu")
@@ -320,6 +343,8 @@ def run_training(args: argparse.Namespace) -> dict:
             tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
             model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
         model.to(device)
+        if dp.enabled:
+            model.memory_gather = dp.gather_memory
 
         train_records = load_records(args.train_data, args.max_train_samples)
         valid_records = load_records(args.valid_data, args.max_valid_samples)
@@ -332,9 +357,15 @@ def run_training(args: argparse.Namespace) -> dict:
             raise ValueError("empty training or validation data")
         train_collate = collator_for(model, with_memory=model.use_memory)
         valid_collate = collator_for(model, with_memory=False)
+        if dp.enabled:  # each rank validates its contiguous chunk; the NLL sums are reduced
+            valid_ds = torch.utils.data.Subset(valid_ds, range(*dp.chunk(len(valid_ds))))
+            train_collate = distributed.ChunkCollator(train_collate, dp)
         valid_loader = DataLoader(valid_ds, batch_size=args.batch_size, shuffle=False, collate_fn=valid_collate,
                                   num_workers=args.num_workers)
-        steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
+        global_batch = args.batch_size * dp.world  # --batch_size is per process
+        # a last global batch smaller than the world would leave a rank without samples: dropped
+        drop_last = 0 < len(train_ds) % global_batch < dp.world
+        steps_per_epoch = len(train_ds) // global_batch if drop_last else math.ceil(len(train_ds) / global_batch)
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
         scheduler = make_scheduler(optimizer, args, steps_per_epoch)
@@ -367,19 +398,21 @@ def run_training(args: argparse.Namespace) -> dict:
             # the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches
             gen = torch.Generator().manual_seed(args.seed + epoch)
             if args.group_by_length:
-                sampler = LengthGroupedBatchSampler([len(x) for x in train_ds.context_ids], args.batch_size, gen)
+                sampler = LengthGroupedBatchSampler([len(x) for x in train_ds.context_ids], global_batch, gen)
                 train_loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=train_collate,
                                           num_workers=args.num_workers)
             else:
-                train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=gen,
-                                          collate_fn=train_collate, num_workers=args.num_workers)
+                train_loader = DataLoader(train_ds, batch_size=global_batch, shuffle=True, generator=gen,
+                                          collate_fn=train_collate, num_workers=args.num_workers,
+                                          drop_last=drop_last)
             t0 = time.time()
             tr = train_epoch(model, train_loader, optimizer, scheduler, scaler, device, args.l_strategy,
                              autocast, per_step_scheduler=args.scheduler_step == "step",
-                             desc=f"train {epoch + 1}/{args.num_epochs}")
+                             desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp)
             log.info(f"Training loss: {tr['loss']:.4f}  loss_gen: {tr['gen_loss']:.4f}  "
                      f"loss_aux: {tr['strategy_loss']:.4f}  ({time.time() - t0:.0f} s)")
-            val = evaluate_ppl(model, valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}")
+            val = evaluate_ppl(model, valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}",
+                               dp=dp)
             log.info(f"Validation perplexity: {val['ppl']:.4f} ({val['tokens']} tokens)")
             history.append({"epoch": epoch, "train_loss": tr["loss"], "train_gen_loss": tr["gen_loss"],
                             "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
@@ -387,7 +420,8 @@ def run_training(args: argparse.Namespace) -> dict:
             if val["ppl"] < best:
                 best, bad_epochs, previous = val["ppl"], 0, best_dir
                 best_dir = os.path.join(run_dir, f"epoch_{epoch}_val_ppl_{round(val['ppl'], 2)}")
-                save_checkpoint(model, tokenizer, args, best_dir)
+                if dp.main:
+                    save_checkpoint(model, tokenizer, args, best_dir)
                 log.info(f"Model saved to {best_dir}")
                 if args.keep_best_only and previous:
                     remove_own_checkpoint(run_dir, previous, best_dir, log)
@@ -396,20 +430,23 @@ def run_training(args: argparse.Namespace) -> dict:
                 stopped_early = bad_epochs >= args.patience
             if args.scheduler_step == "epoch":
                 scheduler.step()
-            atomic_write_json(os.path.join(run_dir, "history.json"), history)
-            plot_curves(history, os.path.join(run_dir, "training_curves.png"))
-            save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
-                                {"epoch": epoch, "best_val_ppl": best, "bad_epochs": bad_epochs,
-                                 "history": history, "best_dir": best_dir})
+            if dp.main:
+                atomic_write_json(os.path.join(run_dir, "history.json"), history)
+                plot_curves(history, os.path.join(run_dir, "training_curves.png"))
+                save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
+                                    {"epoch": epoch, "best_val_ppl": best, "bad_epochs": bad_epochs,
+                                     "history": history, "best_dir": best_dir})
+            dp.barrier()  # a resumed run finds last/ complete on every rank
             if stopped_early:
                 log.info(f"Early stopping: no improvement for {args.patience} epochs")
         log.info(f"Best validation perplexity {best:.4f}: {best_dir}")
         return {"run_dir": run_dir, "best_checkpoint": best_dir, "best_val_ppl": best, "history": history,
                 "stopped_early": stopped_early}
     except BaseException:
-        if not started and not args.resume:  # refused before training: leave no empty bs_* folder behind
+        if dp.main and not started and not args.resume:  # refused before training: leave no empty bs_* folder behind
             close_logger(log)
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
         close_logger(log)
+        distributed.teardown(dp)

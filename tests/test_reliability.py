@@ -170,7 +170,7 @@ def test_a_vocabulary_of_a_handful_of_tokens_or_of_another_model_is_refused(bart
 
 def test_local_llm_refuses_a_folder_without_tokenizer(tmp_path):
     from src.local_llm import load_causal_lm
-    from tests.llm_fixtures import make_tiny_llama
+    from src.make_small_llm import make_tiny_llama
 
     folder = Path(make_tiny_llama(tmp_path))
     for p in folder.iterdir():
@@ -214,7 +214,7 @@ def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------- 4. prompt length bound
 def test_strategy_inference_bounds_prompt_length_and_counts_it(tmp_path):
     from src.local_llm import generate_batch, load_causal_lm
-    from tests.llm_fixtures import make_tiny_llama
+    from src.make_small_llm import make_tiny_llama
 
     model, tok = load_causal_lm(make_tiny_llama(tmp_path), device="cpu")
     model.config.max_position_embeddings = 40
@@ -376,7 +376,7 @@ def test_disk_full_while_collecting_motivations_is_one_error_exit_2(esconv_files
     import io
 
     from src import llm_client
-    from tests.openai_stub import StubServer
+    from src.openai_stub import StubServer
 
     cli = _script("LLM_inference/collect_motivations_ChatGPT.py")
     real_open = open
