@@ -453,7 +453,8 @@ def run_chat_requests(
     """Answer ``items`` = [(id, user prompt), ...] with one chat request each; return answers and failures.
 
     ``endpoint="completions"``: each prompt is sent as it is to ``/v1/completions`` (no chat template on
-    the server: the caller has already applied the training template).
+    the server: the caller has already applied the training template and written out any BOS), with
+    ``add_special_tokens: false`` so that a server honouring it (vLLM) adds no BOS of its own.
 
     Cached answers (same id, same ``prompt_key``) are not requested again. Every new answer is put in the
     cache the moment it arrives. ``temperature`` / ``max_tokens`` None = not sent (the server's default).
@@ -503,6 +504,10 @@ def run_chat_requests(
         extra["temperature"] = temperature
     if max_tokens is not None:
         extra["max_tokens"] = max_tokens
+    if endpoint == "completions":
+        # the caller sends exactly the text to tokenise (BOS written out when the model was trained with one):
+        # servers that honour it (vLLM) must add no special token of their own; others ignore the field
+        extra["extra_body"] = {"add_special_tokens": False}
 
     def one(item_id: str, prompt: str) -> None:
         if stop.is_set():

@@ -8,6 +8,7 @@ run resumes.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -80,11 +81,25 @@ class InferenceIncomplete(RuntimeError):
 
 
 def _sent_prompt(cfg: InferenceConfig, prompt: str, tokenizer=None) -> str:
-    """What the backend's cache key is made of: the instruction, or for /v1/completions the templated text."""
+    """What the backend's cache key is made of: the instruction, or for /v1/completions the templated text,
+    with the BOS string in front when the model was fine-tuned with one (its magic_encoding.json; released: none)."""
     if cfg.backend == "openai" and cfg.openai_endpoint == "completions":
+        from src.llm_encoding import EncodingRule
         from src.local_llm import format_prompt
-        return format_prompt(tokenizer, prompt, cfg.template)
+        text = format_prompt(tokenizer, prompt, cfg.template)
+        rule = EncodingRule.load(cfg.model_path) if os.path.isdir(cfg.model_path) else EncodingRule()
+        if rule.add_bos:
+            bos = (tokenizer or _folder_tokenizer(cfg.model_path)).bos_token
+            if bos and not text.startswith(bos):
+                text = bos + text
+        return text
     return prompt
+
+
+@functools.lru_cache(maxsize=2)
+def _folder_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path)
 
 
 def _completions_tokenizer(cfg: InferenceConfig):

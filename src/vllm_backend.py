@@ -49,7 +49,8 @@ def run_vllm_requests(items: Sequence[tuple[str, str]], *, model_path: str, temp
     """
     from transformers import AutoTokenizer
 
-    from src.local_llm import format_prompt, prepare_tokenizer, tokenize_prompts
+    from src.llm_encoding import EncodingRule
+    from src.local_llm import RULE_ATTR, format_prompt, prepare_tokenizer, tokenize_prompts
 
     keys = {i: vllm_prompt_key(p, model_path, template, max_new_tokens, do_sample, top_k, temperature)
             for i, p in items}
@@ -61,6 +62,8 @@ def run_vllm_requests(items: Sequence[tuple[str, str]], *, model_path: str, temp
         return result
     vllm = import_vllm()
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
+    # tokenise as the model was fine-tuned (its magic_encoding.json; released rule: no BOS), as the local backend
+    setattr(tokenizer, RULE_ATTR, EncodingRule.load(model_path))
     if engine is None:
         engine = vllm.LLM(model=model_path, tokenizer=model_path, dtype=dtype or "auto",
                           tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True, seed=0)
