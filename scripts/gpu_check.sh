@@ -9,6 +9,7 @@
 # Variables:
 #   PYTHON        interpreter (default .venv/bin/python if present, else python3)
 #   DEVICE        cuda (default when a GPU is visible), cuda:1, or cpu (CI form: fp16 rows SKIP)
+#   PARTS         subset of generator,llm,ddp (default all; none + EPOCH_TIMING=1: the timing alone)
 #   OUT           if set, the table goes to $OUT/gpu_check.md (+ .json and the logs)
 #   WORK          keep the working files here (default: a temporary folder, removed)
 #   EPOCH_TIMING  1: also time one bf16 epoch of the paper generator config (bart-base dims, batch 16,
