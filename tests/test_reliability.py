@@ -243,7 +243,7 @@ def test_empty_split_is_an_error_unless_asked_for(esconv_files, tmp_path, capsys
 
 def test_dataset_build_and_inference_refuse_empty_inputs(esconv_files, tmp_path):
     from src.dataset_build import build_datasets
-    from src.strategy_report import InferenceConfig, run_strategy_inference
+    from src.strategy_inference import InferenceConfig, run_strategy_inference
 
     esconv_files["valid"].write_text("\n")
     with pytest.raises(UserError, match="no valid samples"):
@@ -252,6 +252,7 @@ def test_dataset_build_and_inference_refuse_empty_inputs(esconv_files, tmp_path)
                           allow_empty=frozenset({"valid"}))["valid"] == []
     prompts = tmp_path / "p_valid.json"
     prompts.write_text("[]")
+    (tmp_path / "p_valid.ids.json").write_text("[]")  # its (empty) ids sidecar: sidecars are required
     cfg = InferenceConfig(prompt_paths={"valid": str(prompts)}, output_dir=str(tmp_path),
                           model_path=str(tmp_path / "never-loaded"), cache_file=str(tmp_path / "c.jsonl"))
     with pytest.raises(UserError, match="no valid prompts"):
@@ -326,7 +327,7 @@ def test_short_or_empty_ids_sidecar_is_refused(esconv_files, tmp_path):
 
 
 def test_inference_checks_prompt_ids_against_gold_before_generating(esconv_files, tmp_path):
-    from src.strategy_report import InferenceConfig, run_strategy_inference
+    from src.strategy_inference import InferenceConfig, run_strategy_inference
 
     prompts = tmp_path / "p_valid.json"
     prompts.write_text(json.dumps(["a prompt", "another"]))
