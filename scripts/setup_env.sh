@@ -25,18 +25,3 @@ if ! command -v java >/dev/null 2>&1; then
     echo "[setup] warning: no java on PATH; METEOR will be unavailable (install a JRE, e.g. apt-get install default-jre-headless)" >&2
   fi
 fi
-# The web chat's browser test drives Debian's Chromium through selenium (nothing downloads a browser build).
-# MAGIC_NO_BROWSER=1 skips this; without a browser that test skips and says why.
-have_browser() {
-  { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
-}
-if [ -z "${MAGIC_NO_BROWSER:-}" ] && ! have_browser; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Chromium and chromedriver for the web chat's browser test"
-    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-      || echo "[setup] warning: could not install chromium; the browser test will skip" >&2
-  else
-    echo "[setup] note: no chromium + chromedriver; the web chat's browser test will skip" \
-         "(apt-get install chromium chromium-driver)" >&2
-  fi
-fi
