@@ -74,6 +74,8 @@ class MemoryEnhanceModule(nn.Module):
         A sample whose slot is empty gets a zero vector (the released code produced NaN there: every key
         of the attention was masked).
         """
+        if pool == "masked":
+            return self._forward_packed(encoder_states, encoder_mask, strategy_ids, memory_bank)
         B, _, d = encoder_states.shape
         sizes = torch.tensor([t.size(0) for t in memory_bank], device=encoder_states.device)
         n = sizes[strategy_ids]  # [B] entries available to each sample
@@ -97,8 +99,33 @@ class MemoryEnhanceModule(nn.Module):
             key_padding_mask=key_pad, need_weights=False,
         )
         attn = attn.transpose(0, 1)  # [B, T, d]
-        pooled = masked_max(attn, encoder_mask if pool == "masked" else None)
+        pooled = masked_max(attn, None)
         return pooled.masked_fill(empty.unsqueeze(1), 0.0)
+
+    def _forward_packed(self, encoder_states, encoder_mask, strategy_ids, memory_bank) -> torch.Tensor:
+        """The masked-pool forward without padding: per strategy s in the batch, the real tokens of its
+        samples ([N_s, d], packed) attend to slot s itself ([n_s, d], projected once, no key padding), and each
+        sample max-pools its own tokens. Equal to attending from the padded batch to per-sample padded keys
+        and pooling over real positions (up to float rounding), at the cost of the real tokens only."""
+        B, _, d = encoder_states.shape
+        real = encoder_mask.bool()
+        lens = real.sum(dim=1).tolist()
+        zero = encoder_states.new_zeros(d)
+        pooled: list[torch.Tensor] = [zero] * B
+        ids = strategy_ids.tolist()
+        for s in sorted(set(ids)):
+            slot = memory_bank[s]
+            if slot.size(0) == 0:
+                continue  # empty slot: zero vector (as above)
+            rows = [i for i, x in enumerate(ids) if x == s]
+            rows_t = torch.tensor(rows, device=encoder_states.device)
+            q = encoder_states[rows_t][real[rows_t]]  # [N_s, d], row-major: sample by sample
+            kv = slot.to(encoder_states.dtype).unsqueeze(1)  # [n_s, 1, d]
+            attn, _ = self.multihead_attn(q.unsqueeze(1), kv, kv, need_weights=False)  # [N_s, 1, d]
+            for i, part in zip(rows, attn.squeeze(1).split([lens[i] for i in rows])):
+                if part.size(0):
+                    pooled[i] = part.max(dim=0).values
+        return torch.stack(pooled)
 
 
 class Generator(nn.Module):
@@ -352,14 +379,17 @@ class DialogueModel(nn.Module):
         motivation_ids: torch.Tensor | None = None,
         motivation_mask: torch.Tensor | None = None,
         l_strategy: float = 0.2,
+        return_logits: bool = True,
         **unused,
     ) -> dict:
         """Teacher-forced pass. labels [B,t] with -100 at padding.
 
         In training mode with memory inputs (memory_input_ids/mask [M,Lm], memory_strategy_ids [M]) the bank
         is updated first and the auxiliary classifier is trained on this step's pooled entries; in eval mode
-        the bank is frozen. Returns a dict: logits [B,t,V]; with labels also loss, gen_loss, strategy_loss
-        (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token NLL) and n_tokens.
+        the bank is frozen. Returns a dict: logits [B,t,V] (unless return_logits=False); with labels also loss,
+        gen_loss, strategy_loss (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token
+        NLL) and n_tokens. With labels and return_logits=False (the training loop) the vocabulary projection
+        and softmax run on the target tokens only, not on padding.
         """
         strategy_loss = None
         if self.training and self.use_memory and memory_input_ids is not None and memory_input_ids.size(0) > 0:
@@ -369,11 +399,18 @@ class DialogueModel(nn.Module):
                 cls_logits = self.strategy_cls(pooled)
                 strategy_loss = F.cross_entropy(cls_logits.float(), memory_strategy_ids)
         enc, enc_mask = self.encode(input_ids, attention_mask, strategy_ids, motivation_ids, motivation_mask)
-        logits, _ = self.decode(decoder_input_ids, enc, enc_mask, decoder_attention_mask=decoder_attention_mask)
-        out = {"logits": logits}
+        hidden = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                              encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
+        out = {}
+        if return_logits or labels is None:
+            out["logits"] = self.generator(hidden)
         if labels is not None:
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                  ignore_index=-100, reduction="sum")
+            if "logits" in out:
+                logits, targets = out["logits"].reshape(-1, self.vocab_size), labels.reshape(-1)
+            else:  # [N, V] for the N target tokens only
+                keep = labels != -100
+                logits, targets = self.generator(hidden[keep]), labels[keep]
+            nll = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
             n_tokens = (labels != -100).sum()
             gen_loss = nll / n_tokens.clamp(min=1)
             if strategy_loss is None:

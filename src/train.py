@@ -185,7 +185,7 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
     for batch in bar:
         batch = to_device(batch, device)
         with autocast():
-            out = model(**batch, l_strategy=l_strategy)
+            out = model(**batch, l_strategy=l_strategy, return_logits=False)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(out["loss"]).backward()
@@ -213,7 +213,7 @@ def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: s
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0):
         batch = to_device(batch, device)
         with autocast():
-            out = model(**batch)
+            out = model(**batch, return_logits=False)
         nll += float(out["nll_sum"])
         tokens += int(out["n_tokens"])
     if tokens == 0:
