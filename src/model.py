@@ -103,29 +103,44 @@ class MemoryEnhanceModule(nn.Module):
         return pooled.masked_fill(empty.unsqueeze(1), 0.0)
 
     def _forward_packed(self, encoder_states, encoder_mask, strategy_ids, memory_bank) -> torch.Tensor:
-        """The masked-pool forward without padding: per strategy s in the batch, the real tokens of its
-        samples ([N_s, d], packed) attend to slot s itself ([n_s, d], projected once, no key padding), and each
-        sample max-pools its own tokens. Equal to attending from the padded batch to per-sample padded keys
-        and pooling over real positions (up to float rounding), at the cost of the real tokens only."""
-        B, _, d = encoder_states.shape
-        real = encoder_mask.bool()
-        lens = real.sum(dim=1).tolist()
-        zero = encoder_states.new_zeros(d)
-        pooled: list[torch.Tensor] = [zero] * B
-        ids = strategy_ids.tolist()
-        for s in sorted(set(ids)):
+        """The masked-pool forward without padding (see forward_groups), for one padded batch."""
+        return self.forward_groups([encoder_states], [encoder_mask], [strategy_ids], memory_bank)[0]
+
+    def forward_groups(self, states: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                       strategy_ids: Sequence[torch.Tensor], memory_bank: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Masked pooling over row groups, each padded to its own length: states[g] [B_g,T_g,d], masks[g]
+        [B_g,T_g], strategy_ids[g] [B_g] -> memory vectors [B_g,d] per group.
+
+        Per strategy s in the batch, the real tokens of its samples ([N_s, d], packed) attend to slot s itself
+        ([n_s, d], projected once, no key padding), and each sample max-pools its own tokens. Equal to
+        attending from the padded batch to per-sample padded keys and pooling over real positions (up to
+        float rounding), at the cost of the real tokens only. An empty slot gives a zero vector.
+        """
+        d = states[0].size(-1)
+        zero = states[0].new_zeros(d)
+        pooled = [[zero] * h.size(0) for h in states]
+        real = [m.bool() for m in masks]
+        lens = [r.sum(dim=1).tolist() for r in real]
+        ids = [x.tolist() for x in strategy_ids]
+        for s in sorted({x for g in ids for x in g}):
             slot = memory_bank[s]
             if slot.size(0) == 0:
-                continue  # empty slot: zero vector (as above)
-            rows = [i for i, x in enumerate(ids) if x == s]
-            rows_t = torch.tensor(rows, device=encoder_states.device)
-            q = encoder_states[rows_t][real[rows_t]]  # [N_s, d], row-major: sample by sample
-            kv = slot.to(encoder_states.dtype).unsqueeze(1)  # [n_s, 1, d]
+                continue
+            where, tokens, sizes = [], [], []
+            for g, gids in enumerate(ids):
+                rows = [i for i, x in enumerate(gids) if x == s]
+                if rows:
+                    sel = real[g] & (strategy_ids[g] == s).unsqueeze(1)
+                    tokens.append(states[g][sel])  # row-major: sample by sample
+                    where += [(g, i) for i in rows]
+                    sizes += [lens[g][i] for i in rows]
+            q = torch.cat(tokens) if len(tokens) > 1 else tokens[0]
+            kv = slot.to(q.dtype).unsqueeze(1)  # [n_s, 1, d]
             attn, _ = self.multihead_attn(q.unsqueeze(1), kv, kv, need_weights=False)  # [N_s, 1, d]
-            for i, part in zip(rows, attn.squeeze(1).split([lens[i] for i in rows])):
+            for (g, i), part in zip(where, attn.squeeze(1).split(sizes)):
                 if part.size(0):
-                    pooled[i] = part.max(dim=0).values
-        return torch.stack(pooled)
+                    pooled[g][i] = part.max(dim=0).values
+        return [torch.stack(p) for p in pooled]
 
 
 class Generator(nn.Module):
@@ -269,6 +284,13 @@ class DialogueModel(nn.Module):
                                  f"{getattr(t, 'shape', type(t).__name__)}")
         self.memory_bank = [t.detach().float().to(self.device)[-self.strategy_memory_max:] for t in bank]
 
+    def length_groups_of(self, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """Rows of attention_mask [N,L] sorted by length (longest first) and cut into ``length_groups``
+        groups: [(row indices, the group's longest length)]."""
+        lens = attention_mask.sum(dim=1)
+        order = torch.argsort(lens, descending=True)
+        return [(rows, max(int(lens[rows[0]]), 1)) for rows in torch.chunk(order, min(self.length_groups, len(order)))]
+
     def run_encoder(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """encoder over input_ids/attention_mask [N,L] -> states [N,L,d].
 
@@ -282,14 +304,12 @@ class DialogueModel(nn.Module):
         if self.pool != "masked" or self.length_groups <= 1 or N <= 1:
             return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         L = input_ids.size(1)
-        lens = attention_mask.sum(dim=1)
-        order = torch.argsort(lens, descending=True)
-        parts = []
-        for rows in torch.chunk(order, min(self.length_groups, N)):
-            n = max(int(lens[rows].max()), 1)
+        parts, order = [], []
+        for rows, n in self.length_groups_of(attention_mask):
             h = encoder(input_ids=input_ids[rows, :n], attention_mask=attention_mask[rows, :n]).last_hidden_state
             parts.append(F.pad(h, (0, 0, 0, L - n)))
-        return torch.cat(parts, dim=0)[torch.argsort(order)]
+            order.append(rows)
+        return torch.cat(parts, dim=0)[torch.argsort(torch.cat(order))]
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
@@ -398,6 +418,11 @@ class DialogueModel(nn.Module):
             if l_strategy != 0:
                 cls_logits = self.strategy_cls(pooled)
                 strategy_loss = F.cross_entropy(cls_logits.float(), memory_strategy_ids)
+        if (labels is not None and not return_logits and self.pool == "masked" and self.length_groups > 1
+                and not self.use_motivation and input_ids.size(0) > 1):
+            hidden, targets = self._grouped_target_states(input_ids, attention_mask, strategy_ids, decoder_input_ids,
+                                                          decoder_attention_mask, labels)
+            return self._with_loss({}, self.generator(hidden), targets, labels, strategy_loss, l_strategy)
         enc, enc_mask = self.encode(input_ids, attention_mask, strategy_ids, motivation_ids, motivation_mask)
         hidden = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
                               encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
@@ -410,11 +435,51 @@ class DialogueModel(nn.Module):
             else:  # [N, V] for the N target tokens only
                 keep = labels != -100
                 logits, targets = self.generator(hidden[keep]), labels[keep]
-            nll = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
-            n_tokens = (labels != -100).sum()
-            gen_loss = nll / n_tokens.clamp(min=1)
-            if strategy_loss is None:
-                strategy_loss = gen_loss.new_zeros(())
-            out.update(loss=gen_loss + l_strategy * strategy_loss, gen_loss=gen_loss,
-                       strategy_loss=strategy_loss, nll_sum=nll.detach(), n_tokens=n_tokens)
+            out = self._with_loss(out, logits, targets, labels, strategy_loss, l_strategy)
         return out
+
+    @staticmethod
+    def _with_loss(out: dict, logits, targets, labels, strategy_loss, l_strategy: float) -> dict:
+        """Add loss, gen_loss, strategy_loss, nll_sum, n_tokens to out; logits [N,V] for targets [N]."""
+        nll = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+        n_tokens = (labels != -100).sum()
+        gen_loss = nll / n_tokens.clamp(min=1)
+        if strategy_loss is None:
+            strategy_loss = gen_loss.new_zeros(())
+        out.update(loss=gen_loss + l_strategy * strategy_loss, gen_loss=gen_loss,
+                   strategy_loss=strategy_loss, nll_sum=nll.detach(), n_tokens=n_tokens)
+        return out
+
+    def _grouped_target_states(self, input_ids, attention_mask, strategy_ids, decoder_input_ids,
+                               decoder_attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher-forced pass per length group, never padded back to the batch: each group's contexts
+        are encoded at the group's own length, its memory vectors come from forward_groups, and its decoder
+        runs at the group's longest response against the group's states only. Returns the decoder states at
+        the target tokens [N,d] and those targets [N] (group order). Same values as the padded pass up to
+        float rounding: no real position reads a pad (causal, padding and cross-attention masks)."""
+        strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
+        groups = self.length_groups_of(attention_mask)
+        masks = [attention_mask[rows, :n] for rows, n in groups]
+        states = [self.encoder(input_ids=input_ids[rows, :n], attention_mask=m).last_hidden_state
+                  for (rows, n), m in zip(groups, masks)]
+        sids = [strategy_ids[rows] for rows, _ in groups]
+        if self.use_memory:
+            vecs = self.memory_enhance_module.forward_groups(states, masks, sids, self.memory_bank)
+        # per row, one past its last target (targets are right-padded; this also holds if they are not)
+        positions = torch.arange(1, labels.size(1) + 1, device=labels.device)
+        dec_lens = ((labels != -100) * positions).amax(dim=1)
+        hidden, targets = [], []
+        for g, (rows, _) in enumerate(groups):
+            enc, enc_mask = states[g], masks[g]
+            if self.use_memory:
+                enc = torch.cat([enc, vecs[g].unsqueeze(1).to(enc.dtype)], dim=1)
+                enc_mask = torch.cat([enc_mask, enc_mask.new_ones(enc_mask.size(0), 1)], dim=1)
+            t = max(int(dec_lens[rows].max()), 1)
+            lab = labels[rows, :t]
+            dmask = decoder_attention_mask[rows, :t] if decoder_attention_mask is not None else None
+            h = self.decoder(input_ids=decoder_input_ids[rows, :t], attention_mask=dmask,
+                             encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
+            keep = lab != -100
+            hidden.append(h[keep])
+            targets.append(lab[keep])
+        return torch.cat(hidden), torch.cat(targets)
