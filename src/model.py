@@ -201,8 +201,10 @@ class DialogueModel(nn.Module):
         self.pool = pool
         self.max_length = max_length
         self.max_length_res_memory = max_length_res_memory
-        # length groups of run_encoder (speed only; 1 = encode each batch as padded)
-        self.length_groups = 4
+        # length groups of the encoders and the masked-pool training pass (speed only; 1 = the batch as padded).
+        # 8: on the real valid batches (16 samples, ~95 memory responses) 4 groups cost 15% padded context
+        # tokens and 34% memory tokens, 8 groups 5% and 15% (1.08x per step); 16 groups did not pay (1.00x)
+        self.length_groups = 8
         d = config.d_model
 
         self.encoder = BartEncoder(config)
