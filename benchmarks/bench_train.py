@@ -40,13 +40,14 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated")
+MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved")
 DEFAULT_MODES = ("released", "released_noanomaly", "ours", "grouped", "all")
 RELEASED_FILES = ("main.py", "src/__init__.py", "src/bart_dialog.py", "src/dataset.py")
 DEFAULT_RELEASED_REPO = "/work/.mirror/Wh2018+MAGIC/repo"
@@ -256,6 +257,67 @@ def run_released(mode, records, bart, batches, warmup, count_flops, released_dir
     return secs, flops
 
 
+def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
+    """Ours and the released code in one process, alternating step by step on the same batches, so that a
+    busy machine slows both alike: returns per-side lists of step seconds (warm-up excluded). Each side's
+    step is its own train_epoch over a one-batch loader built (collated, and for the released side
+    tokenised) inside the timed span; anomaly detection is on for the released steps only, as released."""
+    import contextlib
+
+    import torch
+    from transformers import BartConfig, BartModel, BartTokenizer, get_linear_schedule_with_warmup
+
+    # the released package first, under its own name "src", then ours under "src" again
+    sys.path.insert(0, released_dir)
+    import main as released_main  # noqa: E402
+    from src.bart_dialog import DialogueModel as ReleasedModel
+    from src.dataset import DialogueDataset as ReleasedDataset, collate_fn, read_data
+    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+        sys.modules["released_" + name] = sys.modules.pop(name)
+    sys.path.remove(released_dir)
+    sys.path.insert(0, ROOT)
+    from src.data import DialogueDataset, collator_for, load_records
+    from src.model import DialogueModel
+    from src.train import train_epoch
+
+    torch.manual_seed(0)
+    tok = BartTokenizer.from_pretrained(bart)
+    config = BartConfig.from_pretrained(bart)
+    rel_ds = ReleasedDataset(read_data(records), tok, 512)
+    bart_model = BartModel.from_pretrained(bart)
+    rel = ReleasedModel(config, bart_model.config, tok, 512, 128, 64, torch.device("cpu"))
+    rel.encoder.load_state_dict(bart_model.encoder.state_dict(), strict=False)
+    rel.decoder.load_state_dict(bart_model.decoder.state_dict(), strict=False)
+    rel.strategy_encoder.load_state_dict(bart_model.encoder.state_dict(), strict=False)
+    del bart_model
+    rel_opt = torch.optim.AdamW(rel.parameters(), lr=5e-5)
+    ours = DialogueModel.from_pretrained_bart(bart)
+    ds = DialogueDataset(load_records(records), tok, max_length=512, max_length_res_memory=64)
+    collate = collator_for(ours)
+    opt = torch.optim.AdamW(ours.parameters(), lr=5e-5)
+    sched = get_linear_schedule_with_warmup(opt, 0, 10 ** 6)
+
+    def released_step(idx):
+        torch.autograd.set_detect_anomaly(True)
+        released_main.train_epoch(rel, [collate_fn([rel_ds[i] for i in idx])], rel_opt, torch.device("cpu"),
+                                  config, 0.2)
+
+    def our_step(idx):
+        torch.autograd.set_detect_anomaly(False)
+        train_epoch(ours, [collate([ds[i] for i in idx])], opt, sched, None, torch.device("cpu"), 0.2,
+                    contextlib.nullcontext, per_step_scheduler=True, desc="ours")
+
+    times = {"released": [], "ours": []}
+    for k, idx in enumerate(batches):
+        sides = [("released", released_step), ("ours", our_step)]
+        for name, step in (sides if k % 2 == 0 else sides[::-1]):
+            t = time.perf_counter()
+            step(idx)
+            if k >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
 def child(a) -> None:
     import torch
 
@@ -265,6 +327,11 @@ def child(a) -> None:
         n = len(json.load(f))
     batches = batch_order(n, a.batch_size, a.warmup + a.steps)
     peak = mm_peak()
+    if mode == "interleaved":
+        times = run_interleaved(records, bart, batches, a.warmup, released_dir)
+        print("RESULT " + json.dumps({"mode": mode, "threads": a._threads, "times": times, "mm_peak_gflops": peak,
+                                      "load": os.getloadavg()[0]}))
+        return
     if mode.startswith("released"):
         secs, flops = run_released(mode, records, bart, batches, a.warmup, a._count_flops, released_dir)
     else:
@@ -285,6 +352,9 @@ def main() -> None:
     p.add_argument("--released_repo", default=os.environ.get("MAGIC_RELEASED_REPO", DEFAULT_RELEASED_REPO),
                    help="bare git mirror of github.com/Wh2018/MAGIC (released modes are skipped without it)")
     p.add_argument("--no_flops", action="store_true", help="skip the FLOP-counting pass")
+    p.add_argument("--interleaved", action="store_true",
+                   help="instead of the modes: ours and the released code alternating step by step in one "
+                        "process per thread count (a ratio that holds on a busy machine; no RSS, no FLOPs)")
     p.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--_count_flops", action="store_true", help=argparse.SUPPRESS)
@@ -311,6 +381,10 @@ def main() -> None:
         released_dir = extract_released(a.released_repo, work) if has_mirror else ""
         print(f"d_model 256, 2+2 layers, batch {a.batch_size}, K 128, max lengths 512/64, {a.steps} timed steps "
               f"after {a.warmup} warm-up, threads {threads}; load average {os.getloadavg()[0]:.2f}")
+        if a.interleaved:
+            if not has_mirror:
+                sys.exit(f"--interleaved needs the released repository ({a.released_repo})")
+            modes = ["interleaved"]
         for mode in modes:
             for t in threads:
                 cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(a.steps), "--warmup", str(a.warmup),
@@ -324,8 +398,18 @@ def main() -> None:
                 if out.returncode or not line:
                     sys.exit(f"mode {mode} ({t} threads) failed:\n{out.stderr[-3000:]}")
                 r = results[(mode, t)] = json.loads(line[-1][len("RESULT "):])
+                if mode == "interleaved":
+                    med = {k: statistics.median(v) for k, v in r["times"].items()}
+                    tot = {k: sum(v) for k, v in r["times"].items()}
+                    print(f"interleaved {t} thr: released {a.batch_size / med['released']:.2f}, ours "
+                          f"{a.batch_size / med['ours']:.2f} samples/s (per-step medians): "
+                          f"{med['released'] / med['ours']:.2f}x (totals {tot['released'] / tot['ours']:.2f}x); "
+                          f"load average at the end {r['load']:.1f}", flush=True)
+                    continue
                 print(f"{mode:19s} {t} thr {r['samples_per_s']:7.2f} samples/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
                       f"({r['secs']:.1f} s; mm peak {r['mm_peak_gflops']:.0f} GFLOP/s)", flush=True)
+    if a.interleaved:
+        return
     print("\nFLOP fraction (matmul-class training FLOPs per second / measured 2048^2 fp32 mm peak):")
     for mode in modes:
         fl = next((results[(mode, t)]["flops"] for t in threads if results[(mode, t)].get("flops")), None)
