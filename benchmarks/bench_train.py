@@ -156,7 +156,8 @@ def flop_counter():
 
 # ---------------------------------------------------------------------------------------------- modes
 def run_ours(mode, records, bart, batches, warmup, count_flops):
-    """(seconds of the timed steps, FLOPs of the timed batches or None)."""
+    """(seconds of the timed steps, FLOPs of the timed batches or None, peak RSS in MB up to the end of the
+    timed steps)."""
     import contextlib
 
     import torch
@@ -206,12 +207,13 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
         return time.perf_counter() - loader.t_start
 
     secs = epoch(batches, warmup)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
     flops = None
     if count_flops:
         with flop_counter() as fcm:
             epoch(batches[warmup:], 0)
         flops = fcm.get_total_flops()
-    return secs, flops
+    return secs, flops, peak_rss_mb
 
 
 def run_released(mode, records, bart, batches, warmup, count_flops, released_dir):
@@ -249,12 +251,13 @@ def run_released(mode, records, bart, batches, warmup, count_flops, released_dir
         return time.perf_counter() - loader.t_start
 
     secs = epoch(batches, warmup)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
     flops = None
     if count_flops:
         with flop_counter() as fcm:
             epoch(batches[warmup:], 0)
         flops = fcm.get_total_flops()
-    return secs, flops
+    return secs, flops, peak_rss_mb
 
 
 def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
@@ -308,14 +311,16 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
                     contextlib.nullcontext, per_step_scheduler=True, desc="ours")
 
     times = {"released": [], "ours": []}
+    cpu = {"released": [], "ours": []}  # process CPU seconds: at 1 thread, less sensitive to other jobs
     for k, idx in enumerate(batches):
         sides = [("released", released_step), ("ours", our_step)]
         for name, step in (sides if k % 2 == 0 else sides[::-1]):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             step(idx)
             if k >= warmup:
                 times[name].append(time.perf_counter() - t)
-    return times
+                cpu[name].append(time.process_time() - c)
+    return times, cpu
 
 
 def child(a) -> None:
@@ -328,18 +333,19 @@ def child(a) -> None:
     batches = batch_order(n, a.batch_size, a.warmup + a.steps)
     peak = mm_peak()
     if mode == "interleaved":
-        times = run_interleaved(records, bart, batches, a.warmup, released_dir)
-        print("RESULT " + json.dumps({"mode": mode, "threads": a._threads, "times": times, "mm_peak_gflops": peak,
+        times, cpu = run_interleaved(records, bart, batches, a.warmup, released_dir)
+        print("RESULT " + json.dumps({"mode": mode, "threads": a._threads, "times": times, "cpu": cpu,
+                                      "mm_peak_gflops": peak,
                                       "load": os.getloadavg()[0]}))
         return
     if mode.startswith("released"):
-        secs, flops = run_released(mode, records, bart, batches, a.warmup, a._count_flops, released_dir)
+        secs, flops, rss = run_released(mode, records, bart, batches, a.warmup, a._count_flops, released_dir)
     else:
-        secs, flops = run_ours(mode, records, bart, batches, a.warmup, a._count_flops)
+        secs, flops, rss = run_ours(mode, records, bart, batches, a.warmup, a._count_flops)
     print("RESULT " + json.dumps({
         "mode": mode, "threads": a._threads, "samples_per_s": a.steps * a.batch_size / secs, "secs": secs,
         "flops": flops, "mm_peak_gflops": peak,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        "peak_rss_mb": rss}))
 
 
 def main() -> None:
@@ -403,7 +409,8 @@ def main() -> None:
                     tot = {k: sum(v) for k, v in r["times"].items()}
                     print(f"interleaved {t} thr: released {a.batch_size / med['released']:.2f}, ours "
                           f"{a.batch_size / med['ours']:.2f} samples/s (per-step medians): "
-                          f"{med['released'] / med['ours']:.2f}x (totals {tot['released'] / tot['ours']:.2f}x); "
+                          f"{med['released'] / med['ours']:.2f}x (totals {tot['released'] / tot['ours']:.2f}x; "
+                          f"process CPU time {sum(r['cpu']['released']) / sum(r['cpu']['ours']):.2f}x); "
                           f"load average at the end {r['load']:.1f}", flush=True)
                     continue
                 print(f"{mode:19s} {t} thr {r['samples_per_s']:7.2f} samples/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
