@@ -306,17 +306,34 @@ class DialogueModel(nn.Module):
         if self.pool != "masked" or self.length_groups <= 1 or N <= 1:
             return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         L = input_ids.size(1)
-        parts, order = [], []
-        for rows, n in self.length_groups_of(attention_mask):
-            h = encoder(input_ids=input_ids[rows, :n], attention_mask=attention_mask[rows, :n]).last_hidden_state
-            parts.append(F.pad(h, (0, 0, 0, L - n)))
-            order.append(rows)
-        return torch.cat(parts, dim=0)[torch.argsort(torch.cat(order))]
+        groups = self.length_groups_of(attention_mask)
+        parts = [F.pad(h, (0, 0, 0, L - h.size(1))) for h in self._encode_groups(encoder, input_ids, attention_mask, groups)]
+        return torch.cat(parts, dim=0)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
+
+    @staticmethod
+    def group_embeddings(module: nn.Module, input_ids: torch.Tensor, groups) -> list[torch.Tensor]:
+        """module.embed_tokens for every group's input_ids[rows, :n] in one call -> [B_g, n, d] per group.
+        One lookup per module and step instead of one per group: its backward allocates, fills and
+        accumulates a dense [V, d] gradient once, not once per group."""
+        ids = [input_ids[rows, :n] for rows, n in groups]
+        emb = module.embed_tokens(torch.cat([x.reshape(-1) for x in ids]))
+        return [e.view(*x.shape, -1) for e, x in zip(emb.split([x.numel() for x in ids]), ids)]
+
+    def _encode_groups(self, encoder: nn.Module, input_ids, attention_mask, groups) -> list[torch.Tensor]:
+        """encoder over each group (rows, n) of input_ids/attention_mask -> states [B_g, n, d] per group."""
+        embeds = self.group_embeddings(encoder, input_ids, groups)
+        return [encoder(inputs_embeds=e, attention_mask=attention_mask[rows, :n]).last_hidden_state
+                for e, (rows, n) in zip(embeds, groups)]
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
-        states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
-        return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+        if self.pool != "masked" or self.length_groups <= 1 or memory_input_ids.size(0) <= 1:
+            states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
+            return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+        groups = self.length_groups_of(memory_attention_mask)
+        states = self._encode_groups(self.strategy_encoder, memory_input_ids, memory_attention_mask, groups)
+        pooled = [masked_max(h, memory_attention_mask[rows, :n]) for h, (rows, n) in zip(states, groups)]
+        return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
 
     def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
         """Append pooled [M,d] to the slots memory_strategy_ids [M] (in order) and keep the newest K.
@@ -462,24 +479,24 @@ class DialogueModel(nn.Module):
         strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
         groups = self.length_groups_of(attention_mask)
         masks = [attention_mask[rows, :n] for rows, n in groups]
-        states = [self.encoder(input_ids=input_ids[rows, :n], attention_mask=m).last_hidden_state
-                  for (rows, n), m in zip(groups, masks)]
+        states = self._encode_groups(self.encoder, input_ids, attention_mask, groups)
         sids = [strategy_ids[rows] for rows, _ in groups]
         if self.use_memory:
             vecs = self.memory_enhance_module.forward_groups(states, masks, sids, self.memory_bank)
         # per row, one past its last target (targets are right-padded; this also holds if they are not)
         positions = torch.arange(1, labels.size(1) + 1, device=labels.device)
         dec_lens = ((labels != -100) * positions).amax(dim=1)
+        dec_groups = [(rows, max(int(dec_lens[rows].max()), 1)) for rows, _ in groups]
+        dec_embeds = self.group_embeddings(self.decoder, decoder_input_ids, dec_groups)
         hidden, targets = [], []
-        for g, (rows, _) in enumerate(groups):
+        for g, (rows, t) in enumerate(dec_groups):
             enc, enc_mask = states[g], masks[g]
             if self.use_memory:
                 enc = torch.cat([enc, vecs[g].unsqueeze(1).to(enc.dtype)], dim=1)
                 enc_mask = torch.cat([enc_mask, enc_mask.new_ones(enc_mask.size(0), 1)], dim=1)
-            t = max(int(dec_lens[rows].max()), 1)
             lab = labels[rows, :t]
             dmask = decoder_attention_mask[rows, :t] if decoder_attention_mask is not None else None
-            h = self.decoder(input_ids=decoder_input_ids[rows, :t], attention_mask=dmask,
+            h = self.decoder(inputs_embeds=dec_embeds[g], attention_mask=dmask,
                              encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
             keep = lab != -100
             hidden.append(h[keep])
