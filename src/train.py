@@ -125,6 +125,38 @@ def autocast_for(device: torch.device, fp16: bool, bf16: bool):
     return contextlib.nullcontext
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op without glibc). On CPU, glibc keeps
+    what a step's variously sized tensors freed and RSS creeps up (about 20 MB per step in
+    benchmarks/bench_train.py); trimming every TRIM_EVERY steps bounds it. Pages trimmed are faulted in again
+    by the next step, which is why it is not done every step."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+TRIM_EVERY = 8  # steps; 23 benchmark steps: peak RSS 1,540 -> 1,427 MB for about 3 % more CPU time
+_steps_untrimmed = 0
+
+
+def _trim_now_and_then() -> None:
+    """release_freed_memory() every TRIM_EVERY training steps of this process (across epochs and calls)."""
+    global _steps_untrimmed
+    _steps_untrimmed += 1
+    if _steps_untrimmed >= TRIM_EVERY:
+        _steps_untrimmed = 0
+        release_freed_memory()
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -197,6 +229,8 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
         if per_step_scheduler:
             scheduler.step()
         n += 1
+        if device.type == "cpu":
+            _trim_now_and_then()
         for k in sums:
             sums[k] += float(out[k].detach())
         bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", gen=f"{sums['gen_loss'] / n:.3f}",
