@@ -29,9 +29,10 @@ Modes:
                 collate and our memory attention. Kept as a cross-check that runs without the mirror.
 
 FLOP fraction: the matmul-class FLOPs (torch.utils.flop_counter: mm/addmm/bmm and the CPU flash-attention
-kernels, forward and backward) of the timed batches are counted in a second, untimed pass over the same
-batches (in the run with the most threads; FLOPs do not depend on the thread count), divided by the timed
-seconds, and set against a measured 2048x2048 float32 ``torch.mm`` peak at that thread count.
+kernels, forward and backward) of the first ``--flop_steps`` timed batches are counted in a second, untimed pass
+over them (in the run with the most threads, with anomaly detection off: FLOPs depend on neither, and with it the
+released pass ran out of memory), and FLOPs per sample times samples/s is set against a measured 2048x2048
+float32 ``torch.mm`` peak at that thread count.
 """
 from __future__ import annotations
 
@@ -156,8 +157,8 @@ def flop_counter():
 
 # ---------------------------------------------------------------------------------------------- modes
 def run_ours(mode, records, bart, batches, warmup, count_flops):
-    """(seconds of the timed steps, FLOPs of the timed batches or None, peak RSS in MB up to the end of the
-    timed steps)."""
+    """(seconds of the timed steps, FLOPs per batch over the first ``count_flops`` timed batches or None, peak
+    RSS in MB up to the end of the timed steps)."""
     import contextlib
 
     import torch
@@ -210,9 +211,10 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
     flops = None
     if count_flops:
+        torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
         with flop_counter() as fcm:
-            epoch(batches[warmup:], 0)
-        flops = fcm.get_total_flops()
+            epoch(batches[warmup:warmup + count_flops], 0)
+        flops = fcm.get_total_flops() / min(count_flops, len(batches) - warmup)  # per batch
     return secs, flops, peak_rss_mb
 
 
@@ -254,9 +256,10 @@ def run_released(mode, records, bart, batches, warmup, count_flops, released_dir
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
     flops = None
     if count_flops:
+        torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
         with flop_counter() as fcm:
-            epoch(batches[warmup:], 0)
-        flops = fcm.get_total_flops()
+            epoch(batches[warmup:warmup + count_flops], 0)
+        flops = fcm.get_total_flops() / min(count_flops, len(batches) - warmup)  # per batch
     return secs, flops, peak_rss_mb
 
 
@@ -357,13 +360,14 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, from {','.join(MODES)}")
     p.add_argument("--released_repo", default=os.environ.get("MAGIC_RELEASED_REPO", DEFAULT_RELEASED_REPO),
                    help="bare git mirror of github.com/Wh2018/MAGIC (released modes are skipped without it)")
-    p.add_argument("--no_flops", action="store_true", help="skip the FLOP-counting pass")
     p.add_argument("--interleaved", action="store_true",
                    help="instead of the modes: ours and the released code alternating step by step in one "
                         "process per thread count (a ratio that holds on a busy machine; no RSS, no FLOPs)")
     p.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_threads", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--_count_flops", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--flop_steps", type=int, default=5,
+                   help="timed batches re-run under the FLOP counter (untimed; 0 = none)")
+    p.add_argument("--_count_flops", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a._child:
         child(a)
@@ -396,13 +400,14 @@ def main() -> None:
                 cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(a.steps), "--warmup", str(a.warmup),
                        "--batch_size", str(a.batch_size), "--_threads", str(t),
                        "--_child", mode, records, bart, released_dir]
-                if not a.no_flops and t == max(threads):
-                    cmd.append("--_count_flops")
+                if a.flop_steps > 0 and t == max(threads):
+                    cmd += ["--_count_flops", str(a.flop_steps)]
                 env = dict(os.environ, OMP_NUM_THREADS=str(t), TOKENIZERS_PARALLELISM="false")
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
                 if out.returncode or not line:
-                    sys.exit(f"mode {mode} ({t} threads) failed:\n{out.stderr[-3000:]}")
+                    sys.exit(f"mode {mode} ({t} threads) failed (exit status {out.returncode}):\n"
+                             f"{out.stderr[-3000:]}")
                 r = results[(mode, t)] = json.loads(line[-1][len("RESULT "):])
                 if mode == "interleaved":
                     med = {k: statistics.median(v) for k, v in r["times"].items()}
@@ -422,7 +427,7 @@ def main() -> None:
         fl = next((results[(mode, t)]["flops"] for t in threads if results[(mode, t)].get("flops")), None)
         if not fl:
             continue
-        per_sample = fl / (a.steps * a.batch_size)
+        per_sample = fl / a.batch_size
         parts = []
         for t in threads:
             r = results[(mode, t)]
