@@ -75,6 +75,8 @@ class MemoryEnhanceModule(nn.Module):
         A sample whose slot is empty gets a zero vector (the released code produced NaN there: every key
         of the attention was masked).
         """
+        if pool == "masked":
+            return self._forward_packed(encoder_states, encoder_mask, strategy_ids, memory_bank)
         B, _, d = encoder_states.shape
         sizes = torch.tensor([t.size(0) for t in memory_bank], device=encoder_states.device)
         n = sizes[strategy_ids]  # [B] entries available to each sample
@@ -98,8 +100,48 @@ class MemoryEnhanceModule(nn.Module):
             key_padding_mask=key_pad, need_weights=False,
         )
         attn = attn.transpose(0, 1)  # [B, T, d]
-        pooled = masked_max(attn, encoder_mask if pool == "masked" else None)
+        pooled = masked_max(attn, None)
         return pooled.masked_fill(empty.unsqueeze(1), 0.0)
+
+    def _forward_packed(self, encoder_states, encoder_mask, strategy_ids, memory_bank) -> torch.Tensor:
+        """The masked-pool forward without padding (see forward_groups), for one padded batch."""
+        return self.forward_groups([encoder_states], [encoder_mask], [strategy_ids], memory_bank)[0]
+
+    def forward_groups(self, states: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                       strategy_ids: Sequence[torch.Tensor], memory_bank: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Masked pooling over row groups, each padded to its own length: states[g] [B_g,T_g,d], masks[g]
+        [B_g,T_g], strategy_ids[g] [B_g] -> memory vectors [B_g,d] per group.
+
+        Per strategy s in the batch, the real tokens of its samples ([N_s, d], packed) attend to slot s itself
+        ([n_s, d], projected once, no key padding), and each sample max-pools its own tokens. Equal to
+        attending from the padded batch to per-sample padded keys and pooling over real positions (up to
+        float rounding), at the cost of the real tokens only. An empty slot gives a zero vector.
+        """
+        d = states[0].size(-1)
+        zero = states[0].new_zeros(d)
+        pooled = [[zero] * h.size(0) for h in states]
+        real = [m.bool() for m in masks]
+        lens = [r.sum(dim=1).tolist() for r in real]
+        ids = [x.tolist() for x in strategy_ids]
+        for s in sorted({x for g in ids for x in g}):
+            slot = memory_bank[s]
+            if slot.size(0) == 0:
+                continue
+            where, tokens, sizes = [], [], []
+            for g, gids in enumerate(ids):
+                rows = [i for i, x in enumerate(gids) if x == s]
+                if rows:
+                    sel = real[g] & (strategy_ids[g] == s).unsqueeze(1)
+                    tokens.append(states[g][sel])  # row-major: sample by sample
+                    where += [(g, i) for i in rows]
+                    sizes += [lens[g][i] for i in rows]
+            q = torch.cat(tokens) if len(tokens) > 1 else tokens[0]
+            kv = slot.to(q.dtype).unsqueeze(1)  # [n_s, 1, d]
+            attn, _ = self.multihead_attn(q.unsqueeze(1), kv, kv, need_weights=False)  # [N_s, 1, d]
+            for (g, i), part in zip(where, attn.squeeze(1).split(sizes)):
+                if part.size(0):
+                    pooled[g][i] = part.max(dim=0).values
+        return [torch.stack(p) for p in pooled]
 
 
 class Generator(nn.Module):
@@ -138,8 +180,10 @@ class DialogueModel(nn.Module):
         config = _as_config(bart_config_or_dir)
         self.config = config
         self.generator_config = gcfg
-        # length groups of run_encoder (speed only; 1 = encode each batch as padded)
-        self.length_groups = 4
+        # length groups of the encoders and the masked-pool training pass (speed only; 1 = the batch as padded).
+        # 8: on the real valid batches (16 samples, ~95 memory responses) 4 groups cost 15% padded context
+        # tokens and 34% memory tokens, 8 groups 5% and 15% (1.08x per step); 16 groups did not pay (1.00x)
+        self.length_groups = 8
         d = config.d_model
 
         self.encoder = BartEncoder(config)
@@ -231,6 +275,13 @@ class DialogueModel(nn.Module):
                                  f"{getattr(t, 'shape', type(t).__name__)}")
         self.memory_bank = [t.detach().float().to(self.device)[-self.strategy_memory_max:] for t in bank]
 
+    def length_groups_of(self, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """Rows of attention_mask [N,L] sorted by length (longest first) and cut into ``length_groups``
+        groups: [(row indices, the group's longest length)]."""
+        lens = attention_mask.sum(dim=1)
+        order = torch.argsort(lens, descending=True)
+        return [(rows, max(int(lens[rows[0]]), 1)) for rows in torch.chunk(order, min(self.length_groups, len(order)))]
+
     def run_encoder(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """encoder over input_ids/attention_mask [N,L] -> states [N,L,d].
 
@@ -244,19 +295,34 @@ class DialogueModel(nn.Module):
         if self.pool != "masked" or self.length_groups <= 1 or N <= 1:
             return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         L = input_ids.size(1)
-        lens = attention_mask.sum(dim=1)
-        order = torch.argsort(lens, descending=True)
-        parts = []
-        for rows in torch.chunk(order, min(self.length_groups, N)):
-            n = max(int(lens[rows].max()), 1)
-            h = encoder(input_ids=input_ids[rows, :n], attention_mask=attention_mask[rows, :n]).last_hidden_state
-            parts.append(F.pad(h, (0, 0, 0, L - n)))
-        return torch.cat(parts, dim=0)[torch.argsort(order)]
+        groups = self.length_groups_of(attention_mask)
+        parts = [F.pad(h, (0, 0, 0, L - h.size(1))) for h in self._encode_groups(encoder, input_ids, attention_mask, groups)]
+        return torch.cat(parts, dim=0)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
+
+    @staticmethod
+    def group_embeddings(module: nn.Module, input_ids: torch.Tensor, groups) -> list[torch.Tensor]:
+        """module.embed_tokens for every group's input_ids[rows, :n] in one call -> [B_g, n, d] per group.
+        One lookup per module and step instead of one per group: its backward allocates, fills and
+        accumulates a dense [V, d] gradient once, not once per group."""
+        ids = [input_ids[rows, :n] for rows, n in groups]
+        emb = module.embed_tokens(torch.cat([x.reshape(-1) for x in ids]))
+        return [e.view(*x.shape, -1) for e, x in zip(emb.split([x.numel() for x in ids]), ids)]
+
+    def _encode_groups(self, encoder: nn.Module, input_ids, attention_mask, groups) -> list[torch.Tensor]:
+        """encoder over each group (rows, n) of input_ids/attention_mask -> states [B_g, n, d] per group."""
+        embeds = self.group_embeddings(encoder, input_ids, groups)
+        return [encoder(inputs_embeds=e, attention_mask=attention_mask[rows, :n]).last_hidden_state
+                for e, (rows, n) in zip(embeds, groups)]
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
-        states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
-        return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+        if self.pool != "masked" or self.length_groups <= 1 or memory_input_ids.size(0) <= 1:
+            states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
+            return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+        groups = self.length_groups_of(memory_attention_mask)
+        states = self._encode_groups(self.strategy_encoder, memory_input_ids, memory_attention_mask, groups)
+        pooled = [masked_max(h, memory_attention_mask[rows, :n]) for h, (rows, n) in zip(states, groups)]
+        return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
 
     def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
         """Append pooled [M,d] to the slots memory_strategy_ids [M] (in order) and keep the newest K.
@@ -341,14 +407,17 @@ class DialogueModel(nn.Module):
         motivation_ids: torch.Tensor | None = None,
         motivation_mask: torch.Tensor | None = None,
         l_strategy: float = 0.2,
+        return_logits: bool = True,
         **unused,
     ) -> dict:
         """Teacher-forced pass. labels [B,t] with -100 at padding.
 
         In training mode with memory inputs (memory_input_ids/mask [M,Lm], memory_strategy_ids [M]) the bank
         is updated first and the auxiliary classifier is trained on this step's pooled entries; in eval mode
-        the bank is frozen. Returns a dict: logits [B,t,V]; with labels also loss, gen_loss, strategy_loss
-        (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token NLL) and n_tokens.
+        the bank is frozen. Returns a dict: logits [B,t,V] (unless return_logits=False); with labels also loss,
+        gen_loss, strategy_loss (0 when there is nothing to classify or l_strategy == 0), nll_sum (summed token
+        NLL) and n_tokens. With labels and return_logits=False (the training loop) the vocabulary projection
+        and softmax run on the target tokens only, not on padding.
         """
         strategy_loss = None
         # data parallel (src/distributed.py): (pooled, ids) of this rank -> those of every rank, rank order
@@ -364,16 +433,68 @@ class DialogueModel(nn.Module):
             if l_strategy != 0 and pooled.size(0) > 0:
                 cls_logits = self.strategy_cls(pooled)
                 strategy_loss = F.cross_entropy(cls_logits.float(), memory_strategy_ids)
+        if (labels is not None and not return_logits and self.pool == "masked" and self.length_groups > 1
+                and not self.use_motivation and input_ids.size(0) > 1):
+            hidden, targets = self._grouped_target_states(input_ids, attention_mask, strategy_ids, decoder_input_ids,
+                                                          decoder_attention_mask, labels)
+            return self._with_loss({}, self.generator(hidden), targets, labels, strategy_loss, l_strategy)
         enc, enc_mask = self.encode(input_ids, attention_mask, strategy_ids, motivation_ids, motivation_mask)
-        logits, _ = self.decode(decoder_input_ids, enc, enc_mask, decoder_attention_mask=decoder_attention_mask)
-        out = {"logits": logits}
+        hidden = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                              encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
+        out = {}
+        if return_logits or labels is None:
+            out["logits"] = self.generator(hidden)
         if labels is not None:
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                  ignore_index=-100, reduction="sum")
-            n_tokens = (labels != -100).sum()
-            gen_loss = nll / n_tokens.clamp(min=1)
-            if strategy_loss is None:
-                strategy_loss = gen_loss.new_zeros(())
-            out.update(loss=gen_loss + l_strategy * strategy_loss, gen_loss=gen_loss,
-                       strategy_loss=strategy_loss, nll_sum=nll.detach(), n_tokens=n_tokens)
+            if "logits" in out:
+                logits, targets = out["logits"].reshape(-1, self.vocab_size), labels.reshape(-1)
+            else:  # [N, V] for the N target tokens only
+                keep = labels != -100
+                logits, targets = self.generator(hidden[keep]), labels[keep]
+            out = self._with_loss(out, logits, targets, labels, strategy_loss, l_strategy)
         return out
+
+    @staticmethod
+    def _with_loss(out: dict, logits, targets, labels, strategy_loss, l_strategy: float) -> dict:
+        """Add loss, gen_loss, strategy_loss, nll_sum, n_tokens to out; logits [N,V] for targets [N]."""
+        nll = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+        n_tokens = (labels != -100).sum()
+        gen_loss = nll / n_tokens.clamp(min=1)
+        if strategy_loss is None:
+            strategy_loss = gen_loss.new_zeros(())
+        out.update(loss=gen_loss + l_strategy * strategy_loss, gen_loss=gen_loss,
+                   strategy_loss=strategy_loss, nll_sum=nll.detach(), n_tokens=n_tokens)
+        return out
+
+    def _grouped_target_states(self, input_ids, attention_mask, strategy_ids, decoder_input_ids,
+                               decoder_attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher-forced pass per length group, never padded back to the batch: each group's contexts
+        are encoded at the group's own length, its memory vectors come from forward_groups, and its decoder
+        runs at the group's longest response against the group's states only. Returns the decoder states at
+        the target tokens [N,d] and those targets [N] (group order). Same values as the padded pass up to
+        float rounding: no real position reads a pad (causal, padding and cross-attention masks)."""
+        strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
+        groups = self.length_groups_of(attention_mask)
+        masks = [attention_mask[rows, :n] for rows, n in groups]
+        states = self._encode_groups(self.encoder, input_ids, attention_mask, groups)
+        sids = [strategy_ids[rows] for rows, _ in groups]
+        if self.use_memory:
+            vecs = self.memory_enhance_module.forward_groups(states, masks, sids, self.memory_bank)
+        # per row, one past its last target (targets are right-padded; this also holds if they are not)
+        positions = torch.arange(1, labels.size(1) + 1, device=labels.device)
+        dec_lens = ((labels != -100) * positions).amax(dim=1)
+        dec_groups = [(rows, max(int(dec_lens[rows].max()), 1)) for rows, _ in groups]
+        dec_embeds = self.group_embeddings(self.decoder, decoder_input_ids, dec_groups)
+        hidden, targets = [], []
+        for g, (rows, t) in enumerate(dec_groups):
+            enc, enc_mask = states[g], masks[g]
+            if self.use_memory:
+                enc = torch.cat([enc, vecs[g].unsqueeze(1).to(enc.dtype)], dim=1)
+                enc_mask = torch.cat([enc_mask, enc_mask.new_ones(enc_mask.size(0), 1)], dim=1)
+            lab = labels[rows, :t]
+            dmask = decoder_attention_mask[rows, :t] if decoder_attention_mask is not None else None
+            h = self.decoder(inputs_embeds=dec_embeds[g], attention_mask=dmask,
+                             encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
+            keep = lab != -100
+            hidden.append(h[keep])
+            targets.append(lab[keep])
+        return torch.cat(hidden), torch.cat(targets)

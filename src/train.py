@@ -151,6 +151,38 @@ def autocast_for(device: torch.device, fp16: bool, bf16: bool):
     return contextlib.nullcontext
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op without glibc). On CPU, glibc keeps
+    what a step's variously sized tensors freed and RSS creeps up (about 20 MB per step in
+    benchmarks/bench_train.py); trimming every TRIM_EVERY steps bounds it. Pages trimmed are faulted in again
+    by the next step, which is why it is not done every step."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+TRIM_EVERY = 8  # steps; 23 benchmark steps: peak RSS 1,540 -> 1,427 MB for about 3 % more CPU time
+_steps_untrimmed = 0
+
+
+def _trim_now_and_then() -> None:
+    """release_freed_memory() every TRIM_EVERY training steps of this process (across epochs and calls)."""
+    global _steps_untrimmed
+    _steps_untrimmed += 1
+    if _steps_untrimmed >= TRIM_EVERY:
+        _steps_untrimmed = 0
+        release_freed_memory()
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -226,7 +258,7 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
     for batch in bar:
         batch = to_device(batch, device)
         with autocast():
-            out = model(**batch, l_strategy=l_strategy)
+            out = model(**batch, l_strategy=l_strategy, return_logits=False)
         if dp.enabled:  # token mean over the global batch, not a mean of per-rank means (src/distributed.py)
             nll, tokens = dp.sum(float(out["nll_sum"]), float(out["n_tokens"]))
             gen = out["gen_loss"] * (out["n_tokens"].clamp(min=1) * dp.world / max(tokens, 1.0))
@@ -247,6 +279,8 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
         if per_step_scheduler:
             scheduler.step()
         n += 1
+        if device.type == "cpu":
+            _trim_now_and_then()
         for k in sums:
             sums[k] += float(out["shown_loss" if k == "loss" and dp.enabled else k].detach())
         bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", gen=f"{sums['gen_loss'] / n:.3f}",
@@ -265,7 +299,7 @@ def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: s
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not dp.main):
         batch = to_device(batch, device)
         with autocast():
-            out = model(**batch)
+            out = model(**batch, return_logits=False)
         nll += float(out["nll_sum"])
         tokens += int(out["n_tokens"])
     nll, tokens = dp.sum(nll, tokens)

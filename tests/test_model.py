@@ -430,3 +430,54 @@ def test_length_grouped_encoding_matches_one_padded_pass(bart_dir, tokenizer):
     assert torch.allclose(grouped[real], full[real], atol=1e-5)
     assert torch.allclose(logits_grouped, logits_full, atol=1e-4)
     assert torch.allclose(mem_grouped, mem_full, atol=1e-5)
+
+
+def test_packed_memory_attention_matches_per_sample_reference(bart_dir, tokenizer):
+    """Masked pooling attends from the real tokens only, per strategy slot; that must equal attending from
+    each sample's own real tokens to its own slot, and the released padded path when nothing is padded."""
+    model = new_model(bart_dir)
+    recs = make_records(3)
+    model.train()
+    model(**batch_of(model, tokenizer, recs))  # fill some slots
+    model.eval()
+    b = batch_of(model, tokenizer, recs)
+    assert len(set(b["attention_mask"].sum(1).tolist())) > 1
+    mem = model.memory_enhance_module
+    with torch.no_grad():
+        states = model.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+        got = mem(states, b["attention_mask"], b["strategy_ids"], model.memory_bank, "masked")
+        for i, s in enumerate(b["strategy_ids"].tolist()):
+            slot = model.memory_bank[s]
+            if slot.size(0) == 0:
+                assert torch.equal(got[i], torch.zeros_like(got[i]))
+                continue
+            n = int(b["attention_mask"][i].sum())
+            ref, _ = mem.multihead_attn(states[i, :n].unsqueeze(1), slot.unsqueeze(1), slot.unsqueeze(1))
+            assert torch.allclose(got[i], ref[:, 0].max(dim=0).values, atol=1e-5)
+        full = torch.ones_like(b["attention_mask"])  # no padding: masked and released pooling agree
+        assert torch.allclose(mem(states, full, b["strategy_ids"], model.memory_bank, "masked"),
+                              mem(states, full, b["strategy_ids"], model.memory_bank, "all"), atol=1e-5)
+    assert any(model.memory_bank[s].size(0) == 0 for s in range(8))  # the empty-slot branch ran too
+
+
+def test_target_only_loss_matches_full_logits(bart_dir, tokenizer):
+    """return_logits=False projects only the target tokens: same loss, NLL and gradients."""
+    model = new_model(bart_dir)
+    recs = make_records(3)
+    model.train()
+    model(**batch_of(model, tokenizer, recs))
+    model.detach_memory()
+    model.eval()  # no dropout, frozen bank: both passes see the same model
+    b = batch_of(model, tokenizer, recs)
+    assert bool((b["labels"] == -100).any())  # padded targets present
+    grads = []
+    for return_logits in (True, False):
+        model.zero_grad()
+        out = model(**b, return_logits=return_logits)
+        assert ("logits" in out) == return_logits
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), out["nll_sum"], int(out["n_tokens"]),
+                      model.generator.proj.weight.grad.clone(), model.encoder.layers[0].fc1.weight.grad.clone()))
+    (l1, n1, t1, g1, e1), (l2, n2, t2, g2, e2) = grads
+    assert t1 == t2 and torch.allclose(l1, l2, atol=1e-5) and torch.allclose(n1, n2, rtol=1e-5)
+    assert torch.allclose(g1, g2, atol=1e-6) and torch.allclose(e1, e2, atol=1e-6)
