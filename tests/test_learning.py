@@ -19,8 +19,6 @@ Sabotage tried: shuffling the strategy ids of every training batch in the collat
 from __future__ import annotations
 
 import json
-import math
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -71,6 +69,12 @@ def train_world(repo_root: Path, tmp: Path) -> dict:
     return {"records": records, "history": history, "model": model, "tokenizer": tokenizer}
 
 
+@pytest.fixture(scope="module")
+def gold_responses(trained):
+    """Greedy responses to the test records under their own (gold) strategies."""
+    return decode(trained, trained["records"]["test"])
+
+
 def decode(trained, records):
     from src.evaluation import clean_response, generate_responses
 
@@ -102,13 +106,13 @@ def test_validation_perplexity_falls(trained):
     assert min(ppl) < ppl[0] / 5, ppl
 
 
-def test_bleu2_beats_frequent_response_baseline(trained):
+def test_bleu2_beats_frequent_response_baseline(trained, gold_responses):
     from src.evaluation import compute_scores
 
     test = trained["records"]["test"]
     refs = [r["response"] for r in test]
     frequent = Counter(r["response"] for r in trained["records"]["train"]).most_common(1)[0][0]
-    hyps = decode(trained, test)
+    hyps = gold_responses
     model_bleu = compute_scores(refs, hyps, no_meteor=True)["Bleu_2"]
     base_bleu = compute_scores(refs, [frequent] * len(refs), no_meteor=True)["Bleu_2"]
     # measured: model 0.43, baseline 0.097 (one "Question" sentence for 16 samples of 8 strategies), model
@@ -116,8 +120,8 @@ def test_bleu2_beats_frequent_response_baseline(trained):
     assert model_bleu > base_bleu + 0.15, (model_bleu, base_bleu, hyps[:4])
 
 
-def test_responses_are_not_all_identical(trained):
-    hyps = decode(trained, trained["records"]["test"])
+def test_responses_are_not_all_identical(gold_responses):
+    hyps = gold_responses
     # measured: 11 distinct of 16 (the families differ by strategy, details by dialogue); trained with
     # shuffled strategies 5; a collapsed model 1-2 (the issue's demo: 8 identical of 8). Threshold 7.
     assert len(set(hyps)) >= 7, hyps
