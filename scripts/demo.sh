@@ -99,6 +99,9 @@ else
   LLM_EPOCHS="${LLM_EPOCHS:-3}"
 fi
 
+# the model's own motivations (step 1b keeps them) belong to the motivations file beside them: drop stale ones
+if [ "$FORCE" = 1 ] || [ ! -e "$LLM_DIR/motivations_4_LLaMA.json" ]; then rm -f "$LLM_DIR/motivations_4_LLaMA.raw.json"; fi
+
 # -- step 1: motivations (DATA=real: the released ChatGPT motivations; 10k local generations are too slow)
 if [ "$DATA" = real ]; then
   # the released list follows the sample order of the full train file: keep the first len(samples) (TRIM)
@@ -119,6 +122,10 @@ else
     env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh --batch_size 32 \
     --max_tokens "$LLM_TOKENS"
 fi
+
+# -- step 1b: every motivation names its gold strategy (small models rarely do; the LoRA target needs the label)
+[ "$DATA" = real ] || step "1b name the strategy in each motivation" "$LLM_DIR/motivations_4_LLaMA.raw.json" -- \
+  "$PY" -m src.demo_summary name-strategies "$DATA_DIR/train.txt" "$LLM_DIR/motivations_4_LLaMA.json"
 
 # -- step 2: prompts
 step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_prompts.sh

@@ -2,6 +2,7 @@
 
     python -m src.demo_summary summary --work demo_run [--llm smollm2]
     python -m src.demo_summary wrong-strategies data/test.json data/test_wrong_strategy.json
+    python -m src.demo_summary name-strategies data/train.txt LLM_inference/motivations_4_LLaMA.json
 
 ``summary`` reads the demo's artefacts under <work>/ (layout: scripts/demo.sh) and reports
 
@@ -12,6 +13,12 @@
   strategy (eval_wrong/); plus how many of the first 8 test responses are distinct;
 * three test samples in full (last turns of the context, gold, inferred strategy and motivation, generated);
 * two step-1 motivations, and the wall time of each step (timings.tsv).
+
+``name-strategies`` makes every step-1 motivation name its sample's gold strategy, as ChatGPT's answers do
+("The motivation of the supporter in choosing the strategy [X] is ..."): SmolLM2-135M mostly answers with a
+generic sentence that names none, and a LoRA target without the label cannot teach the strategy. A motivation
+that does not name the gold strategy first gets ``[<gold strategy>] `` in front; the model's own text is kept
+after it, and the unchanged answers stay in ``<file>.raw.json``. Idempotent.
 
 ``wrong-strategies`` writes a copy of a test.json whose every ``strategy`` is a fixed different one
 (gold id + 4 mod 8), the input of the forced-wrong-strategy evaluation.
@@ -26,7 +33,7 @@ import os
 import sys
 from collections import Counter
 
-from src.esconv import STRATEGIES, load_samples, strategy_id
+from src.esconv import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id
 from src.io_utils import atomic_write_json, atomic_write_text, load_json
 
 WRONG_SHIFT = 4  # forced wrong strategy = STRATEGIES[(gold id + 4) % 8]: never the gold one
@@ -44,6 +51,31 @@ def wrong_strategies(in_path: str, out_path: str) -> int:
            for r in records]
     atomic_write_json(out_path, out, indent=4)
     return len(out)
+
+
+def name_strategies(train_file: str, motivations_file: str) -> tuple[int, int]:
+    """Prefix ``[gold]`` to the motivations that do not name their gold strategy first (see the module doc);
+    returns (prefixed, total). The first call keeps the model's answers in ``<file>.raw.json``."""
+    samples = load_samples(train_file, "train")
+    ids_file = motivations_file[: -len(".json")] + ".ids.json"
+    ids = load_json(ids_file, "list of sample ids")
+    if ids != [s.id for s in samples]:
+        raise SummaryError(f"{ids_file}: the ids do not match the samples of {train_file}")
+    raw_file = motivations_file[: -len(".json")] + ".raw.json"
+    if not os.path.exists(raw_file):
+        atomic_write_json(raw_file, load_json(motivations_file, "motivation list"))
+    motivations = load_json(raw_file, "motivation list")
+    if not isinstance(motivations, list) or len(motivations) != len(samples):
+        raise SummaryError(f"{raw_file}: expected a list of {len(samples)} motivations")
+    out, prefixed = [], 0
+    for sample, text in zip(samples, motivations):
+        gold = canonical_strategy(sample.strategy)
+        if parse_strategy(text) != gold:
+            text = f"[{gold}] {text.strip()}"
+            prefixed += 1
+        out.append(text)
+    atomic_write_json(motivations_file, out)
+    return prefixed, len(out)
 
 
 def _latest(pattern: str) -> str:
@@ -162,6 +194,14 @@ def build_summary(work: str, llm: str = "smollm2") -> tuple[str, dict]:
         out.append("")
 
     out += ["## Two step-1 motivations (written by the base model)", ""]
+    raw_path = os.path.join(work, "llm", "motivations_4_LLaMA.raw.json")
+    if os.path.exists(raw_path):
+        raw = load_json(raw_path, "motivation list")
+        train = load_samples(os.path.join(work, "data", "train.txt"), "train")
+        named = sum(parse_strategy(m) == canonical_strategy(s.strategy) for s, m in zip(train, raw))
+        out += [f"The model named the gold strategy in {named} of {len(raw)} answers; the others got "
+                "`[strategy]` in front (src/demo_summary.py name-strategies), so the LoRA targets carry the label "
+                "as ChatGPT's motivations do.", ""]
     out += [f"- {m}" for m in motivations[:2]]
 
     times = timing_rows(work)
@@ -187,11 +227,19 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary", help="print and write <work>/SUMMARY.md")
     s.add_argument("--work", default="demo_run")
     s.add_argument("--llm", default="smollm2", help="the strategy LLM's name, for the title")
+    n = sub.add_parser("name-strategies", help="make every motivation name its gold strategy")
+    n.add_argument("train_file")
+    n.add_argument("motivations_file")
     w = sub.add_parser("wrong-strategies", help="test.json -> a copy with a forced wrong strategy")
     w.add_argument("input")
     w.add_argument("output")
     args = p.parse_args(argv)
     try:
+        if args.cmd == "name-strategies":
+            k, total = name_strategies(args.train_file, args.motivations_file)
+            print(f"{total - k} of {total} motivations named their gold strategy; [strategy] put in front of {k} "
+                  f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
+            return 0
         if args.cmd == "wrong-strategies":
             n = wrong_strategies(args.input, args.output)
             print(f"{n} records with a wrong strategy -> {args.output}")
