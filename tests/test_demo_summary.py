@@ -32,3 +32,23 @@ def test_missing_artefacts_fail_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("demo_summary: error:") and "\n" not in err
     assert not (tmp_path / "SUMMARY.md").exists()
+
+
+def test_name_strategies_puts_the_gold_label_in_front(tmp_path, repo_root):
+    from src.demo_summary import name_strategies
+    from src.esconv import canonical_strategy, load_samples, parse_strategy
+
+    train = repo_root / "data" / "demo" / "train.txt"
+    samples = load_samples(train, "train")
+    mot = tmp_path / "motivations_4_LLaMA.json"
+    answers = ["The supporter wants to help."] * len(samples)
+    answers[0] = f"The motivation of the supporter in choosing the strategy [{samples[0].strategy}] is to help."
+    mot.write_text(json.dumps(answers))
+    (tmp_path / "motivations_4_LLaMA.ids.json").write_text(json.dumps([s.id for s in samples]))
+    assert name_strategies(str(train), str(mot)) == (len(samples) - 1, len(samples))
+    named = json.loads(mot.read_text())
+    assert named[0] == answers[0]  # already named: untouched
+    assert all(parse_strategy(m) == canonical_strategy(s.strategy) for s, m in zip(samples, named))
+    assert json.loads((tmp_path / "motivations_4_LLaMA.raw.json").read_text()) == answers
+    assert name_strategies(str(train), str(mot)) == (len(samples) - 1, len(samples))  # idempotent
+    assert json.loads(mot.read_text()) == named
