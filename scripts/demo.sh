@@ -137,7 +137,7 @@ step "3a base-model strategies (test)" "$LLM_DIR/base_model/strategy_with_motiva
 
 # -- step 3: LoRA (demo settings: a larger learning rate than the paper, tiny data)
 step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
-  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR=2e-3 BATCH=2 \
+  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR=2e-3 BATCH=1 \
   GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5 \
   "${LORA_ARGS[@]}"
 step "3b merge LoRA" "$LLM_DIR/merged/config.json" -- \

@@ -17,8 +17,7 @@
 ``name-strategies`` makes every step-1 motivation name its sample's gold strategy, as ChatGPT's answers do
 ("The motivation of the supporter in choosing the strategy [X] is ..."): SmolLM2-135M mostly answers with a
 generic sentence that names none, and a LoRA target without the label cannot teach the strategy. A motivation
-that does not name the gold strategy first gets ``[<gold strategy>] `` in front; the model's own text is kept
-after it, and the unchanged answers stay in ``<file>.raw.json``. Idempotent.
+that does not name the gold strategy is rewritten into that form around the model's own words (``with_label``), and the unchanged answers stay in ``<file>.raw.json``. Idempotent.
 
 ``wrong-strategies`` writes a copy of a test.json whose every ``strategy`` is a fixed different one
 (gold id + 4 mod 8), the input of the forced-wrong-strategy evaluation.
@@ -30,6 +29,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 from collections import Counter
 
@@ -53,6 +53,20 @@ def wrong_strategies(in_path: str, out_path: str) -> int:
     return len(out)
 
 
+_LEAD_RE = re.compile(r"^(?:motivation:\s*)?(?:the supporter'?s motivation\b[^.]*?\bis\s+)?", re.IGNORECASE)
+
+
+def with_label(text: str, gold: str) -> str:
+    """The released answer form around a motivation that names no (or another) strategy: "Motivation: The
+    supporter's motivation is to X" -> "The motivation of the supporter in choosing the strategy [gold] is to X"
+    (the form the prompt's example shows, so only the label is new to the model)."""
+    text = text.strip()
+    rest = _LEAD_RE.sub("", text, count=1).strip()
+    if rest.lower().startswith("to "):
+        return f"The motivation of the supporter in choosing the strategy [{gold}] is {rest}"
+    return f"The motivation of the supporter in choosing the strategy [{gold}]: {rest or text}"
+
+
 def name_strategies(train_file: str, motivations_file: str) -> tuple[int, int]:
     """Prefix ``[gold]`` to the motivations that do not name their gold strategy first (see the module doc);
     returns (prefixed, total). The first call keeps the model's answers in ``<file>.raw.json``."""
@@ -71,7 +85,7 @@ def name_strategies(train_file: str, motivations_file: str) -> tuple[int, int]:
     for sample, text in zip(samples, motivations):
         gold = canonical_strategy(sample.strategy)
         if parse_strategy(text) != gold:
-            text = f"[{gold}] {text.strip()}"
+            text = with_label(text, gold)
             prefixed += 1
         out.append(text)
     atomic_write_json(motivations_file, out)
@@ -200,7 +214,8 @@ def build_summary(work: str, llm: str = "smollm2") -> tuple[str, dict]:
         train = load_samples(os.path.join(work, "data", "train.txt"), "train")
         named = sum(parse_strategy(m) == canonical_strategy(s.strategy) for s, m in zip(train, raw))
         out += [f"The model named the gold strategy in {named} of {len(raw)} answers; the others got "
-                "`[strategy]` in front (src/demo_summary.py name-strategies), so the LoRA targets carry the label "
+                "the label in the released answer form (src/demo_summary.py name-strategies), so the LoRA targets "
+                "carry it "
                 "as ChatGPT's motivations do.", ""]
     out += [f"- {m}" for m in motivations[:2]]
 
@@ -237,7 +252,7 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "name-strategies":
             k, total = name_strategies(args.train_file, args.motivations_file)
-            print(f"{total - k} of {total} motivations named their gold strategy; [strategy] put in front of {k} "
+            print(f"{total - k} of {total} motivations named their gold strategy; the label written into {k} "
                   f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
             return 0
         if args.cmd == "wrong-strategies":
