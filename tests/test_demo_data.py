@@ -1,4 +1,4 @@
-"""The embedded demo dataset (data/demo): loads, covers what the pipeline needs, matches its README."""
+"""The demo world (data/demo): make_demo.py's output, loads, covers what the pipeline needs, matches its README."""
 import json
 import re
 from collections import Counter
@@ -17,11 +17,11 @@ def demo(repo_root):
 
 def test_counts_match_readme(demo, repo_root):
     # the exact numbers data/demo/README.md documents
-    expected = {"train": (30, 116), "valid": (8, 26), "test": (8, 8)}
+    expected = {"train": (40, 186), "valid": (10, 52), "test": (16, 16)}
     for split, (n_dialogues, n_samples) in expected.items():
         assert len(demo[split]) == n_dialogues, split
         assert len(enumerate_samples(demo[split], split)) == n_samples, split
-    assert len(enumerate_samples(demo["test"], "test", test_mode="all")) == 26
+    assert len(enumerate_samples(demo["test"], "test", test_mode="all")) == 74
     readme = (repo_root / "data" / "demo" / "README.md").read_text(encoding="utf-8")
     for split, (n_dialogues, n_samples) in expected.items():
         assert re.search(rf"\| {split} +\| {n_dialogues} +\| {n_samples}\b", readme), f"README row for {split}"
@@ -41,9 +41,34 @@ def test_every_split_covers_all_labels_and_shapes(demo):
         assert {len(d.turns) % 2 for d in dialogues} == {0, 1}, f"{split}: odd and even lengths"
         assert {d.turns[-1].speaker for d in dialogues} == {"usr", "sys"}, f"{split}: both endings"
         assert all(4 <= len(d.turns) <= 14 for d in dialogues), split
-    # the released test enumeration takes one target per dialogue: make those 8 all different
+    # the released test enumeration takes one target per dialogue: 2 of each strategy (balanced baselines)
     test_targets = [canonical_strategy(s.strategy) for s in enumerate_samples(demo["test"], "test")]
-    assert sorted(test_targets) == sorted(STRATEGIES)
+    assert sorted(test_targets) == sorted(STRATEGIES * 2)
+
+
+def test_files_are_make_demo_output(repo_root):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(repo_root / "data" / "demo" / "make_demo.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_strategy_follows_the_cue(demo):
+    # the README's rules, checked on the data: an advice request is always answered with a suggestion, a
+    # question about the supporter with self-disclosure, self-blame with reassurance, thanks with Others
+    rules = {"What should I do ?": "Providing Suggestions or Information",
+             "Has this ever happened to you ?": "Self-disclosure",
+             "Maybe it is all my fault .": "Affirmation and Reassurance",
+             "Thanks for listening to me .": "Others"}
+    seen = Counter()
+    for split in SPLITS:
+        for s in enumerate_samples(demo[split], split):
+            if s.context[-1] in rules:
+                assert canonical_strategy(s.strategy) == rules[s.context[-1]], s.id
+                seen[s.context[-1]] += 1
+    assert set(seen) == set(rules), seen
 
 
 def test_text_is_tokenised_the_multiesc_way(repo_root):

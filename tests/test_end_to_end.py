@@ -15,7 +15,8 @@ TRIM = 4
 
 
 def run_demo(repo_root, work, *args):
-    env = dict(os.environ, WORK=str(work), TRIM=str(TRIM), EPOCHS="1", LLM_EPOCHS="1", BART_D_MODEL="32",
+    # LLM=tiny: the random Llama (the demo's default SmolLM2 takes minutes; this test checks the plumbing)
+    env = dict(os.environ, WORK=str(work), TRIM=str(TRIM), LLM="tiny", EPOCHS="1", LLM_EPOCHS="1", BART_D_MODEL="32",
                LLM_HIDDEN="32", PY=sys.executable)
     return subprocess.run(["bash", "scripts/demo.sh", *args], cwd=repo_root, env=env, capture_output=True,
                           text=True, timeout=900)
@@ -63,6 +64,10 @@ def test_demo_pipeline_trimmed(repo_root, tmp_path):
     for key in METRICS + ["Distinct-1", "Distinct-2"]:
         assert isinstance(flat[key], float), key
     assert "Demo finished" in r.stdout
+    summary = (work / "SUMMARY.md").read_text()
+    for heading in ("Strategy LLM on the test split", "Generator on the test split", "Three test samples",
+                    "Wall time per step"):
+        assert heading in summary, heading
 
     again = run_demo(repo_root, work)
     assert again.returncode == 0, again.stderr[-3000:]
