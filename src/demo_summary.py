@@ -33,8 +33,12 @@ import re
 import sys
 from collections import Counter
 
-from src.esconv import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id
-from src.io_utils import atomic_write_json, atomic_write_text, load_json
+if __name__ == "__main__":  # run by path (python src/x.py): make this checkout's src/ importable, see _bootstrap.py
+    import runpy
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
+
+from src.esconv import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id  # noqa: E402
+from src.io_utils import atomic_write_json, atomic_write_text, load_json  # noqa: E402
 
 WRONG_SHIFT = 4  # forced wrong strategy = STRATEGIES[(gold id + 4) % 8]: never the gold one
 FIRST_N = 8  # "distinct responses among the first 8 test samples"

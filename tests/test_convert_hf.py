@@ -307,8 +307,8 @@ def test_download_from_local_server(dl, tmp_path, repo_root, serve, capsys):
         data = (out / f"{split}.txt").read_bytes()
         assert b"\r" not in data
         assert data == (repo_root / "data" / "demo" / f"{split}.txt").read_bytes()
-        assert len(load_dialogues(out / f"{split}.txt")) == {"train": 30, "valid": 8, "test": 8}[split]
-    assert "train: 30 dialogues, 116 samples" in capsys.readouterr().out
+        assert len(load_dialogues(out / f"{split}.txt")) == {"train": 40, "valid": 10, "test": 16}[split]
+    assert "train: 40 dialogues, 186 samples" in capsys.readouterr().out
 
 
 def test_invalid_or_missing_remote_file_writes_nothing(dl, tmp_path, repo_root, serve, capsys):

@@ -43,7 +43,7 @@ def train_world(repo_root: Path, tmp: Path) -> dict:
     """Records of the trimmed world, a tiny BART trained on them (main.py), the run's history and the model."""
     from main import main as train_main
     from src.checkpoint import load_checkpoint
-    from src.data import record_from_sample
+    from src.dataset_build import sample_record
     from src.io_utils import atomic_write_json
     from src.make_small_bart import make_small_bart
 
@@ -52,7 +52,7 @@ def train_world(repo_root: Path, tmp: Path) -> dict:
     for split, n in (("train", N_TRAIN), ("valid", N_VALID), ("test", N_TEST)):
         lines = (demo / f"{split}.txt").read_text(encoding="utf-8").splitlines()[:n]
         (tmp / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        records[split] = [record_from_sample(s) for s in load_samples(tmp / f"{split}.txt", split)]
+        records[split] = [sample_record(s) for s in load_samples(tmp / f"{split}.txt", split)]
         atomic_write_json(str(tmp / f"{split}.json"), records[split])
     texts = [t for r in records["train"] for t in r["context"] + [r["response"]]]
     bart = make_small_bart(tmp / "bart", texts, vocab_size=600, d_model=D_MODEL, layers=2, heads=4, seed=0)
