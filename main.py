@@ -16,8 +16,9 @@ def main(argv=None) -> None:
     plain_warnings()
     args = build_parser().parse_args(argv)
     result = run_training(args)
-    print(f"run directory: {result['run_dir']}")
-    print(f"best checkpoint: {result['best_checkpoint']} (validation PPL {result['best_val_ppl']:.3f})")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one process reports
+        print(f"run directory: {result['run_dir']}")
+        print(f"best checkpoint: {result['best_checkpoint']} (validation PPL {result['best_val_ppl']:.3f})")
 
 
 def cli(argv=None) -> int:
