@@ -156,6 +156,23 @@ def flop_counter():
 
 
 # ---------------------------------------------------------------------------------------------- modes
+def measure(epoch, batches, warmup, count_flops):
+    """(seconds of ``epoch(batches, warmup)``'s timed steps, FLOPs per batch over the first ``count_flops``
+    timed batches re-run under the FLOP counter or None, peak RSS in MB before that pass). ``epoch(batch_list,
+    start)`` trains on ``batch_list`` and returns the seconds from its batch ``start`` on."""
+    import torch
+
+    secs = epoch(batches, warmup)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
+    flops = None
+    if count_flops:
+        torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
+        with flop_counter() as fcm:
+            epoch(batches[warmup:warmup + count_flops], 0)
+        flops = fcm.get_total_flops() / min(count_flops, len(batches) - warmup)  # per batch
+    return secs, flops, peak_rss_mb
+
+
 def run_ours(mode, records, bart, batches, warmup, count_flops):
     """(seconds of the timed steps, FLOPs per batch over the first ``count_flops`` timed batches or None, peak
     RSS in MB up to the end of the timed steps)."""
@@ -206,15 +223,7 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
                     per_step_scheduler=True, desc=mode)
         return time.perf_counter() - loader.t_start
 
-    secs = epoch(batches, warmup)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
-    flops = None
-    if count_flops:
-        torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
-        with flop_counter() as fcm:
-            epoch(batches[warmup:warmup + count_flops], 0)
-        flops = fcm.get_total_flops() / min(count_flops, len(batches) - warmup)  # per batch
-    return secs, flops, peak_rss_mb
+    return measure(epoch, batches, warmup, count_flops)
 
 
 def run_released(mode, records, bart, batches, warmup, count_flops, released_dir):
@@ -251,15 +260,7 @@ def run_released(mode, records, bart, batches, warmup, count_flops, released_dir
         released_main.train_epoch(model, loader, opt, device, config, 0.2)
         return time.perf_counter() - loader.t_start
 
-    secs = epoch(batches, warmup)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
-    flops = None
-    if count_flops:
-        torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
-        with flop_counter() as fcm:
-            epoch(batches[warmup:warmup + count_flops], 0)
-        flops = fcm.get_total_flops() / min(count_flops, len(batches) - warmup)  # per batch
-    return secs, flops, peak_rss_mb
+    return measure(epoch, batches, warmup, count_flops)
 
 
 def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
