@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from src import llm_client
+from tests.dialogues import make_dialogue
 from src.esconv import load_samples
 from src.prompts import chatgpt_prompt
 from src.openai_stub import StubServer, stub_answer
@@ -24,15 +25,7 @@ import collect_motivations_ChatGPT as cli  # noqa: E402
 
 
 def _dialogue(i, opener, n_turns, strategies):
-    turns = []
-    speaker = opener
-    for t in range(n_turns):
-        turn = {"speaker": speaker, "text": f"dialogue {i} turn {t} : I ' m here ."}
-        if speaker == "sys":
-            turn["strategy"] = strategies[t % len(strategies)]
-        turns.append(turn)
-        speaker = "sys" if speaker == "usr" else "usr"
-    return {"situation": f"situation {i}", "dialog": turns}
+    return make_dialogue(i, opener, n_turns, strategies)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import OutputExistsError, UserError
+from tests.dialogues import make_dialogue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,16 +24,8 @@ def _script(rel):
     return mod
 
 
-def _dialogue(i, n_turns=6, opener="usr"):
-    strategies = ["Question", "Reflection of feelings", "Self-disclosure", "Others"]
-    turns, speaker = [], opener
-    for t in range(n_turns):
-        turn = {"speaker": speaker, "text": f"dialogue {i} turn {t} : I am here ."}
-        if speaker == "sys":
-            turn["strategy"] = strategies[t % len(strategies)]
-        turns.append(turn)
-        speaker = "sys" if speaker == "usr" else "usr"
-    return {"situation": f"situation {i}", "dialog": turns}
+def _dialogue(i):
+    return make_dialogue(i, text="dialogue {i} turn {t} : I am here .")
 
 
 def _write_dialogues(path, indices):
