@@ -82,16 +82,17 @@ def synthetic_dialogues(n: int, seed: int = 0, turns: int = 8) -> list[list[tupl
 
 
 def records_of(dialogues, split: str) -> list[dict]:
-    """Generator records (the data/*.json contract): every supporter turn, memory = earlier supporter turns."""
-    recs = []
-    for di, d in enumerate(dialogues):
-        for t in range(1, len(d), 2):
-            sup = [k for k in range(1, t, 2)]
-            recs.append({"id": f"{split}-{di}-{t}", "context": ["my situation is hard"] + [x[1] for x in d[:t]],
-                         "response": d[t][1], "strategy": d[t][2], "gold_strategy": d[t][2],
-                         "response_memory": [d[k][1] for k in sup], "strategy_memory": [d[k][2] for k in sup],
-                         "motivation": f"The supporter wants to help with {d[t][2].lower()} ."})
-    return recs
+    """Generator records (the data/*.json contract) of every supporter turn, built as the dataset build builds
+    them (src.esconv samples -> src.dataset_build.sample_record), with a placeholder motivation."""
+    from src.dataset_build import sample_record
+    from src.esconv import enumerate_samples, parse_dialogue
+
+    parsed = [parse_dialogue({"situation": "my situation is hard",
+                              "dialog": [{"speaker": sp, "text": x, **({"strategy": st} if st else {})}
+                                         for sp, x, st in d]}, f"<synthetic {split}>", i + 1, i)
+              for i, d in enumerate(dialogues)]
+    return [{**sample_record(smp), "motivation": f"The supporter wants to help with {smp.strategy.lower()} ."}
+            for smp in enumerate_samples(parsed, split, test_mode="all")]
 
 
 def prompts_of(dialogues, split: str) -> tuple[list[str], list[str], list[str]]:
@@ -262,7 +263,8 @@ def n_differ(a: dict, b: dict) -> float:
 
 def eval_args(fx: dict, ckpt: str, out: str, device: str) -> list[str]:
     return ["test_evaluation.py", "--test_data", f"{fx['data']}/test.json", "--model_path", ckpt, "--eval_dir", out,
-            "--max_length_res", "16", "--device", device, "--no_metrics", "--no_progress"]
+            "--max_length_res", "16", "--device", device, "--no_metrics", "--no_progress",
+            "--strategy_source", "gold"]  # the synthetic records hold gold strategies (and say so)
 
 
 def eval_responses(out: str) -> list[str]:
