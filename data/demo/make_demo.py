@@ -107,7 +107,8 @@ CUE_STRATEGIES = {
 # Each strategy's family of responses; the cue decides the variant where a strategy follows two cues.
 RESPONSES = {
     (GR, "hello"): ["Hello , I am glad you came . I am here to listen .", "Hi , welcome . I am here for you ."],
-    (GR, "bye"): ["Goodbye , take good care of yourself .", "Bye , I wish you a calm evening ."],
+    (GR, "bye"): ["Goodbye , take good care of yourself and of things with {name} .",
+                  "Bye , I hope {problem_you} gets easier soon ."],
     (GR, "open"): ["Hello , I am here to listen . How are you today ?"],
     (Q, "vague"): ["What happened with {problem_you} ?", "Can you tell me more about {problem_you} ?"],
     (Q, "detail"): ["How long has {name} been like this ?", "Did you talk to {name} about it ?"],
@@ -120,7 +121,8 @@ RESPONSES = {
     (PS, "advice"): ["Maybe you could {advice} .", "One idea : {advice} ."],
     (SD, "experience"): ["Yes , my own {rel} once did something similar , and I felt {feeling} too .",
                          "I went through something like this with my {rel} , so I know how {feeling} it feels ."],
-    (OT, "thanks"): ["You are welcome . I am glad I could help .", "Any time . I am happy we talked ."],
+    (OT, "thanks"): ["You are welcome . I hope it works out with {name} .",
+                     "Any time . I am happy we talked about your {rel} ."],
 }
 
 
