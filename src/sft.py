@@ -427,6 +427,12 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
             plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
     summary["output_dir"] = cfg.output_dir
     summary["log_history"] = trainer.state.log_history
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # torchrun / accelerate: every rank waits for rank 0's files, then the group is torn down explicitly;
+        # left to interpreter exit, gloo's threads aborted a rank now and then ("terminate called without an
+        # active exception", exit -6) after a finished run
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return summary
 
 

@@ -6,6 +6,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,8 +72,11 @@ def _read_until(fd, needle: str, timeout: float = 120) -> str:
 
 def _pty_chat(args):
     master, slave = pty.openpty()
+    # SIGINT as a terminal session has it: a shell's background job (CI run with &) ignores SIGINT, its children
+    # inherit that, and Python then installs no KeyboardInterrupt handler, so Ctrl-C would do nothing
     proc = subprocess.Popen([sys.executable, str(REPO / "chat.py"), *args], stdin=slave, stdout=slave,
-                            stderr=slave, env=chat_env(), cwd=REPO, close_fds=True, start_new_session=True)
+                            stderr=slave, env=chat_env(), cwd=REPO, close_fds=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     return proc, master
 
@@ -91,7 +95,15 @@ def test_pty_session_with_readline_history(models, tmp_path, key, code):
         out += _read_until(fd, "seeker> ")
         # Ctrl-C from the terminal is SIGINT to the foreground process group: send it as the tty would
         if key == "\x03":
-            os.killpg(proc.pid, 2)
+            # CPython's readline loop misses a SIGINT that lands between printing the prompt and entering its
+            # select() until the next key; press Ctrl-C again, as a user would, if the first one was not seen
+            for _ in range(6):
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
         else:
             os.write(fd, key.encode())
         proc.wait(timeout=60)
