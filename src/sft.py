@@ -383,6 +383,8 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     model = build_lora_model(cfg, dtype)
     check_vocab(tokenizer, model, cfg.model_name_or_path)
 
+    # a process group that exists now belongs to the caller; one that the Trainer creates (torchrun) is ours to end
+    group_was_there = torch.distributed.is_available() and torch.distributed.is_initialized()
     args = TrainingArguments(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -427,7 +429,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
             plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
     summary["output_dir"] = cfg.output_dir
     summary["log_history"] = trainer.state.log_history
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if not group_was_there and torch.distributed.is_available() and torch.distributed.is_initialized():
         # torchrun / accelerate: every rank waits for rank 0's files, then the group is torn down explicitly;
         # left to interpreter exit, gloo's threads aborted a rank now and then ("terminate called without an
         # active exception", exit -6) after a finished run
