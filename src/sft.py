@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from src.distributed import end_process_group
 from src.io_utils import atomic_dir, atomic_write_text, load_json
 from src.llm_encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
                            infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
@@ -429,12 +430,8 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
             plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
     summary["output_dir"] = cfg.output_dir
     summary["log_history"] = trainer.state.log_history
-    if not group_was_there and torch.distributed.is_available() and torch.distributed.is_initialized():
-        # torchrun / accelerate: every rank waits for rank 0's files, then the group is torn down explicitly;
-        # left to interpreter exit, gloo's threads aborted a rank now and then ("terminate called without an
-        # active exception", exit -6) after a finished run
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    if not group_was_there:  # torchrun / accelerate: the Trainer's group ends with the run
+        end_process_group(barrier=True)
     return summary
 
 
