@@ -184,7 +184,7 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
 
     from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
     from src.model import DialogueModel
-    from src.train import train_epoch
+    from src.train import make_optimizer, train_epoch
 
     torch.manual_seed(0)
     tok = BartTokenizer.from_pretrained(bart)
@@ -214,7 +214,8 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
 
         model.forward = forward_with_motivation
         torch.autograd.set_detect_anomaly(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    # the emulation keeps the released optimizer (torch's default AdamW implementation)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5) if mode == "emulated" else make_optimizer(model, 5e-5)
     sched = get_linear_schedule_with_warmup(opt, 0, 10 ** 6)
 
     def epoch(batch_list, start):
@@ -283,7 +284,7 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
     sys.path.remove(released_dir)  # ours is "src" again (_bootstrap put this checkout on the path)
     from src.data import DialogueDataset, collator_for, load_records
     from src.model import DialogueModel
-    from src.train import train_epoch
+    from src.train import make_optimizer, train_epoch
 
     torch.manual_seed(0)
     tok = BartTokenizer.from_pretrained(bart)
@@ -299,7 +300,7 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
     ours = DialogueModel.from_pretrained_bart(bart)
     ds = DialogueDataset(load_records(records), tok, max_length=512, max_length_res_memory=64)
     collate = collator_for(ours)
-    opt = torch.optim.AdamW(ours.parameters(), lr=5e-5)
+    opt = make_optimizer(ours, 5e-5)
     sched = get_linear_schedule_with_warmup(opt, 0, 10 ** 6)
 
     def released_step(idx):
