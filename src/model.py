@@ -28,7 +28,9 @@ from torch import nn
 from transformers import BartConfig
 from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
+from src import grouped_bart
 from src.generator_config import GeneratorConfig
+from src.grouped_bart import GroupLayout
 
 
 
@@ -299,20 +301,13 @@ class DialogueModel(nn.Module):
         parts = [F.pad(h, (0, 0, 0, L - h.size(1))) for h in self._encode_groups(encoder, input_ids, attention_mask, groups)]
         return torch.cat(parts, dim=0)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
 
-    @staticmethod
-    def group_embeddings(module: nn.Module, input_ids: torch.Tensor, groups) -> list[torch.Tensor]:
-        """module.embed_tokens for every group's input_ids[rows, :n] in one call -> [B_g, n, d] per group.
-        One lookup per module and step instead of one per group: its backward allocates, fills and
-        accumulates a dense [V, d] gradient once, not once per group."""
-        ids = [input_ids[rows, :n] for rows, n in groups]
-        emb = module.embed_tokens(torch.cat([x.reshape(-1) for x in ids]))
-        return [e.view(*x.shape, -1) for e, x in zip(emb.split([x.numel() for x in ids]), ids)]
-
     def _encode_groups(self, encoder: nn.Module, input_ids, attention_mask, groups) -> list[torch.Tensor]:
-        """encoder over each group (rows, n) of input_ids/attention_mask -> states [B_g, n, d] per group."""
-        embeds = self.group_embeddings(encoder, input_ids, groups)
-        return [encoder(inputs_embeds=e, attention_mask=attention_mask[rows, :n]).last_hidden_state
-                for e, (rows, n) in zip(embeds, groups)]
+        """encoder over each group (rows, n) of input_ids/attention_mask -> states [B_g, n, d] per group (views of
+        one flat pass, src/grouped_bart.py)."""
+        layout = GroupLayout([(len(rows), n) for rows, n in groups])
+        ids = torch.cat([input_ids[rows, :n].reshape(-1) for rows, n in groups])
+        masks = [attention_mask[rows, :n] for rows, n in groups]
+        return layout.split(grouped_bart.encode(encoder, ids, layout, masks))
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
@@ -483,18 +478,16 @@ class DialogueModel(nn.Module):
         positions = torch.arange(1, labels.size(1) + 1, device=labels.device)
         dec_lens = ((labels != -100) * positions).amax(dim=1)
         dec_groups = [(rows, max(int(dec_lens[rows].max()), 1)) for rows, _ in groups]
-        dec_embeds = self.group_embeddings(self.decoder, decoder_input_ids, dec_groups)
-        hidden, targets = [], []
-        for g, (rows, t) in enumerate(dec_groups):
-            enc, enc_mask = states[g], masks[g]
-            if self.use_memory:
-                enc = torch.cat([enc, vecs[g].unsqueeze(1).to(enc.dtype)], dim=1)
-                enc_mask = torch.cat([enc_mask, enc_mask.new_ones(enc_mask.size(0), 1)], dim=1)
-            lab = labels[rows, :t]
-            dmask = decoder_attention_mask[rows, :t] if decoder_attention_mask is not None else None
-            h = self.decoder(inputs_embeds=dec_embeds[g], attention_mask=dmask,
-                             encoder_hidden_states=enc, encoder_attention_mask=enc_mask).last_hidden_state
-            keep = lab != -100
-            hidden.append(h[keep])
-            targets.append(lab[keep])
-        return torch.cat(hidden), torch.cat(targets)
+        dec_layout = GroupLayout([(len(rows), t) for rows, t in dec_groups])
+        dec_ids = torch.cat([decoder_input_ids[rows, :t].reshape(-1) for rows, t in dec_groups])
+        dec_masks = [None if decoder_attention_mask is None else decoder_attention_mask[rows, :t]
+                     for rows, t in dec_groups]
+        if self.use_memory:  # the memory vector is one more encoder position at the end of each row
+            states = [torch.cat([h, v.unsqueeze(1).to(h.dtype)], dim=1) for h, v in zip(states, vecs)]
+            masks = [torch.cat([m, m.new_ones(m.size(0), 1)], dim=1) for m in masks]
+        enc_layout = GroupLayout([h.shape[:2] for h in states])
+        hidden = grouped_bart.decode(self.decoder, dec_ids, dec_layout, dec_masks,
+                                     GroupLayout.flatten(states), enc_layout, masks)
+        labels_flat = torch.cat([labels[rows, :t].reshape(-1) for rows, t in dec_groups])
+        keep = labels_flat != -100
+        return hidden[keep], labels_flat[keep]
