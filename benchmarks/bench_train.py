@@ -327,9 +327,13 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
 
 
 def child(a) -> None:
+    mode, records, bart, released_dir = a._child
+    if mode not in ("interleaved", "emulated") and not mode.startswith("released"):
+        # what main.py sets before torch loads (its TRAINING_ENV), for our training only
+        for name, value in runpy.run_path(os.path.join(ROOT, "main.py"))["TRAINING_ENV"].items():
+            os.environ.setdefault(name, value)
     import torch
 
-    mode, records, bart, released_dir = a._child
     torch.set_num_threads(a._threads)
     with open(records, encoding="utf-8") as f:
         n = len(json.load(f))

@@ -53,16 +53,36 @@ def key_mask(mask: torch.Tensor) -> torch.Tensor | None:
     return None if bool(m.all()) else m[:, None, None, :]
 
 
+class _Dropout(torch.autograd.Function):
+    """x times keep / (1 - p), saving the boolean keep mask (1 byte per element) for the backward pass, where
+    torch's CPU dropout saves its float noise (4 bytes)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device).uniform_()  # the output's buffer
+        keep = out < (1.0 - p)
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        if x.dtype != out.dtype:
+            return x.mul(keep).mul_(ctx.scale)
+        return torch.mul(x, keep, out=out).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout`` with its keep mask drawn from float uniforms. On CPU torch draws a dropout mask through a
-    double-precision Bernoulli: two 32-bit draws per element, one thread (7.9 ms per 1.6 M elements at any thread
-    count). One float uniform per element costs half (3.9 ms), and the comparison runs on every thread. Same
-    arithmetic otherwise (x times keep / (1 - p)); the keep probability is 1 - p to within 2^-24 (the float
-    uniform's resolution); the draws come from the default generator, so restoring its state reproduces them."""
+    double-precision Bernoulli: two 32-bit draws per element, on one thread (7.9 ms per 1.6 M elements at any
+    thread count). One float uniform per element costs half (3.9 ms), the comparison runs on every thread, and the
+    mask kept for the backward pass is boolean. Same arithmetic otherwise (x times keep / (1 - p)); the keep
+    probability is 1 - p to within 2^-24 (the float uniform's resolution); the draws come from the default
+    generator, so restoring its state reproduces them."""
     if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
-    noise = torch.empty(x.shape, dtype=torch.float32).uniform_().lt_(1.0 - p).div_(1.0 - p)
-    return x * noise.to(x.dtype)
+    return _Dropout.apply(x, p)
 
 
 def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_layout: GroupLayout,
