@@ -151,13 +151,13 @@ def decode(decoder: nn.Module, ids: torch.Tensor, layout: GroupLayout, self_mask
     self_masks[g] [B_g, t_g] (1 = real) or None for all real; memory [M, d] the encoder states of the same rows
     (group g is [B_g, m_g, d]) with memory_masks[g] [B_g, m_g] -> decoder states [N, d]."""
     h = _embed(decoder, ids, layout)
-    causal = [None if m is None else _causal_mask(m) for m in self_masks]
+    self_keys = [None if m is None else _causal_mask(m) for m in self_masks]
     cross = [key_mask(m) for m in memory_masks]
     for layer in decoder.layers:
         if _dropped(decoder):
             continue
         a = layer.self_attn
-        x = a.out_proj(_attend(a, *_project(h, a.q_proj, a.k_proj, a.v_proj), layout, layout, causal, causal=True))
+        x = a.out_proj(_attend(a, *_project(h, a.q_proj, a.k_proj, a.v_proj), layout, layout, self_keys, causal=True))
         h = layer.self_attn_layer_norm(h + dropout(x, layer.dropout, layer.training))
         c = layer.encoder_attn
         x = c.out_proj(_attend(c, c.q_proj(h), *_project(memory, c.k_proj, c.v_proj), layout, memory_layout, cross,
