@@ -7,7 +7,9 @@ Setup (the same for every mode): a random BART from src/make_small_bart.py (d_mo
 under MAGIC_DATA_DIR, built into records with src.esconv; the script says "skipped" and exits 0 without
 them); batch 16, K = 128, max lengths 512/64, l_strategy 0.2, AdamW lr 5e-5; one fixed random batch order
 (seed 0) shared by every mode except ``grouped``; ``--warmup`` optimizer steps, then ``--steps`` timed ones.
-Each mode and thread count runs in its own process, so peak RSS (ru_maxrss) is per row. The timed span is
+Each mode and thread count runs in its own process, so peak RSS (ru_maxrss) is per row; the rows of ours run
+with the environment main.py sets before torch loads (its TRAINING_ENV: huge pages for large CPU tensors), the
+released and emulated rows, and --interleaved, without it. The timed span is
 the mode's own training loop over its own data loader (so the released per-step tokenisation counts, and so
 does our collate).
 
