@@ -122,6 +122,13 @@ def _feed_forward(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return layer.final_layer_norm(h + x)
 
 
+def _self_attention(layer: nn.Module, h: torch.Tensor, layout: GroupLayout, masks, causal: bool) -> torch.Tensor:
+    """The self-attention block with its residual and layer norm (q, k, v as one matmul)."""
+    a = layer.self_attn
+    x = a.out_proj(_attend(a, *_project(h, a.q_proj, a.k_proj, a.v_proj), layout, layout, masks, causal))
+    return layer.self_attn_layer_norm(h + dropout(x, layer.dropout, layer.training))
+
+
 def _dropped(module: nn.Module) -> bool:
     return module.training and module.layerdrop > 0.0 and bool(torch.rand([]) < module.layerdrop)
 
@@ -135,10 +142,7 @@ def encode(encoder: nn.Module, ids: torch.Tensor, layout: GroupLayout,
     for layer in encoder.layers:
         if _dropped(encoder):
             continue
-        a = layer.self_attn
-        x = a.out_proj(_attend(a, *_project(h, a.q_proj, a.k_proj, a.v_proj), layout, layout, keys, causal=False))
-        h = layer.self_attn_layer_norm(h + dropout(x, layer.dropout, layer.training))
-        h = _feed_forward(layer, h)
+        h = _feed_forward(layer, _self_attention(layer, h, layout, keys, causal=False))
         if h.dtype == torch.float16 and not torch.isfinite(h).all():  # transformers' fp16 clamp
             big = torch.finfo(h.dtype).max - 1000
             h = h.clamp(min=-big, max=big)
@@ -156,9 +160,7 @@ def decode(decoder: nn.Module, ids: torch.Tensor, layout: GroupLayout, self_mask
     for layer in decoder.layers:
         if _dropped(decoder):
             continue
-        a = layer.self_attn
-        x = a.out_proj(_attend(a, *_project(h, a.q_proj, a.k_proj, a.v_proj), layout, layout, self_keys, causal=True))
-        h = layer.self_attn_layer_norm(h + dropout(x, layer.dropout, layer.training))
+        h = _self_attention(layer, h, layout, self_keys, causal=True)
         c = layer.encoder_attn
         x = c.out_proj(_attend(c, c.q_proj(h), *_project(memory, c.k_proj, c.v_proj), layout, memory_layout, cross,
                                causal=False))
