@@ -301,16 +301,18 @@ class DialogueModel(nn.Module):
             return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         L = input_ids.size(1)
         groups = self.length_groups_of(attention_mask)
-        parts = [F.pad(h, (0, 0, 0, L - h.size(1))) for h in self._encode_groups(encoder, input_ids, attention_mask, groups)]
+        states, _ = self._encode_groups(encoder, input_ids, attention_mask, groups)
+        parts = [F.pad(h, (0, 0, 0, L - h.size(1))) for h in states]
         return torch.cat(parts, dim=0)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
 
-    def _encode_groups(self, encoder: nn.Module, input_ids, attention_mask, groups) -> list[torch.Tensor]:
-        """encoder over each group (rows, n) of input_ids/attention_mask -> states [B_g, n, d] per group (views of
-        one flat pass, src/grouped_bart.py)."""
+    def _encode_groups(self, encoder: nn.Module, input_ids, attention_mask,
+                       groups) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """encoder over each group (rows, n) of input_ids/attention_mask -> per group the states [B_g, n, d] (views
+        of one flat pass, src/grouped_bart.py) and the group's attention mask [B_g, n]."""
         layout = GroupLayout([(len(rows), n) for rows, n in groups])
         ids = torch.cat([input_ids[rows, :n].reshape(-1) for rows, n in groups])
         masks = [attention_mask[rows, :n] for rows, n in groups]
-        return layout.split(grouped_bart.encode(encoder, ids, layout, masks))
+        return layout.split(grouped_bart.encode(encoder, ids, layout, masks)), masks
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
         """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
@@ -318,8 +320,8 @@ class DialogueModel(nn.Module):
             states = self.run_encoder(self.strategy_encoder, memory_input_ids, memory_attention_mask)
             return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
         groups = self.length_groups_of(memory_attention_mask)
-        states = self._encode_groups(self.strategy_encoder, memory_input_ids, memory_attention_mask, groups)
-        pooled = [masked_max(h, memory_attention_mask[rows, :n]) for h, (rows, n) in zip(states, groups)]
+        states, masks = self._encode_groups(self.strategy_encoder, memory_input_ids, memory_attention_mask, groups)
+        pooled = [masked_max(h, m) for h, m in zip(states, masks)]
         return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in groups]))]
 
     def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
@@ -472,8 +474,7 @@ class DialogueModel(nn.Module):
         float rounding: no real position reads a pad (causal, padding and cross-attention masks)."""
         strategy_ids = torch.as_tensor(strategy_ids, dtype=torch.long, device=input_ids.device)
         groups = self.length_groups_of(attention_mask)
-        masks = [attention_mask[rows, :n] for rows, n in groups]
-        states = self._encode_groups(self.encoder, input_ids, attention_mask, groups)
+        states, masks = self._encode_groups(self.encoder, input_ids, attention_mask, groups)
         sids = [strategy_ids[rows] for rows, _ in groups]
         if self.use_memory:
             vecs = self.memory_enhance_module.forward_groups(states, masks, sids, self.memory_bank)
