@@ -1,5 +1,5 @@
 """Talk to a trained MAGIC model: type what a help-seeker says, see the strategy the LLM picks, its motivation
-and the generator's response. Thin wrapper: the logic is in src/chat.py (terminal) and src/chat_web.py (--web).
+and the generator's response. Thin wrapper: the logic is in src/magic/chat/engine.py (terminal) and src/magic/chat/web.py (--web).
 
     python chat.py --demo                                   # after `bash scripts/demo.sh`
     python chat.py --model_path out_model/<run>/epoch_<e>_val_ppl_<p> --llm_path LLM_inference/fine_tuned_llama2
@@ -32,7 +32,7 @@ anything else is what the seeker says."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from src.evaluation import add_decoding_flags
+    from magic.generator.evaluation import add_decoding_flags
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_engine(args):
     """(engine, description) from the flags; ChatSetupError (one line) for anything unusable."""
-    from src.chat import (ChatEngine, ChatSetupError, FixedStrategy, LocalStrategyLLM, ServerStrategyLLM,
+    from magic.chat.engine import (ChatEngine, ChatSetupError, FixedStrategy, LocalStrategyLLM, ServerStrategyLLM,
                           decoding_settings, find_demo_paths, load_generator, parse_label)
-    from src.beam_search import group_diversity
+    from magic.generator.beam_search import group_diversity
 
     threads = args.threads if args.threads is not None else (1 if args.demo else None)
     if threads is not None:
@@ -154,8 +154,8 @@ def setup_readline(path: str):
 
 def command(session, line: str) -> bool:
     """Run one /command; False for /quit."""
-    from src.chat import save_line
-    from src.esconv import STRATEGIES
+    from magic.chat.engine import save_line
+    from magic.esconv.dialogues import STRATEGIES
 
     name, _, arg = line.partition(" ")
     arg = arg.strip()
@@ -195,7 +195,7 @@ def command(session, line: str) -> bool:
 
 
 def run_terminal(engine, desc: str, args) -> int:
-    from src.chat import StrategyError, format_turn
+    from magic.chat.engine import StrategyError, format_turn
 
     session = engine.session(args.situation)
     interactive = sys.stdin.isatty()
@@ -235,9 +235,9 @@ def run_once(engine, args) -> int:
     """--input: answer the dialogue's last seeker turn; --output (or stdout) gets the reply as JSON."""
     import json
 
-    from src.chat import ChatSetupError, StrategyError, load_input_dialogue
-    from src.esconv import ESConvFormatError
-    from src.io_utils import atomic_write_json
+    from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
+    from magic.esconv.dialogues import ESConvFormatError
+    from magic.common.io_utils import atomic_write_json
 
     session = engine.session()
     obj = load_input_dialogue(args.input)
@@ -261,11 +261,11 @@ def run_once(engine, args) -> int:
 
 
 def main(argv=None) -> int:
-    from src.io_utils import plain_warnings
+    from magic.common.io_utils import plain_warnings
 
     plain_warnings()
     args = build_parser().parse_args(argv)
-    from src.chat import ChatSetupError
+    from magic.chat.engine import ChatSetupError
 
     try:
         if args.output and not args.input:
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         if args.input:
             return run_once(engine, args)
         if args.web:
-            from src.chat_web import serve
+            from magic.chat.web import serve
 
             return serve(engine, desc, args)
         return run_terminal(engine, desc, args)

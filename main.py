@@ -1,5 +1,5 @@
 """Step 7: train the MAGIC generator: python main.py [--bart_base_dir facebook/bart-base] [flags]; see --help and
-src/train.py (the training logic) for the outputs under out_model/.
+src/magic/generator/train.py (the training logic) for the outputs under out_model/.
 
 Exit codes: 0 trained; 2 bad flags or input (one ``main.py: error: ...`` line naming the file, no run folder
 left behind); 130 interrupted (resume with --resume RUN_DIR). See docs/RELIABILITY.md."""
@@ -17,8 +17,8 @@ for _name, _value in TRAINING_ENV.items():
 
 
 def main(argv=None) -> None:
-    from src.io_utils import plain_warnings
-    from src.train import build_parser, run_training
+    from magic.common.io_utils import plain_warnings
+    from magic.generator.train import build_parser, run_training
 
     plain_warnings()
     args = build_parser().parse_args(argv)
@@ -29,8 +29,8 @@ def main(argv=None) -> None:
 
 
 def cli(argv=None) -> int:
-    """main() for the command line: user errors are one line and exit code 2 (src/errors.py)."""
-    from src.errors import run_main
+    """main() for the command line: user errors are one line and exit code 2 (src/magic/common/errors.py)."""
+    from magic.common.errors import run_main
 
     return run_main("main.py", lambda: main(argv), extra=(RuntimeError,))
 

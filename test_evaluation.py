@@ -1,5 +1,5 @@
 """Step 8: decode every test sample with a trained generator checkpoint and score it (BLEU-1..4, METEOR, ROUGE-L,
-CIDEr, Distinct-1/2). Thin wrapper: the logic is in src/evaluation.py.
+CIDEr, Distinct-1/2). Thin wrapper: the logic is in src/magic/generator/evaluation.py.
 
     python test_evaluation.py --model_path out_model/bs_16_epochs_20_<stamp>/epoch_<e>_val_ppl_<p>
 
@@ -15,11 +15,11 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from src.evaluation import EARLY_STOPPING, add_decoding_flags  # noqa: E402
+from magic.generator.evaluation import EARLY_STOPPING, add_decoding_flags
 
 
 def build_parser() -> ArgumentParser:
-    from src.validate import positive_int
+    from magic.common.validate import positive_int
 
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
     # released flags and defaults
@@ -52,11 +52,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.early_stopping = EARLY_STOPPING[args.early_stopping]
     from metric.protocol import format_scores
-    from src.evaluation import evaluate
+    from magic.generator.evaluation import evaluate
     try:
         record = evaluate(args)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
-        from src.errors import EXIT_USER_ERROR, describe
+        from magic.common.errors import EXIT_USER_ERROR, describe
         print(f"test_evaluation.py: error: {describe(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "

@@ -13,18 +13,15 @@ released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: an
     # a local transformers chat model:
     python collect_motivations_ChatGPT.py --backend local --model_name_or_path ../models/smollm2-135m-instruct
 
-The logic lives in src/motivations.py and src/llm_client.py.
+The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/client.py.
 """
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.artifacts import MOTIVATIONS_FILE  # noqa: E402
-from src.motivations import RELEASED_MODEL, collect_motivations  # noqa: E402
-from src.validate import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
+from magic.common.artifacts import MOTIVATIONS_FILE
+from magic.llm.motivations import RELEASED_MODEL, collect_motivations
+from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:

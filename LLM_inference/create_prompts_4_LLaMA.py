@@ -11,15 +11,12 @@ dataset_info.json for LLaMA-Factory users. Nothing is written unless every input
 """
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.artifacts import MOTIVATIONS_FILE, prompt_file  # noqa: E402
-from src.esconv import ESConvFormatError  # noqa: E402
-from src.io_utils import plain_warnings  # noqa: E402
-from src.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files  # noqa: E402
+from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
+from magic.esconv.dialogues import ESConvFormatError
+from magic.common.io_utils import plain_warnings
+from magic.llm.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files
 
 
 def parse_args(argv=None):
@@ -42,7 +39,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     plain_warnings()
     try:
-        from src.validate import parse_split_list
+        from magic.common.validate import parse_split_list
         files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
                                    allow_empty=frozenset(parse_split_list(args.allow_empty)),
                                    allow_shared=args.allow_shared_dialogues)

@@ -16,14 +16,11 @@ input, 2 bad command line.
 """
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.local_llm import TEMPLATES, _resolve_dtype  # noqa: E402
-from src.sft import export_merged  # noqa: E402
-from src.validate import positive_int  # noqa: E402
+from magic.llm.engines.hf import TEMPLATES, _resolve_dtype
+from magic.llm.sft import export_merged
+from magic.common.validate import positive_int
 
 
 def _parse_bool(text: str) -> bool:

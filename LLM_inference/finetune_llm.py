@@ -27,13 +27,10 @@ LLM_inference/ds_configs/ds_z3_config.json (or ds_z2_config.json) when the model
 """
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.sft import SFTConfig, SFTDataError, run_sft  # noqa: E402
-from src.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability  # noqa: E402
+from magic.llm.sft import SFTConfig, SFTDataError, run_sft
+from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -23,18 +23,15 @@ last to finish, or a later `--merge_shards N`, writes the files, identical to on
 """
 import argparse
 import os
-import runpy
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.artifacts import prompt_file  # noqa: E402
-from src.esconv import ESConvFormatError  # noqa: E402
-from src.io_utils import plain_warnings  # noqa: E402
-from src.strategy_inference import InferenceConfig, InferenceIncomplete, run_strategy_inference  # noqa: E402
-from src.strategy_shards import parse_shard  # noqa: E402
-from src.validate import positive_float, positive_int  # noqa: E402
+from magic.common.artifacts import prompt_file
+from magic.esconv.dialogues import ESConvFormatError
+from magic.common.io_utils import plain_warnings
+from magic.llm.inference import InferenceConfig, InferenceIncomplete, run_strategy_inference
+from magic.llm.shards import parse_shard
+from magic.common.validate import positive_float, positive_int
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
             "prompt_path_valid": prompt_file("valid"), "prompt_path_test": prompt_file("test"), "output_dir": "."}

@@ -9,11 +9,9 @@ the turn costs on 2 free cores.
 """
 import argparse
 import os
-import runpy
 import sys
 import time
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -31,7 +29,7 @@ def main(argv=None) -> int:
     import torch
 
     import chat
-    from src.chat import generator_record
+    from magic.chat.engine import generator_record
 
     cli = chat.build_parser().parse_args(["--demo", "--demo_dir", args.demo_dir, "--device", "cpu"]
                                          + (["--threads", str(args.threads)] if args.threads else []))
@@ -49,7 +47,7 @@ def main(argv=None) -> int:
         response, _, _, session.bank = engine.generate(generator_record(session.sample(label), label, motivation),
                                                        session.bank)
         t2, c2 = time.perf_counter(), time.process_time()
-        from src.esconv import Turn
+        from magic.esconv.dialogues import Turn
         session.turns.append(Turn("sys", response, label))
         walls.append(t2 - t0)
         cpus.append(c2 - c0)

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import tempfile
 import time
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.llm_client import JsonlCache, make_openai_client, run_chat_requests  # noqa: E402
-from src.motivations import build_items  # noqa: E402
-from src.openai_stub import StubServer  # noqa: E402
+from magic.llm.engines.client import JsonlCache, make_openai_client, run_chat_requests
+from magic.llm.motivations import build_items
+from magic.testing.openai_stub import StubServer
 
 RELEASED_SLEEP = 3.0
 

@@ -11,20 +11,17 @@ EOS stopping on is faster still with a trained model. Prints samples/s for both 
 """
 import argparse
 import os
-import runpy
 import time
 
 import torch
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.beam_search import beam_search  # noqa: E402
+from magic.generator.beam_search import beam_search
 
 
 def build_model(d_model: int, layers: int, heads: int, vocab: int, seed: int = 0):
     from transformers import BartConfig
 
-    from src.model import DialogueModel
+    from magic.generator.model import DialogueModel
     cfg = BartConfig(vocab_size=vocab, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
                      encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model,
                      decoder_ffn_dim=4 * d_model, max_position_embeddings=1024, pad_token_id=1, bos_token_id=0,

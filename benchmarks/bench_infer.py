@@ -20,25 +20,24 @@ temporary folder.
 """
 import argparse
 import os
-import runpy
 import sys
 import tempfile
 import time
 
-ROOT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))["ROOT"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from src.local_llm import format_prompt, generate_batch, load_causal_lm  # noqa: E402
+from magic.llm.engines.hf import format_prompt, generate_batch, load_causal_lm
 
 
 def bench_prompts(data_dir: str, n: int, synthetic: bool) -> tuple[list[str], str]:
     valid = os.path.join(data_dir, "magic", "valid.txt")
     if os.path.exists(valid) and not synthetic:
-        from src.esconv import load_samples
-        from src.prompts import llama_prompt
+        from magic.esconv.dialogues import load_samples
+        from magic.llm.prompts import llama_prompt
         return [llama_prompt(s) for s in load_samples(valid, "valid")[:n]], f"first {n} valid prompts of {valid}"
     lines = ["(1) Seeker: I feel so sad and lonely since I lost my job.\n",
              "(2) Supporter: I am sorry to hear that. [Reflection of feelings]\n",
@@ -91,7 +90,7 @@ def main():
         if model_path is None and os.path.isfile(os.path.join(smol, "config.json")):
             model_path = smol
         else:
-            from src.make_small_llm import make_tiny_llama
+            from magic.testing.make_small_llm import make_tiny_llama
             tmp = tempfile.TemporaryDirectory()
             model_path = make_tiny_llama(tmp.name)
     model, tok = load_causal_lm(model_path, device=args.device)

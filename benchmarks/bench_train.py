@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_train.py [--threads 1,2 --modes ours,released,... --steps 20 --warmup 3]
 
-Setup (the same for every mode): a random BART from src/make_small_bart.py (d_model 256, 2+2 layers,
+Setup (the same for every mode): a random BART from src/magic/testing/make_small_bart.py (d_model 256, 2+2 layers,
 4 heads) whose ~8k byte-level BPE is trained on the texts; the 2,156 real validation samples (magic/valid.txt
-under MAGIC_DATA_DIR, built into records with src.esconv; the script says "skipped" and exits 0 without
+under MAGIC_DATA_DIR, built into records with magic.esconv.dialogues; the script says "skipped" and exits 0 without
 them); batch 16, K = 128, max lengths 512/64, l_strategy 0.2, AdamW lr 5e-5; one fixed random batch order
 (seed 0) shared by every mode except ``grouped``; ``--warmup`` optimizer steps, then ``--steps`` timed ones.
 Each mode and thread count runs in its own process, so peak RSS (ru_maxrss) is per row; the rows of ours run
@@ -14,7 +14,7 @@ the mode's own training loop over its own data loader (so the released per-step 
 does our collate).
 
 Modes:
-    ours        our default (src.train.train_epoch; dynamic padding, masked pooling)
+    ours        our default (magic.generator.train.train_epoch; dynamic padding, masked pooling)
     grouped     ours + --group_by_length (batches of similar context length; its own batch order)
     all         ours with --pool all (the released padding and pooling)
     released    the released code as released: its src/ and main.py read from the bare mirror of the
@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 
-ROOT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))["ROOT"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved")
 DEFAULT_MODES = ("released", "released_noanomaly", "ours", "grouped", "all")
 RELEASED_FILES = ("main.py", "src/__init__.py", "src/bart_dialog.py", "src/dataset.py")
@@ -64,9 +64,9 @@ def data_dir() -> str:
 
 def build_inputs(work: str) -> tuple[str, str]:
     """records.json (valid samples) and a small BART trained on their texts, under work/."""
-    from src.dataset_build import sample_record
-    from src.esconv import load_samples
-    from src.make_small_bart import make_small_bart
+    from magic.generator.records import sample_record
+    from magic.esconv.dialogues import load_samples
+    from magic.testing.make_small_bart import make_small_bart
 
     recs = [sample_record(s) for s in load_samples(os.path.join(data_dir(), "magic", "valid.txt"), "valid")]
     path = os.path.join(work, "records.json")
@@ -184,9 +184,9 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
     from torch.utils.data import DataLoader
     from transformers import BartTokenizer, get_linear_schedule_with_warmup
 
-    from src.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
-    from src.model import DialogueModel
-    from src.train import make_optimizer, train_epoch
+    from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
+    from magic.generator.model import DialogueModel
+    from magic.generator.train import make_optimizer, train_epoch
 
     torch.manual_seed(0)
     tok = BartTokenizer.from_pretrained(bart)
@@ -232,7 +232,7 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
 def run_released(mode, records, bart, batches, warmup, count_flops, released_dir):
     """The released main.train_epoch on the released DialogueDataset/collate_fn/DialogueModel."""
     sys.path.insert(0, released_dir)  # its src/ package, never ours
-    import main as released_main  # noqa: E402  (switches anomaly detection on, as released)
+    import main as released_main  # switches anomaly detection on, as released
     import torch
     from torch.utils.data import DataLoader
     from transformers import BartConfig, BartModel, BartTokenizer
@@ -276,17 +276,15 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
     import torch
     from transformers import BartConfig, BartModel, BartTokenizer, get_linear_schedule_with_warmup
 
-    # the released package first, under its own name "src", then ours under "src" again
+    # the released package under its own name "src" (ours is "magic": the two never clash)
     sys.path.insert(0, released_dir)
-    import main as released_main  # noqa: E402
+    import main as released_main
     from src.bart_dialog import DialogueModel as ReleasedModel
     from src.dataset import DialogueDataset as ReleasedDataset, collate_fn, read_data
-    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
-        sys.modules["released_" + name] = sys.modules.pop(name)
-    sys.path.remove(released_dir)  # ours is "src" again (_bootstrap put this checkout on the path)
-    from src.data import DialogueDataset, collator_for, load_records
-    from src.model import DialogueModel
-    from src.train import make_optimizer, train_epoch
+    sys.path.remove(released_dir)
+    from magic.generator.data import DialogueDataset, collator_for, load_records
+    from magic.generator.model import DialogueModel
+    from magic.generator.train import make_optimizer, train_epoch
 
     torch.manual_seed(0)
     tok = BartTokenizer.from_pretrained(bart)

@@ -10,14 +10,11 @@ gold_strategy. Run from the repository root:
 """
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.dataset_build import DatasetBuildError, build_datasets, strategy_agreement, write_datasets  # noqa: E402
-from src.esconv import ESConvFormatError  # noqa: E402
-from src.io_utils import plain_warnings  # noqa: E402
+from magic.generator.records import DatasetBuildError, build_datasets, strategy_agreement, write_datasets
+from magic.esconv.dialogues import ESConvFormatError
+from magic.common.io_utils import plain_warnings
 
 
 def parse_args(argv=None):
@@ -44,7 +41,7 @@ def main(argv=None) -> int:
     plain_warnings()
     files = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
     try:
-        from src.validate import parse_split_list
+        from magic.common.validate import parse_split_list
         records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
                                  allow_empty=frozenset(parse_split_list(args.allow_empty)),
                                  allow_shared=args.allow_shared_dialogues)

@@ -5,22 +5,19 @@
     python data/convert_hf_esconv.py --input valid.json --output data/valid.txt
     python data/convert_hf_esconv.py --from_hub --output_dir data/                  # needs internet
 
-The rules (turn merging, tokenisation, label mapping) are in src/convert_hf.py. "Greeting" does not
+The rules (turn merging, tokenisation, label mapping) are in src/magic/esconv/convert_hf.py. "Greeting" does not
 exist in ESConv; it is given by a keyword heuristic (--greeting). See docs/FIDELITY.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.convert_hf import (  # noqa: E402
+from magic.esconv.convert_hf import (
     GREETING_MODES, HFFormatError, HubUnavailableError, convert_splits, find_split_file, hub_lines,
 )
-from src.esconv import load_samples  # noqa: E402
+from magic.esconv.dialogues import load_samples
 
 SPLITS = ("train", "valid", "test")
 
@@ -31,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(data/{train,valid,test}.txt). "
         "Merges consecutive same-speaker turns (dropping exact repeats), tokenises punctuation the MultiESC "
         "way, maps 'Providing Suggestions' and 'Information' to 'Providing Suggestions or Information'. "
-        "Output is validated with src.esconv before it is written (atomically).",
+        "Output is validated with magic.esconv.dialogues before it is written (atomically).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Measured on the real valid/test split: turn counts 390/390 dialogues, exact turn text 92.9%, "
         "supporter labels 97.0% (--greeting all). Greeting is a keyword heuristic (--greeting).")

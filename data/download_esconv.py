@@ -6,7 +6,7 @@
 The files come from the MultiESC repository (github.com/lwgkzl/MultiESC, folder MultiESC/data/),
 pinned to a commit so the bytes do not change under us. They are converted from CRLF to LF line
 endings (MAGIC's copies of valid/test are the LF version, otherwise identical) and validated with
-src.esconv before anything is written; the three files are only put in place when all three
+magic.esconv.dialogues before anything is written; the three files are only put in place when all three
 downloaded and validated.
 
 Without internet access, build the same files from the HF-form data instead:
@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import socket
 import sys
 import urllib.error
 import urllib.request
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.esconv import ESConvFormatError, load_dialogues, load_samples  # noqa: E402
+from magic.esconv.dialogues import ESConvFormatError, load_dialogues, load_samples
 
 MULTIESC_COMMIT = "46834e134320253e51920a2f5d34f166335bd965"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/lwgkzl/MultiESC/{MULTIESC_COMMIT}/MultiESC/data"

@@ -1,5 +1,5 @@
 """How the paper's numbers are computed from text: the released evaluation protocol of test_evaluation.py
-(Wh2018/MAGIC), used by src/evaluation.py.
+(Wh2018/MAGIC), used by src/magic/generator/evaluation.py.
 
 1. ``clean_response``: the released ``data_clean`` on each generated response (space before ``.,!?;:`` that
    follows a word character, runs of ``.`` / ``!`` collapsed, ``"`` removed; ours: a line break -> space).

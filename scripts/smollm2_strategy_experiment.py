@@ -14,20 +14,17 @@ the splits (so they come from many dialogues), not the first N.
 import argparse
 import json
 import os
-import runpy
 import time
-
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_bootstrap.py"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from src.artifacts import MOTIVATIONS_FILE, prompt_file  # noqa: E402
-from src.esconv import load_samples  # noqa: E402
-from src.io_utils import atomic_write_json, load_json  # noqa: E402
-from src.prompts import llama_prompt  # noqa: E402
+from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
+from magic.esconv.dialogues import load_samples
+from magic.common.io_utils import atomic_write_json, load_json
+from magic.llm.prompts import llama_prompt
 
 
 def gguf_to_hf(out_dir: str) -> str:
@@ -63,9 +60,9 @@ def spaced(items, n):
 
 def evaluate(model_dir, samples, args, label):
     """Strategy accuracy of greedy answers; answers are cached in work_dir, so a restart resumes."""
-    from src.esconv import parse_strategy, strategy_id
-    from src.llm_client import JsonlCache, run_local_requests
-    from src.strategy_report import strategy_metrics
+    from magic.esconv.dialogues import parse_strategy, strategy_id
+    from magic.llm.engines.client import JsonlCache, run_local_requests
+    from magic.llm.report import strategy_metrics
 
     t0 = time.time()
     items = sorted(((s.id, llama_prompt(s)) for s in samples), key=lambda x: len(x[1]))  # less padding
@@ -124,7 +121,7 @@ def main():
     atomic_write_json(os.path.join(args.work_dir, "results.json"), results)
     print(json.dumps(results["before"], indent=1), flush=True)
 
-    from src.sft import SFTConfig, export_merged, run_sft
+    from magic.llm.sft import SFTConfig, export_merged, run_sft
     lora_dir = os.path.join(args.work_dir, "lora")
     after_cache = os.path.join(args.work_dir, "answers_after.jsonl")
     if os.path.exists(after_cache):  # answers of an earlier merged model would be stale

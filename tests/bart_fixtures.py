@@ -2,7 +2,7 @@
 
 ``make_tiny_bart_dir(tmp_path)`` builds a random BART (d_model 32, 1 encoder + 1 decoder layer) with a
 byte-level BPE of a few hundred tokens trained on ``texts`` (default: a fixed English corpus), through
-src/make_small_bart.py. A few seconds at most; cached per (folder, texts).
+src/magic/testing/make_small_bart.py. A few seconds at most; cached per (folder, texts).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ DEFAULT_TEXTS = [
 def make_tiny_bart_dir(tmp_path: str | os.PathLike, texts: Sequence[str] | None = None, vocab_size: int = 400,
                        d_model: int = 32, layers: int = 1, heads: int = 2, name: str = "tiny_bart") -> Path:
     """A random BART directory (config.json, model.safetensors, tokenizer files) under tmp_path/name."""
-    from src.make_small_bart import make_small_bart
+    from magic.testing.make_small_bart import make_small_bart
 
     out = Path(tmp_path) / name
     if (out / "config.json").exists():
@@ -45,10 +45,10 @@ def make_tiny_bart_dir(tmp_path: str | os.PathLike, texts: Sequence[str] | None 
 
 def make_records(n_dialogues: int = 3, turns: int = 6, seed: int = 0) -> list[dict]:
     """Generator records (the data/*.json contract) from synthetic dialogues: every supporter turn after a
-    seeker turn is a sample whose memory is the earlier supporter turns, as src.esconv enumerates them."""
+    seeker turn is a sample whose memory is the earlier supporter turns, as magic.esconv.dialogues enumerates them."""
     import random
 
-    from src.esconv import STRATEGIES
+    from magic.esconv.dialogues import STRATEGIES
 
     rng = random.Random(seed)
     recs = []

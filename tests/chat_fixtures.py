@@ -20,8 +20,8 @@ def make_tiny_checkpoint(tmp: str | os.PathLike, bart_dir: str | os.PathLike) ->
     import torch
     from transformers import BartTokenizer
 
-    from src.checkpoint import save_checkpoint
-    from src.model import DialogueModel
+    from magic.generator.checkpoint import save_checkpoint
+    from magic.generator.model import DialogueModel
 
     out = Path(tmp) / "out_model" / "bs_16_epochs_1_20260101_000000" / "epoch_0_val_ppl_99.0"
     if (out / "dialogue_model.pth").exists():
@@ -36,7 +36,7 @@ def make_tiny_checkpoint(tmp: str | os.PathLike, bart_dir: str | os.PathLike) ->
 
 
 def make_tiny_llm(tmp: str | os.PathLike) -> str:
-    from src.make_small_llm import make_tiny_llama
+    from magic.testing.make_small_llm import make_tiny_llama
 
     return make_tiny_llama(tmp)
 

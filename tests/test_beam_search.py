@@ -1,11 +1,11 @@
-"""src/beam_search.py: cached (group) beam search against HF generate, a brute-force argmax roll-out and
+"""src/magic/generator/beam_search.py: cached (group) beam search against HF generate, a brute-force argmax roll-out and
 toy models whose answers are known."""
 import math
 
 import pytest
 import torch
 
-from src.beam_search import beam_search, greedy_search, reorder_past
+from magic.generator.beam_search import beam_search, greedy_search, reorder_past
 
 BOS, EOS, PAD = 0, 2, 1
 
@@ -97,7 +97,7 @@ def test_one_group_equals_hf_with_min_length_and_several_returns():
 
 
 def test_hf_generate_has_no_group_beam_search_offline():
-    """Why src/beam_search.py exists: transformers 5.x sends num_beam_groups > 1 to a hub repo."""
+    """Why src/magic/generator/beam_search.py exists: transformers 5.x sends num_beam_groups > 1 to a hub repo."""
     model = _tiny_bart()
     ids, mask = _inputs(batch=1)
     with pytest.raises(Exception):
@@ -288,7 +288,7 @@ def test_reorder_past_handles_tuples_and_hf_caches():
 
 
 def test_group_diversity_is_the_one_rule():
-    from src.beam_search import group_diversity
+    from magic.generator.beam_search import group_diversity
 
     assert group_diversity(5, 5, 1.0) == 1.0
     with pytest.warns(UserWarning, match="no effect with num_beam_groups 1"):

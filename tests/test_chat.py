@@ -1,6 +1,6 @@
 """chat.py in the terminal: a person's two turns and /strategy (scripted stdin and a real pseudo-terminal),
 --input/--output, the bad inputs of the issue, and that a turn runs the pipeline's own prompt, record and
-decoder (checked against a dialogue saved with /save and read back by src.esconv as a data file)."""
+decoder (checked against a dialogue saved with /save and read back by magic.esconv.dialogues as a data file)."""
 import json
 import os
 import pty
@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.chat_fixtures import REPO, FILL, chat_env, make_tiny_checkpoint, make_tiny_llm, run_chat
+from magic.esconv.dialogues import STRATEGIES
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_two_turns_forced_strategy_and_save(models, tmp_path):
     assert strategies[0][-2:] == ["LLM)"] or strategies[0][-1] == "LLM)"
     assert "error: unknown strategy 'Bogus'; expected one of ['Question'" in out
     assert "(1) Seeker: Hi , I feel sad and alone ." in out  # MultiESC tokenisation of typed text
-    from src.esconv import load_dialogues
+    from magic.esconv.dialogues import load_dialogues
     (dialogue,) = load_dialogues(saved)
     assert [t.speaker for t in dialogue.turns] == ["usr", "sys", "usr", "sys"]
     assert dialogue.turns[3].strategy == "Reflection of Feelings"
@@ -138,7 +139,7 @@ def test_input_output_non_interactive(models, tmp_path):
     assert reply["dialogue"]["dialog"][:3] == dialogue["dialog"]
     assert reply["dialogue"]["dialog"][3] == {"speaker": "sys", "text": reply["response"],
                                                "strategy": "Self-disclosure"}
-    assert list(reply["classifier_probs"]) == list(__import__("src.esconv").esconv.STRATEGIES)
+    assert list(reply["classifier_probs"]) == list(STRATEGIES)
     assert abs(sum(reply["classifier_probs"].values()) - 1) < 1e-4
     assert list(reply["memory_fill"].values()) == list(FILL)
     # a dialogue that does not end with the seeker: one line, exit 2, no output file
@@ -200,12 +201,12 @@ def test_turns_use_the_pipelines_prompt_record_and_decoder(models, tmp_path):
     step-5 prompts, the same generator records and the same decoded responses."""
     import argparse
 
-    from src.chat import ChatEngine, ServerStrategyLLM, decoding_settings, generator_record, load_generator
-    from src.dataset_build import sample_record
-    from src.esconv import load_samples
-    from src.evaluation import add_decoding_flags, clean_response, generate_responses
-    from src.prompts import llama_prompt
-    from src.openai_stub import StubServer, stub_answer
+    from magic.chat.engine import ChatEngine, ServerStrategyLLM, decoding_settings, generator_record, load_generator
+    from magic.generator.records import sample_record
+    from magic.esconv.dialogues import load_samples
+    from magic.generator.evaluation import add_decoding_flags, clean_response, generate_responses
+    from magic.llm.prompts import llama_prompt
+    from magic.testing.openai_stub import StubServer, stub_answer
 
     args = add_decoding_flags(argparse.ArgumentParser()).parse_args(["--num_beams", "4", "--num_beam_groups", "2"])
     model, tok = load_generator(models["ckpt"], device="cpu")
@@ -237,7 +238,7 @@ def test_turns_use_the_pipelines_prompt_record_and_decoder(models, tmp_path):
 
 def session_sample(session, turn_index):
     """The chat's sample for an earlier target turn: the session as it was before that turn."""
-    from src.chat import ChatSession
+    from magic.chat.engine import ChatSession
 
     past = ChatSession(session.engine, session.situation)
     past.turns = list(session.turns[:turn_index])
@@ -245,7 +246,7 @@ def session_sample(session, turn_index):
 
 
 def test_demo_paths_pick_the_best_checkpoint(models, tmp_path):
-    from src.chat import ChatSetupError, find_demo_paths
+    from magic.chat.engine import ChatSetupError, find_demo_paths
 
     with pytest.raises(ChatSetupError, match="run `bash scripts/demo.sh` first"):
         find_demo_paths(str(tmp_path / "demo_run"))
@@ -276,8 +277,8 @@ def test_demo_flag_runs_on_the_demo_layout(models, tmp_path):
 def test_update_memory_appends_supporter_turns_per_session(models):
     import argparse
 
-    from src.chat import ChatEngine, FixedStrategy, decoding_settings, load_generator
-    from src.evaluation import add_decoding_flags
+    from magic.chat.engine import ChatEngine, FixedStrategy, decoding_settings, load_generator
+    from magic.generator.evaluation import add_decoding_flags
 
     args = add_decoding_flags(argparse.ArgumentParser()).parse_args(["--num_beams", "1", "--num_beam_groups", "1"])
     model, tok = load_generator(models["ckpt"], device="cpu")

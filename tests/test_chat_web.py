@@ -59,7 +59,7 @@ def page(tmp_path_factory, bart_dir):
 
 @pytest.mark.slow
 def test_two_turns_forced_strategy_and_screenshot(page, tmp_path):
-    from src.esconv import STRATEGIES
+    from magic.esconv.dialogues import STRATEGIES
 
     driver, url = page
     driver.get(url)

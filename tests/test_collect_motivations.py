@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from src import llm_client
+from magic.llm.engines import client as llm_client
 from tests.dialogues import make_dialogue
-from src.esconv import load_samples
-from src.prompts import chatgpt_prompt
-from src.openai_stub import StubServer, stub_answer
+from magic.esconv.dialogues import load_samples
+from magic.llm.prompts import chatgpt_prompt
+from magic.testing.openai_stub import StubServer, stub_answer
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "LLM_inference" / "collect_motivations_ChatGPT.py"
 KEY = "sk-collect-SECRET-9876543210fedcba"
 
 sys.path.insert(0, str(SCRIPT.parent))
-import collect_motivations_ChatGPT as cli  # noqa: E402
+import collect_motivations_ChatGPT as cli
 
 
 def _dialogue(i, opener, n_turns, strategies):
@@ -64,7 +64,7 @@ def _run_cli(monkeypatch, capsys, args, key=KEY):
     else:
         monkeypatch.setenv("OPENAI_API_KEY", key)
     # fast backoff so retry tests take milliseconds
-    monkeypatch.setattr("src.motivations.run_chat_requests",
+    monkeypatch.setattr("magic.llm.motivations.run_chat_requests",
                         functools.partial(llm_client.run_chat_requests, backoff_base=0.01))
     rc = cli.main(args)
     out = capsys.readouterr()
@@ -164,7 +164,7 @@ def test_no_key_is_a_clear_error_and_a_local_server_gets_a_dummy_key(tmp_path, t
 
 
 def test_dry_run_estimates_without_requests(tmp_path, train_file, monkeypatch, capsys):
-    monkeypatch.setattr("src.motivations._tiktoken_encoding", lambda: None)  # offline, deterministic
+    monkeypatch.setattr("magic.llm.motivations._tiktoken_encoding", lambda: None)  # offline, deterministic
     prompts = [chatgpt_prompt(s) for s in load_samples(train_file, "train")]
     tokens = round(sum(len(p.split()) for p in prompts) * 1.3) + 7 * len(prompts)
     with StubServer() as stub:
@@ -222,7 +222,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, train_
 
 
 def test_local_backend_with_a_tiny_random_model(tmp_path, train_file, monkeypatch, capsys):
-    from src.make_small_llm import make_tiny_llama
+    from magic.testing.make_small_llm import make_tiny_llama
 
     model_dir = make_tiny_llama(tmp_path)
     out = tmp_path / "local.json"

@@ -13,11 +13,11 @@ import urllib.error
 
 import pytest
 
-from src.convert_hf import (
+from magic.esconv.convert_hf import (
     HFFormatError, HubUnavailableError, convert_dialogue, convert_dir, convert_lines, hub_lines, map_label,
     merged_label, tokenize_text,
 )
-from src.esconv import enumerate_samples, load_dialogues, load_samples
+from magic.esconv.dialogues import enumerate_samples, load_dialogues, load_samples
 
 
 def hf(dialog, situation="I feel stressed about work.", init="4", final="2", **extra):

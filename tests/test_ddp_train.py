@@ -3,7 +3,7 @@
 Every rank must hold the same memory bank after every step (main.py compares the ranks' banks after each
 step and stops on a difference: the run succeeding is the check; test_bank_check_catches_a_difference
 shows that it does catch one). The loss curves and the final bank must equal the single process's up to
-float rounding: src/distributed.py normalises the generation loss by the global token count and computes
+float rounding: src/magic/generator/distributed.py normalises the generation loss by the global token count and computes
 the auxiliary loss on the gathered entries, so the averaged gradient is the single-process gradient.
 """
 import json
@@ -71,7 +71,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 def _bank_check_worker(rank, port, q):
     import torch.distributed as dist
 
-    from src.distributed import DataParallel
+    from magic.generator.distributed import DataParallel
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     dp = DataParallel(rank=rank, world=2, device=torch.device("cpu"))
@@ -104,7 +104,7 @@ def test_bank_check_catches_a_difference():
 
 
 def test_chunks_cover_a_global_batch_in_order():
-    from src.distributed import DataParallel
+    from magic.generator.distributed import DataParallel
 
     for n in (16, 15, 3, 2):
         parts = [DataParallel(rank=r, world=2).chunk(n) for r in range(2)]

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from src.esconv import STRATEGIES, canonical_strategy, enumerate_samples, load_dialogues
+from magic.esconv.dialogues import STRATEGIES, canonical_strategy, enumerate_samples, load_dialogues
 
 SPLITS = ("train", "valid", "test")
 

@@ -1,11 +1,11 @@
-"""src/demo_summary.py: the forced-wrong-strategy file and the timing table (the full summary runs in
+"""scripts/demo_summary.py: the forced-wrong-strategy file and the timing table (the full summary runs in
 tests/test_end_to_end.py)."""
 import json
 
 import pytest
 
-from src.demo_summary import SummaryError, main, timing_rows, wrong_strategies
-from src.esconv import STRATEGIES, strategy_id
+from demo_summary import SummaryError, main, timing_rows, wrong_strategies
+from magic.esconv.dialogues import STRATEGIES, strategy_id
 
 
 def test_wrong_strategies_never_gold(tmp_path):
@@ -35,8 +35,8 @@ def test_missing_artefacts_fail_with_one_line(tmp_path, capsys):
 
 
 def test_name_strategies_puts_the_gold_label_in_front(tmp_path, repo_root):
-    from src.demo_summary import name_strategies
-    from src.esconv import canonical_strategy, load_samples, parse_strategy
+    from demo_summary import name_strategies
+    from magic.esconv.dialogues import canonical_strategy, load_samples, parse_strategy
 
     train = repo_root / "data" / "demo" / "train.txt"
     samples = load_samples(train, "train")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.esconv import load_samples
+from magic.esconv.dialogues import load_samples
 
 METRICS = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
 TRIM = 4

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from src.esconv import (
+from magic.esconv.dialogues import (
     STRATEGIES, ESConvFormatError, canonical_strategy, enumerate_samples, expand_contractions,
     load_dialogues, load_samples, parse_strategy, strategy_id,
 )

@@ -1,4 +1,4 @@
-"""src/evaluation.py + metric/protocol.py + test_evaluation.py: released cleaning and tokenisation, output names, '&' for empty
+"""src/magic/generator/evaluation.py + metric/protocol.py + test_evaluation.py: released cleaning and tokenisation, output names, '&' for empty
 hypotheses, and an end-to-end run on a checkpoint written by main.py (tiny BART, a few records)."""
 import importlib.util
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metric import protocol
-from src import evaluation as ev
+from magic.generator import evaluation as ev
 from tests.bart_fixtures import DEFAULT_TEXTS, make_tiny_bart_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def trained_checkpoint(tmp_path_factory):
 
 def test_end_to_end_one_line_per_sample_and_scores(trained_checkpoint, tmp_path, capsys):
     test_evaluation = _script()
-    from src.checkpoint import BANK_FILE, load_checkpoint
+    from magic.generator.checkpoint import BANK_FILE, load_checkpoint
 
     ckpt, test, recs = trained_checkpoint
     eval_dir = tmp_path / "eval_result"
@@ -165,7 +165,7 @@ def test_end_to_end_one_line_per_sample_and_scores(trained_checkpoint, tmp_path,
 
 
 def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
-    from src.checkpoint import load_checkpoint
+    from magic.generator.checkpoint import load_checkpoint
     ckpt, _, recs = trained_checkpoint
     model, tok, _ = load_checkpoint(str(ckpt), device="cpu")
     kw = dict(num_beams=3, num_beam_groups=1, max_new_tokens=6, progress=False)
@@ -215,7 +215,7 @@ def test_inferred_on_gold_built_records_is_refused(trained_checkpoint, tmp_path,
 def test_every_unicode_line_break_becomes_a_space(tmp_path):
     """A byte-level BPE can emit \\x1c, \\x85, \\u2028 ...: the files must keep one response per line."""
     from metric.protocol import clean_response
-    from src.evaluation import read_lines, write_lines
+    from magic.generator.evaluation import read_lines, write_lines
 
     weird = ["a\x1cb\x1dc\x1ed", "e\x85f\u2028g\u2029h", "i\x0bj\x0ck\r\nl"]
     path = tmp_path / "hyp.txt"

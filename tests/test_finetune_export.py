@@ -1,4 +1,4 @@
-"""LoRA SFT (src/sft.py) and merge/export: the released token rule, masking, truncation, gradient-accumulation
+"""LoRA SFT (src/magic/llm/sft.py) and merge/export: the released token rule, masking, truncation, gradient-accumulation
 averaging, loss goes down, resume, merged == adapter, the released command lines."""
 import json
 import os
@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from src.llm_encoding import ENCODING_FILE, EncodingRule, infer_max_len
-from src.sft import (IGNORE_INDEX, SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged,
+from magic.llm.encoding import ENCODING_FILE, EncodingRule, infer_max_len
+from magic.llm.sft import (IGNORE_INDEX, SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged,
                      infer_seqlen, load_adapter_model, load_dataset_pairs, load_sft_pairs, run_sft)
-from src.make_small_llm import make_tiny_llama
+from magic.testing.make_small_llm import make_tiny_llama
 
 PAIRS = [
     {"instruction": "(1) Seeker: I feel so sad and lonely since I lost my job.\nMotivation:",
@@ -270,7 +270,7 @@ def test_released_command_lines_run_unchanged(setup, tmp_path, monkeypatch, caps
 def test_encoding_rule_travels_from_checkpoint_to_inference(setup, tmp_path):
     """--add_bos at fine-tuning: every checkpoint and the merged model carry the rule, and generation's
     prompt ids equal the ids training saw (the training example's source part)."""
-    from src.local_llm import format_prompt, load_causal_lm, tokenize_prompts
+    from magic.llm.engines.hf import format_prompt, load_causal_lm, tokenize_prompts
     d, model_dir, data, tok = setup
     out = str(tmp_path / "lora")
     run_sft(_cfg(model_dir, data, out, steps=4, add_bos=True, cutoff_rule="infer_seqlen"))

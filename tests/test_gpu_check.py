@@ -33,14 +33,14 @@ def test_gpu_check_refuses_cuda_without_gpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    r = subprocess.run([sys.executable, "-m", "src.gpu_check", "--device", "cuda", "--work", str(tmp_path)],
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gpu_check.py"), "--device", "cuda", "--work", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no CUDA GPU" in r.stderr
     assert not os.listdir(tmp_path)
 
 
 def test_failed_path_is_a_fail_row(tmp_path):
-    from src.gpu_check import Checker, rel_diff
+    from gpu_check import Checker, rel_diff
 
     ck = Checker("cpu", str(tmp_path), sys.executable)
     ok, _, _ = ck.run("broken", ["-c", "raise SystemExit(3)"])

@@ -1,12 +1,12 @@
-"""src/grouped_bart.py: the one-pass-per-layer BART over length groups against transformers' BartEncoder and
+"""src/magic/generator/grouped_bart.py: the one-pass-per-layer BART over length groups against transformers' BartEncoder and
 BartDecoder run group by group (values and gradients), and its dropout."""
 import pytest
 import torch
 from transformers import BartConfig
 from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
-from src import grouped_bart
-from src.grouped_bart import GroupLayout
+from magic.generator import grouped_bart
+from magic.generator.grouped_bart import GroupLayout
 
 
 def tiny_config(**kw) -> BartConfig:

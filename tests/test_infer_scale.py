@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from src.prompts import wrap_default_template
-from src.make_small_llm import make_tiny_llama
-from src.openai_stub import StubServer, stub_answer
+from magic.llm.prompts import wrap_default_template
+from magic.testing.make_small_llm import make_tiny_llama
+from magic.testing.openai_stub import StubServer, stub_answer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "LLM_inference", "infer_strategy.py")

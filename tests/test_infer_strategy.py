@@ -6,11 +6,11 @@ import types
 
 import pytest
 
-import src.local_llm as local_llm
-from src.esconv import load_samples
-from src.prompts import llama_prompt
-from src.strategy_inference import InferenceConfig, load_prompt_file, run_strategy_inference
-from src.make_small_llm import make_tiny_llama
+import magic.llm.engines.hf as local_llm
+from magic.esconv.dialogues import load_samples
+from magic.llm.prompts import llama_prompt
+from magic.llm.inference import InferenceConfig, load_prompt_file, run_strategy_inference
+from magic.testing.make_small_llm import make_tiny_llama
 
 DIALOGUES = [
     {"situation": "lost my job", "dialog": [
@@ -144,7 +144,7 @@ def test_report_against_gold_by_id(world, tmp_path):
 
 
 def test_openai_backend_sends_raw_prompts(world, tmp_path, monkeypatch):
-    import src.llm_client as llm_client
+    import magic.llm.engines.client as llm_client
     sent = []
 
     class FakeCompletions:

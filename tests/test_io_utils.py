@@ -1,7 +1,7 @@
 """Atomic writes: nothing half-written is ever left under the target name."""
 import pytest
 
-from src.io_utils import atomic_dir, atomic_write_json, load_json
+from magic.common.io_utils import atomic_dir, atomic_write_json, load_json
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):

@@ -13,7 +13,7 @@ measured runs (figures beside each) with a margin.
 
 Sabotage tried: shuffling the strategy ids of every training batch (``batch["strategy_ids"][torch.randperm(B)]``
 in the collator, and again in ``train_epoch`` after the goodbye/thanks answers of data/demo started reusing the
-context's details, and again after the training pass moved to src/grouped_bart.py). Measured on today's world
+context's details, and again after the training pass moved to src/magic/generator/grouped_bart.py). Measured on today's world
 with the grouped pass: BLEU-2 0.135 (normal 0.476, baseline 0.064), 2 distinct responses of 16 (normal 9), 1 of 16
 responses changed by the forced strategy (normal 16), normal shuffled-minus-true validation NLL +0.30: three of
 the five tests fail. (Before the grouped pass: 0.132 / 0.458, 1 / 8 distinct, 0 / 16 changed, NLL +0.002 / +0.26;
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.esconv import STRATEGIES, load_samples
+from magic.esconv.dialogues import STRATEGIES, load_samples
 
 # the trimmed world: the first N dialogues of each split of data/demo
 N_TRAIN, N_VALID, N_TEST = 24, 6, 16
@@ -45,10 +45,10 @@ def trained(repo_root, tmp_path_factory):
 def train_world(repo_root: Path, tmp: Path) -> dict:
     """Records of the trimmed world, a tiny BART trained on them (main.py), the run's history and the model."""
     from main import main as train_main
-    from src.checkpoint import load_checkpoint
-    from src.dataset_build import sample_record
-    from src.io_utils import atomic_write_json
-    from src.make_small_bart import make_small_bart
+    from magic.generator.checkpoint import load_checkpoint
+    from magic.generator.records import sample_record
+    from magic.common.io_utils import atomic_write_json
+    from magic.testing.make_small_bart import make_small_bart
 
     demo = repo_root / "data" / "demo"
     records = {}
@@ -79,7 +79,7 @@ def gold_responses(trained):
 
 
 def decode(trained, records):
-    from src.evaluation import clean_response, generate_responses
+    from magic.generator.evaluation import clean_response, generate_responses
 
     out = generate_responses(trained["model"], trained["tokenizer"], records, batch_size=16, num_beams=1,
                              max_new_tokens=40, max_length=256, progress=False)
@@ -89,7 +89,7 @@ def decode(trained, records):
 def valid_nll(trained, permute: bool) -> float:
     """Mean token NLL of the validation records under their own strategies, or (permute) under the
     strategies of other validation samples (a fixed derangement-like shuffle)."""
-    from src.data import DialogueDataset, collator_for
+    from magic.generator.data import DialogueDataset, collator_for
 
     model, recs = trained["model"], trained["records"]["valid"]
     ds = DialogueDataset(recs, trained["tokenizer"], max_length=256)
@@ -110,7 +110,7 @@ def test_validation_perplexity_falls(trained):
 
 
 def test_bleu2_beats_frequent_response_baseline(trained, gold_responses):
-    from src.evaluation import compute_scores
+    from magic.generator.evaluation import compute_scores
 
     test = trained["records"]["test"]
     refs = [r["response"] for r in test]

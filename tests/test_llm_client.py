@@ -1,13 +1,13 @@
-"""src/llm_client.py: the answer cache, keys, secrets, retry timing and the OpenAI-compatible runner."""
+"""src/magic/llm/engines/client.py: the answer cache, keys, secrets, retry timing and the OpenAI-compatible runner."""
 import json
 import random
 import time
 
 import pytest
 
-from src.llm_client import (CacheFormatError, FatalRequestError, JsonlCache, RateLimiter, backoff_delay,
+from magic.llm.engines.client import (CacheFormatError, FatalRequestError, JsonlCache, RateLimiter, backoff_delay,
                             chat_prompt_key, parse_retry_after, prompt_key, run_chat_requests, scrub)
-from src.openai_stub import StubServer, stub_answer
+from magic.testing.openai_stub import StubServer, stub_answer
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -205,7 +205,7 @@ def test_local_cache_key_changes_when_the_model_folder_is_rewritten(tmp_path):
     import os
     import time
 
-    from src import llm_client
+    from magic.llm.engines import client as llm_client
 
     folder = tmp_path / "merged"
     folder.mkdir()

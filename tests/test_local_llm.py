@@ -1,10 +1,10 @@
-"""src/local_llm.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop, prefix sharing."""
+"""src/magic/llm/engines/hf.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop, prefix sharing."""
 import pytest
 import torch
 
-from src.local_llm import (encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer,
+from magic.llm.engines.hf import (encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer,
                            supports_prefix_sharing, tokenize_prompts)
-from src.make_small_llm import make_tiny_llama
+from magic.testing.make_small_llm import make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_encode_left_pads_with_the_models_bos_rule(tiny, tmp_path):
         assert row[0] == tok.bos_token_id and row[1] != tok.bos_token_id
     # the rule saved in a model folder is read back by load_causal_lm
     import shutil
-    from src.llm_encoding import EncodingRule
+    from magic.llm.encoding import EncodingRule
     other = tmp_path / "with-bos"
     shutil.copytree(path, other)
     EncodingRule(add_bos=True).save(other)

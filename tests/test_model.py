@@ -15,14 +15,14 @@ def tokenizer(bart_dir):
 
 
 def new_model(bart_dir, seed=0, **kw):
-    from src.model import DialogueModel
+    from magic.generator.model import DialogueModel
 
     torch.manual_seed(seed)
     return DialogueModel.from_pretrained_bart(bart_dir, **kw)
 
 
 def batch_of(model, tokenizer, records, with_memory=True, **ds_kw):
-    from src.data import DialogueDataset, collator_for
+    from magic.generator.data import DialogueDataset, collator_for
 
     ds = DialogueDataset(records, tokenizer, max_length=ds_kw.pop("max_length", 96), **ds_kw)
     return collator_for(model, with_memory=with_memory)([ds[i] for i in range(len(ds))])
@@ -102,7 +102,7 @@ def test_memory_bank_is_fifo_per_strategy(bart_dir):
 
 
 def test_training_forward_files_memory_under_its_strategy(bart_dir, tokenizer):
-    from src.esconv import strategy_id
+    from magic.esconv.dialogues import strategy_id
 
     model = new_model(bart_dir)
     recs = make_records(1, turns=8)  # one dialogue: later samples' memory extends earlier ones
@@ -126,7 +126,7 @@ def test_training_forward_files_memory_under_its_strategy(bart_dir, tokenizer):
 
 
 def test_keep_largest_lists():
-    from src.data import keep_largest_lists
+    from magic.generator.data import keep_largest_lists
 
     lists = [[1], [1, 2, 3], [], [4, 5], [1, 3], [4, 5], [7]]
     # [1], [] and [1, 3] are subsequences of [1, 2, 3]; the second [4, 5] duplicates the first
@@ -210,7 +210,7 @@ def test_l_strategy_zero_drops_only_the_auxiliary_loss(bart_dir, tokenizer):
 
 
 def test_save_load_roundtrip(bart_dir, tokenizer, tmp_path):
-    from src.checkpoint import load_checkpoint, save_checkpoint
+    from magic.generator.checkpoint import load_checkpoint, save_checkpoint
 
     model = new_model(bart_dir, strategy_memory_max=5, use_motivation=True)
     recs = make_records(2)
@@ -285,8 +285,8 @@ def test_generator_config_rules(bart_dir, tokenizer, tmp_path):
     checkpoint is a released one (pool "all"); an earlier version's args.json["model"] still loads."""
     import json
 
-    from src.checkpoint import load_checkpoint, save_checkpoint
-    from src.generator_config import CONFIG_FILE, RELEASED, GeneratorConfig
+    from magic.generator.checkpoint import load_checkpoint, save_checkpoint
+    from magic.generator.config import CONFIG_FILE, RELEASED, GeneratorConfig
 
     model = new_model(bart_dir, pool="masked", max_length=100)
     ck = tmp_path / "ck"
@@ -310,7 +310,7 @@ def test_generator_config_rules(bart_dir, tokenizer, tmp_path):
 def test_released_checkpoint_loads_strict(bart_dir, tokenizer, tmp_path):
     from transformers import BartConfig
 
-    from src.checkpoint import load_checkpoint
+    from magic.generator.checkpoint import load_checkpoint
 
     config = BartConfig.from_pretrained(bart_dir)
     sd = released_state_dict(config, config.vocab_size)
@@ -338,7 +338,7 @@ def test_released_checkpoint_loads_strict(bart_dir, tokenizer, tmp_path):
 def test_records_validation_names_file_and_record(tmp_path):
     import json
 
-    from src.data import load_records
+    from magic.generator.data import load_records
 
     recs = make_records(1)
     recs[1] = dict(recs[1], strategy="Shouting")
@@ -354,9 +354,9 @@ def test_records_validation_names_file_and_record(tmp_path):
 
 def test_collator_on_real_valid_samples(esconv_dir, tokenizer, bart_dir):
     """Records built from the real magic/valid.txt samples of one dialogue, through dataset + collator."""
-    from src.data import DialogueDataset, collator_for
-    from src.dataset_build import sample_record
-    from src.esconv import load_samples, strategy_id
+    from magic.generator.data import DialogueDataset, collator_for
+    from magic.generator.records import sample_record
+    from magic.esconv.dialogues import load_samples, strategy_id
 
     samples = load_samples(esconv_dir / "magic" / "valid.txt", "valid")
     first = [s for s in samples if s.dialogue_index == samples[0].dialogue_index]
@@ -382,7 +382,7 @@ def test_collator_on_real_valid_samples(esconv_dir, tokenizer, bart_dir):
 
 
 def test_length_grouped_batches_cover_every_sample_once():
-    from src.data import LengthGroupedBatchSampler
+    from magic.generator.data import LengthGroupedBatchSampler
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randperm(40, generator=g).tolist()
@@ -397,7 +397,7 @@ def test_length_grouped_batches_cover_every_sample_once():
 
 
 def test_truncation_side(tokenizer):
-    from src.data import DialogueDataset
+    from magic.generator.data import DialogueDataset
 
     rec = max(make_records(1), key=lambda r: len(r["context"]))
     right = DialogueDataset([rec], tokenizer, max_length=16, truncation_side="right").context_ids[0]

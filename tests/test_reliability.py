@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from src.errors import OutputExistsError, UserError
+from magic.common.errors import OutputExistsError, UserError
 from tests.dialogues import make_dialogue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def esconv_files(tmp_path):
 
 
 def _motivations(esconv_files, folder):
-    from src.esconv import load_samples
+    from magic.esconv.dialogues import load_samples
 
     samples = load_samples(esconv_files["train"], "train")
     path = folder / "motivations_4_LLaMA.json"
@@ -84,7 +84,7 @@ def _main_args(bart, data, out, *extra):
 
 # ------------------------------------------------------------------------------- 1. the safe writer
 def test_atomic_dir_never_replaces_a_folder_it_did_not_write(tmp_path):
-    from src.io_utils import OUTPUT_MARKER, atomic_dir
+    from magic.common.io_utils import OUTPUT_MARKER, atomic_dir
 
     mine = tmp_path / "export"
     with atomic_dir(mine) as tmp:
@@ -142,7 +142,7 @@ def test_training_refuses_a_bart_without_tokenizer_files(bart_dir, gen_data, tmp
 def test_a_vocabulary_of_a_handful_of_tokens_or_of_another_model_is_refused(bart_dir, tmp_path):
     from transformers import BartTokenizer
 
-    from src.validate import check_bart_dir, check_vocab
+    from magic.common.validate import check_bart_dir, check_vocab
 
     bad = _bart_without_tokenizer(Path(bart_dir), tmp_path / "bart_5")
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
@@ -162,8 +162,8 @@ def test_a_vocabulary_of_a_handful_of_tokens_or_of_another_model_is_refused(bart
 
 
 def test_local_llm_refuses_a_folder_without_tokenizer(tmp_path):
-    from src.local_llm import load_causal_lm
-    from src.make_small_llm import make_tiny_llama
+    from magic.llm.engines.hf import load_causal_lm
+    from magic.testing.make_small_llm import make_tiny_llama
 
     folder = Path(make_tiny_llama(tmp_path))
     for p in folder.iterdir():
@@ -175,7 +175,7 @@ def test_local_llm_refuses_a_folder_without_tokenizer(tmp_path):
 
 # ------------------------------------------------------------------------------- 3. evaluation output names
 def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
-    from src import evaluation as ev
+    from magic.generator import evaluation as ev
 
     assert ev.run_name_from_model_path("o/bs_4_epochs_1_20240101_120000_1/epoch_0_val_ppl_9.1") == \
         "bs_4_epochs_1_20240101_120000_1"
@@ -206,8 +206,8 @@ def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------------------- 4. prompt length bound
 def test_strategy_inference_bounds_prompt_length_and_counts_it(tmp_path):
-    from src.local_llm import generate_batch, load_causal_lm
-    from src.make_small_llm import make_tiny_llama
+    from magic.llm.engines.hf import generate_batch, load_causal_lm
+    from magic.testing.make_small_llm import make_tiny_llama
 
     model, tok = load_causal_lm(make_tiny_llama(tmp_path), device="cpu")
     model.config.max_position_embeddings = 40
@@ -235,8 +235,8 @@ def test_empty_split_is_an_error_unless_asked_for(esconv_files, tmp_path, capsys
 
 
 def test_dataset_build_and_inference_refuse_empty_inputs(esconv_files, tmp_path):
-    from src.dataset_build import build_datasets
-    from src.strategy_inference import InferenceConfig, run_strategy_inference
+    from magic.generator.records import build_datasets
+    from magic.llm.inference import InferenceConfig, run_strategy_inference
 
     esconv_files["valid"].write_text("\n")
     with pytest.raises(UserError, match="no valid samples"):
@@ -270,7 +270,7 @@ def test_negative_or_zero_counts_are_refused_at_parse_time(script, argv, capsys)
     mod = _script(script)
     parse = getattr(mod, "build_parser", None)
     if script == "main.py":
-        from src.train import build_parser as parse
+        from magic.generator.train import build_parser as parse
     with pytest.raises(SystemExit) as e:
         parse().parse_args(argv) if parse else mod.parse_args(argv)
     assert e.value.code == 2 and "invalid value" in capsys.readouterr().err
@@ -284,8 +284,8 @@ def test_a_file_given_for_the_wrong_split_is_refused(esconv_files, tmp_path, cap
     assert create.main(_prompts_cli(files, motivations, tmp_path / "out")) == 1
     assert "is also valid dialogue" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
-    from src.validate import check_duplicate_dialogues
-    from src.esconv import load_dialogues
+    from magic.common.validate import check_duplicate_dialogues
+    from magic.esconv.dialogues import load_dialogues
     twice = _write_dialogues(tmp_path / "twice.txt", [1, 2, 1])
     with pytest.warns(UserWarning, match="twice.txt:3: duplicate of train dialogue .*twice.txt:1"):
         assert check_duplicate_dialogues({"train": load_dialogues(twice)}) == 1
@@ -309,7 +309,7 @@ def test_records_of_another_split_are_refused_by_training_and_evaluation(bart_di
 
 # ------------------------------------------------------------------------------- 8. ids sidecars, before any work
 def test_short_or_empty_ids_sidecar_is_refused(esconv_files, tmp_path):
-    from src.prompt_files import build_prompt_files
+    from magic.llm.prompt_files import build_prompt_files
 
     motivations, ids = _motivations(esconv_files, tmp_path)
     sidecar = tmp_path / "motivations_4_LLaMA.ids.json"
@@ -320,7 +320,7 @@ def test_short_or_empty_ids_sidecar_is_refused(esconv_files, tmp_path):
 
 
 def test_inference_checks_prompt_ids_against_gold_before_generating(esconv_files, tmp_path):
-    from src.strategy_inference import InferenceConfig, run_strategy_inference
+    from magic.llm.inference import InferenceConfig, run_strategy_inference
 
     prompts = tmp_path / "p_valid.json"
     prompts.write_text(json.dumps(["a prompt", "another"]))
@@ -350,7 +350,7 @@ def test_main_user_errors_are_one_line_exit_2_and_leave_no_run_folder(bart_dir, 
 
 
 def test_non_utf8_dialogue_file_is_named(tmp_path):
-    from src.esconv import ESConvFormatError, load_dialogues
+    from magic.esconv.dialogues import ESConvFormatError, load_dialogues
 
     p = tmp_path / "train.txt"
     p.write_bytes(json.dumps(_dialogue(0)).encode() + b"\n" + b'{"situation": "caf\xe9"}\n')
@@ -359,7 +359,7 @@ def test_non_utf8_dialogue_file_is_named(tmp_path):
 
 
 def test_checkpoint_without_config_names_the_missing_bart(tmp_path):
-    from src.checkpoint import load_checkpoint
+    from magic.generator.checkpoint import load_checkpoint
 
     (tmp_path / "dialogue_model.pth").write_bytes(b"")
     with pytest.raises(UserError, match=r"src/bart_base/: BART .*no config.json.* not found \(--bart_base_dir\)"):
@@ -369,8 +369,8 @@ def test_checkpoint_without_config_names_the_missing_bart(tmp_path):
 def test_disk_full_while_collecting_motivations_is_one_error_exit_2(esconv_files, tmp_path, monkeypatch, capsys):
     import io
 
-    from src import llm_client
-    from src.openai_stub import StubServer
+    from magic.llm.engines import client as llm_client
+    from magic.testing.openai_stub import StubServer
 
     cli = _script("LLM_inference/collect_motivations_ChatGPT.py")
     real_open = open
@@ -415,7 +415,7 @@ def test_resume_honours_more_epochs_and_refuses_other_changes_by_name(bart_dir, 
 # ------------------------------------------------------------------------------- 11. keys of any length
 @pytest.mark.parametrize("key", ["abc1234", "k3y", "sk-12", "a-very-long-key-0123456789"])
 def test_api_keys_of_any_length_are_scrubbed(key):
-    from src.llm_client import scrub
+    from magic.llm.engines.client import scrub
 
     msg = f"Error code: 401 - Incorrect API key provided: {key}. Authorization: Bearer {key}"
     assert key not in scrub(msg, [key])
@@ -424,7 +424,7 @@ def test_api_keys_of_any_length_are_scrubbed(key):
 
 # ------------------------------------------------------------------------------- kept guarantees
 def test_disk_full_never_destroys_an_earlier_output(tmp_path, monkeypatch):
-    from src import io_utils
+    from magic.common import io_utils
 
     out = tmp_path / "train.json"
     io_utils.atomic_write_json(out, ["good"])
@@ -454,7 +454,7 @@ class _Evil:
 def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(bart_dir, tmp_path, monkeypatch):
     import torch
 
-    from src.checkpoint import load_checkpoint
+    from magic.generator.checkpoint import load_checkpoint
 
     monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / "ckpt"

@@ -13,8 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {"tests", ".git", ".venv", "venv", "__pycache__", "models", "demo_run", "out_model"}
 # A floor for the discovery: if these stop being found, the search is broken, not the scripts.
-KNOWN = {"main.py", "test_evaluation.py", "src/make_small_bart.py", "src/make_small_llm.py",
-         "src/strategy_report.py", "LLM_inference/infer_strategy.py", "LLM_inference/finetune_llm.py",
+KNOWN = {"main.py", "test_evaluation.py", "src/magic/testing/make_small_bart.py", "src/magic/testing/make_small_llm.py",
+         "src/magic/llm/report.py", "LLM_inference/infer_strategy.py", "LLM_inference/finetune_llm.py",
          "data/add_memory_motivation.py", "benchmarks/bench_infer.py", "scripts/convert_smollm2.py"}
 
 

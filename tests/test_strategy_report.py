@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from src.strategy_report import (answer_to_entry, entries_from_answers, format_table, main, match_gold,
+from magic.llm.report import (answer_to_entry, entries_from_answers, format_table, main, match_gold,
                                  released_label, report_split, strategy_metrics)
 
 ANSWERS = {

@@ -1,4 +1,4 @@
-"""Training (src/train.py, main.py), validation perplexity, resume, and src/make_small_bart.py (tiny, CPU)."""
+"""Training (src/magic/generator/train.py, main.py), validation perplexity, resume, and src/magic/testing/make_small_bart.py (tiny, CPU)."""
 import json
 import math
 import re
@@ -42,7 +42,7 @@ def full_run(bart_dir, data_files, tmp_path_factory):
 
 
 def test_main_writes_the_checkpoint_layout(full_run):
-    from src.checkpoint import load_checkpoint
+    from magic.generator.checkpoint import load_checkpoint
 
     assert re.fullmatch(r"bs_4_epochs_2_\d{8}_\d{6}", full_run.name)
     history = json.loads((full_run / "history.json").read_text())
@@ -74,8 +74,8 @@ def test_main_writes_the_checkpoint_layout(full_run):
 
 
 def test_help_shows_defaults():
-    from src.generator_config import GeneratorConfig
-    from src.train import build_parser
+    from magic.generator.config import GeneratorConfig
+    from magic.generator.train import build_parser
 
     parser = build_parser()
     text = " ".join(parser.format_help().split())
@@ -89,9 +89,9 @@ def test_keep_best_only_and_pool_all(bart_dir, data_files, tmp_path, monkeypatch
     """--keep_best_only deletes the previous best of this run when a better one is saved, and nothing else;
     --pool all reaches the checkpoint's generator_config.json and, through it, the collator."""
     import main
-    import src.train as train
-    from src.checkpoint import load_checkpoint
-    from src.data import collator_for
+    import magic.generator.train as train
+    from magic.generator.checkpoint import load_checkpoint
+    from magic.generator.data import collator_for
 
     ppls = iter([5.0, 4.0, 4.5])
     real = train.evaluate_ppl
@@ -119,7 +119,7 @@ def test_resume_continues_at_next_epoch_with_same_state(bart_dir, data_files, fu
     """Interrupt after epoch 0, resume: epoch 1 runs once, from the saved optimizer state, and ends exactly
     where the uninterrupted run ended."""
     import main
-    import src.train as train
+    import magic.generator.train as train
 
     real_train_epoch = train.train_epoch
     calls = []
@@ -172,9 +172,9 @@ def test_validation_ppl_is_exp_mean_token_nll(bart_dir, data_files):
     from torch.utils.data import DataLoader
     from transformers import BartTokenizer
 
-    from src.data import DialogueDataset, collator_for, load_records
-    from src.model import DialogueModel
-    from src.train import evaluate_ppl
+    from magic.generator.data import DialogueDataset, collator_for, load_records
+    from magic.generator.model import DialogueModel
+    from magic.generator.train import evaluate_ppl
 
     tok = BartTokenizer.from_pretrained(bart_dir)
     torch.manual_seed(0)
@@ -203,7 +203,7 @@ def test_validation_ppl_is_exp_mean_token_nll(bart_dir, data_files):
 
 def test_early_stopping_after_patience(bart_dir, data_files, tmp_path):
     """With lr 0 and no memory the validation PPL never improves after epoch 0: patience 1 stops at epoch 1."""
-    from src.train import build_parser, run_training
+    from magic.generator.train import build_parser, run_training
 
     args = build_parser().parse_args(main_args(bart_dir, data_files, tmp_path, "--num_epochs", "5", "--patience", "1",
                                                "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch",
@@ -226,7 +226,7 @@ def test_fp16_on_cpu_is_a_clear_error(bart_dir, data_files, tmp_path):
 def test_make_small_bart_cli_from_esconv_txt(tmp_path):
     from transformers import BartConfig, BartModel, BartTokenizer
 
-    from src import make_small_bart
+    from magic.testing import make_small_bart
 
     lines = []
     for k in range(3):

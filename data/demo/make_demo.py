@@ -12,7 +12,7 @@ states them for a reader to check) are:
   feeling (``{feeling}``).
 
 Dialogues are drawn with ``random.Random(SEED)``, so the files are the same on every run; the text is
-tokenised the MultiESC way (``src.convert_hf.tokenize_text``: ``I ' m``, spaces around punctuation).
+tokenised the MultiESC way (``magic.esconv.convert_hf.tokenize_text``: ``I ' m``, spaces around punctuation).
 
     python data/demo/make_demo.py            # rewrites the three files
     python data/demo/make_demo.py --check    # exit 1 if the committed files differ from a rebuild
@@ -23,14 +23,11 @@ import argparse
 import json
 import os
 import random
-import runpy
 import sys
 
-runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "_bootstrap.py"))
-
-from src.convert_hf import tokenize_text  # noqa: E402
-from src.esconv import parse_dialogue  # noqa: E402
-from src.io_utils import atomic_write_text  # noqa: E402
+from magic.esconv.convert_hf import tokenize_text
+from magic.esconv.dialogues import parse_dialogue
+from magic.common.io_utils import atomic_write_text
 
 SEED = 12
 SIZES = {"train": 40, "valid": 10, "test": 16}  # dialogues per split

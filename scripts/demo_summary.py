@@ -1,0 +1,272 @@
+"""The evidence at the end of scripts/demo.sh: did each stage learn? Printed and written to <work>/SUMMARY.md.
+
+    python scripts/demo_summary.py summary --work demo_run [--llm smollm2]
+    python scripts/demo_summary.py wrong-strategies data/test.json data/test_wrong_strategy.json
+    python scripts/demo_summary.py name-strategies data/train.txt LLM_inference/motivations_4_LLaMA.json
+
+``summary`` reads the demo's artefacts under <work>/ (layout: scripts/demo.sh) and reports
+
+* the strategy LLM on the test split: accuracy and macro-F1 of the base model (llm/base_model/), after LoRA
+  (llm/strategy_with_motivation_test.json) and of the majority class of the training targets;
+* the generator's test metrics (eval_result/) beside baselines from the same run: the most frequent training
+  response for every sample (scored here), the gold (oracle) strategies (eval_gold/) and a forced wrong
+  strategy (eval_wrong/); plus how many of the first 8 test responses are distinct;
+* three test samples in full (last turns of the context, gold, inferred strategy and motivation, generated);
+* two step-1 motivations, and the wall time of each step (timings.tsv).
+
+``name-strategies`` makes every step-1 motivation name its sample's gold strategy, as ChatGPT's answers do
+("The motivation of the supporter in choosing the strategy [X] is ..."): SmolLM2-135M mostly answers with a
+generic sentence that names none, and a LoRA target without the label cannot teach the strategy. A motivation
+that does not name the gold strategy is rewritten into that form around the model's own words (``with_label``), and the unchanged answers stay in ``<file>.raw.json``. Idempotent.
+
+``wrong-strategies`` writes a copy of a test.json whose every ``strategy`` is a fixed different one
+(gold id + 4 mod 8), the input of the forced-wrong-strategy evaluation.
+
+Exit codes: 0 written; 1 an artefact is missing or malformed (the message names it).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+from collections import Counter
+
+from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id
+from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+
+WRONG_SHIFT = 4  # forced wrong strategy = STRATEGIES[(gold id + 4) % 8]: never the gold one
+FIRST_N = 8  # "distinct responses among the first 8 test samples"
+
+
+class SummaryError(RuntimeError):
+    pass
+
+
+def wrong_strategies(in_path: str, out_path: str) -> int:
+    """Copy of the records of ``in_path`` with a strategy that is never the gold one; returns the count."""
+    records = load_json(in_path, "JSON list of generator records")
+    out = [{**r, "strategy": STRATEGIES[(strategy_id(r["gold_strategy"]) + WRONG_SHIFT) % len(STRATEGIES)]}
+           for r in records]
+    atomic_write_json(out_path, out, indent=4)
+    return len(out)
+
+
+_LEAD_RE = re.compile(r"^(?:motivation:\s*)?(?:the supporter'?s motivation\b[^.]*?\bis\s+)?", re.IGNORECASE)
+
+
+def with_label(text: str, gold: str) -> str:
+    """The released answer form around a motivation that names no (or another) strategy: "Motivation: The
+    supporter's motivation is to X" -> "The motivation of the supporter in choosing the strategy [gold] is to X"
+    (the form the prompt's example shows, so only the label is new to the model)."""
+    text = text.strip()
+    rest = _LEAD_RE.sub("", text, count=1).strip()
+    if rest.lower().startswith("to "):
+        return f"The motivation of the supporter in choosing the strategy [{gold}] is {rest}"
+    return f"The motivation of the supporter in choosing the strategy [{gold}]: {rest or text}"
+
+
+def name_strategies(train_file: str, motivations_file: str) -> tuple[int, int]:
+    """Prefix ``[gold]`` to the motivations that do not name their gold strategy first (see the module doc);
+    returns (prefixed, total). The first call keeps the model's answers in ``<file>.raw.json``."""
+    samples = load_samples(train_file, "train")
+    ids_file = motivations_file[: -len(".json")] + ".ids.json"
+    ids = load_json(ids_file, "list of sample ids")
+    if ids != [s.id for s in samples]:
+        raise SummaryError(f"{ids_file}: the ids do not match the samples of {train_file}")
+    raw_file = motivations_file[: -len(".json")] + ".raw.json"
+    if not os.path.exists(raw_file):
+        atomic_write_json(raw_file, load_json(motivations_file, "motivation list"))
+    motivations = load_json(raw_file, "motivation list")
+    if not isinstance(motivations, list) or len(motivations) != len(samples):
+        raise SummaryError(f"{raw_file}: expected a list of {len(samples)} motivations")
+    out, prefixed = [], 0
+    for sample, text in zip(samples, motivations):
+        gold = canonical_strategy(sample.strategy)
+        if parse_strategy(text) != gold:
+            text = with_label(text, gold)
+            prefixed += 1
+        out.append(text)
+    atomic_write_json(motivations_file, out)
+    return prefixed, len(out)
+
+
+def _latest(pattern: str) -> str:
+    paths = sorted(glob.glob(pattern), key=os.path.getmtime)
+    if not paths:
+        raise SummaryError(f"no file matches {pattern}; did the step that writes it run?")
+    return paths[-1]
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def strategy_rows(work: str) -> list[dict]:
+    """[{name, accuracy, macro_f1, n}] for the base model, the LoRA model and the majority class."""
+    from magic.llm.report import match_gold, strategy_metrics
+
+    gold = {s.id: s.strategy_id for s in load_samples(os.path.join(work, "data", "test.txt"), "test")}
+    train_targets = Counter(s.strategy_id for s in load_samples(os.path.join(work, "data", "train.txt"), "train"))
+    rows = []
+    for name, path in (("base model (before LoRA)", "llm/base_model/strategy_with_motivation_test.json"),
+                       ("after LoRA", "llm/strategy_with_motivation_test.json")):
+        full = os.path.join(work, path)
+        g, p = match_gold(load_json(full, "strategy_with_motivation list"), gold, full)
+        m = strategy_metrics(g, p)
+        rows.append({"name": name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
+                     "predicted": Counter(STRATEGIES[k] for k in p).most_common(2)})
+    majority = train_targets.most_common(1)[0][0]
+    g = list(gold.values())
+    m = strategy_metrics(g, [majority] * len(g))
+    rows.append({"name": f"majority class ({STRATEGIES[majority]})", "accuracy": m["accuracy"],
+                 "macro_f1": m["macro_f1"], "n": m["n"], "predicted": [(STRATEGIES[majority], len(g))]})
+    return rows
+
+
+def generator_rows(work: str) -> tuple[list[dict], list[str], list[str]]:
+    """(rows, references, MAGIC's hypotheses). Each row: name, scores (fractions), distinct among first 8."""
+    from metric import java_available
+
+    from magic.generator.evaluation import compute_scores
+
+    refs = _read_lines(os.path.join(work, "eval_result", "response_lables.txt"))
+    rows, magic_hyps = [], None
+    systems = (("MAGIC (inferred strategies)", "eval_result"), ("MAGIC, gold strategies (oracle)", "eval_gold"),
+               ("MAGIC, forced wrong strategy", "eval_wrong"))
+    for name, folder in systems:
+        scores_path = _latest(os.path.join(work, folder, "*", "diversity_*.txt.scores.json"))
+        hyps = _read_lines(scores_path[: -len(".scores.json")])
+        if len(hyps) != len(refs):
+            raise SummaryError(f"{scores_path}: {len(hyps)} responses for {len(refs)} references")
+        magic_hyps = magic_hyps or hyps
+        rows.append({"name": name, "scores": load_json(scores_path, "scores record")["scores"],
+                     "distinct_first": len(set(hyps[:FIRST_N]))})
+    train = load_json(os.path.join(work, "data", "train.json"), "JSON list of generator records")
+    frequent = Counter(r["response"] for r in train).most_common(1)[0][0]
+    scores = compute_scores(refs, [frequent] * len(refs), no_meteor=not java_available())
+    rows.append({"name": f"frequent training response (\"{frequent}\")", "scores": scores,
+                 "distinct_first": 1})
+    return rows, refs, magic_hyps
+
+
+def timing_rows(work: str) -> list[tuple[str, int]]:
+    """(step, seconds) from timings.tsv, the latest value of each step, in first-seen order."""
+    path = os.path.join(work, "timings.tsv")
+    if not os.path.exists(path):
+        return []
+    seen: dict[str, int] = {}
+    for k, line in enumerate(_read_lines(path)):
+        name, _, sec = line.partition("\t")
+        try:
+            seen[name] = int(sec)
+        except ValueError:
+            raise SummaryError(f"{path}: line {k + 1}: expected 'step<TAB>seconds', got {line!r}") from None
+    return list(seen.items())
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def build_summary(work: str, llm: str = "smollm2") -> tuple[str, dict]:
+    """(markdown text, machine-readable checks)."""
+    srows = strategy_rows(work)
+    grows, refs, hyps = generator_rows(work)
+    test = load_json(os.path.join(work, "data", "test.json"), "JSON list of generator records")
+    motivations = load_json(os.path.join(work, "llm", "motivations_4_LLaMA.json"), "motivation list")
+    out = [f"# MAGIC demo summary ({work}/, strategy LLM: {llm})", ""]
+
+    out += ["## Strategy LLM on the test split", "",
+            "| model | accuracy % | macro-F1 % | n | most frequent predictions |", "|---|---|---|---|---|"]
+    for r in srows:
+        pred = ", ".join(f"{s} x{c}" for s, c in r["predicted"])
+        out.append(f"| {r['name']} | {_pct(r['accuracy'])} | {_pct(r['macro_f1'])} | {r['n']} | {pred} |")
+
+    metrics = ["Bleu_1", "Bleu_2", "ROUGE_L", "METEOR", "Distinct-1", "Distinct-2"]
+    metrics = [m for m in metrics if m in grows[0]["scores"]]
+    out += ["", "## Generator on the test split (x100)", "",
+            "| system | " + " | ".join(metrics) + f" | distinct of first {FIRST_N} |",
+            "|---" * (len(metrics) + 2) + "|"]
+    for r in grows:
+        out.append(f"| {r['name']} | " + " | ".join(_pct(r["scores"][m]) for m in metrics)
+                   + f" | {r['distinct_first']} |")
+
+    out += ["", "## Three test samples", ""]
+    for i in range(min(3, len(test))):
+        rec = test[i]
+        out.append(f"### {rec['id']}")
+        out.append("Context (last turns):")
+        for turn in rec["context"][-4:]:
+            out.append(f"> {turn}")
+        out.append("")
+        out.append(f"- gold: [{rec['gold_strategy']}] {rec['response']}")
+        out.append(f"- inferred: [{rec['strategy']}] motivation: {rec.get('motivation') or '(none)'}")
+        out.append(f"- generated: {hyps[i]}")
+        out.append("")
+
+    out += ["## Two step-1 motivations (written by the base model)", ""]
+    raw_path = os.path.join(work, "llm", "motivations_4_LLaMA.raw.json")
+    if os.path.exists(raw_path):
+        raw = load_json(raw_path, "motivation list")
+        train = load_samples(os.path.join(work, "data", "train.txt"), "train")
+        named = sum(parse_strategy(m) == canonical_strategy(s.strategy) for s, m in zip(train, raw))
+        out += [f"The model named the gold strategy in {named} of {len(raw)} answers; the others got "
+                "the label in the released answer form (scripts/demo_summary.py name-strategies), so the LoRA targets "
+                "carry it "
+                "as ChatGPT's motivations do.", ""]
+    out += [f"- {m}" for m in motivations[:2]]
+
+    times = timing_rows(work)
+    if times:
+        out += ["", "## Wall time per step (seconds)", "", "| step | s |", "|---|---|"]
+        out += [f"| {name} | {sec} |" for name, sec in times]
+
+    lora, base, majority = srows[1]["accuracy"], srows[0]["accuracy"], srows[2]["accuracy"]
+    magic_b2, freq_b2 = grows[0]["scores"]["Bleu_2"], grows[-1]["scores"]["Bleu_2"]
+    checks = {
+        "LoRA accuracy > base model": lora > base,
+        "LoRA accuracy > majority class": lora > majority,
+        "MAGIC BLEU-2 > frequent-response baseline": magic_b2 > freq_b2,
+        f">= 6 distinct responses among the first {FIRST_N}": grows[0]["distinct_first"] >= 6,
+    }
+    out += ["", "## Checks", ""] + [f"- [{'x' if ok else ' '}] {name}" for name, ok in checks.items()]
+    return "\n".join(out) + "\n", checks
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("summary", help="print and write <work>/SUMMARY.md")
+    s.add_argument("--work", default="demo_run")
+    s.add_argument("--llm", default="smollm2", help="the strategy LLM's name, for the title")
+    n = sub.add_parser("name-strategies", help="make every motivation name its gold strategy")
+    n.add_argument("train_file")
+    n.add_argument("motivations_file")
+    w = sub.add_parser("wrong-strategies", help="test.json -> a copy with a forced wrong strategy")
+    w.add_argument("input")
+    w.add_argument("output")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "name-strategies":
+            k, total = name_strategies(args.train_file, args.motivations_file)
+            print(f"{total - k} of {total} motivations named their gold strategy; the label written into {k} "
+                  f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
+            return 0
+        if args.cmd == "wrong-strategies":
+            n = wrong_strategies(args.input, args.output)
+            print(f"{n} records with a wrong strategy -> {args.output}")
+            return 0
+        text, _ = build_summary(args.work, args.llm)
+    except (SummaryError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"demo_summary: error: {e}", file=sys.stderr)
+        return 1
+    atomic_write_text(os.path.join(args.work, "SUMMARY.md"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""MAGIC reproduction: the data layer, prompts, the generator and its decoding."""

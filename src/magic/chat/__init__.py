@@ -1,0 +1,1 @@
+"""Talking to a trained model: the chat engine (one turn through both stages) and the web page."""

@@ -1,0 +1,102 @@
+"""The generator's own settings: one object read by the model (src/magic/generator/model.py), the dataset and collator
+(src/magic/generator/data.py), training (src/magic/generator/train.py) and checkpoints (src/magic/generator/checkpoint.py).
+
+A checkpoint stores it as ``generator_config.json`` beside the BART ``config.json``. The rule for a
+checkpoint without it is explicit: it was written by the released code, so it gets ``RELEASED`` (pool
+"all", i.e. contexts padded to 512 and memory responses to 64, max-pooled over pads as released).
+``main.py``'s flag defaults are this class's defaults (``--pool masked``; see docs/FIDELITY.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from magic.common.io_utils import atomic_write_json
+
+CONFIG_FILE = "generator_config.json"
+POOL_MODES = ("masked", "all")
+TRUNCATION_SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that decides what the generator computes besides its weights.
+
+    num_strategies: memory slots / classifier outputs (8).
+    strategy_memory_max: K, entries kept per slot (FIFO).
+    use_motivation: append the encoded motivation to the cross-attention memory (released: encoded, unused).
+    use_memory: the memory-enhanced vector, bank and auxiliary loss (False = the --no_memory ablation).
+    pool: "masked" pads each batch to its longest row and max-pools over real tokens; "all" pads contexts
+        and motivations to max_length and memory responses to max_length_res_memory and pools over every
+        position, pads included (released).
+    max_length: tokens kept of a context / response / motivation (and the "all" padding length).
+    max_length_res_memory: tokens kept of a memory response (and its "all" padding length).
+    truncation_side: which end of a long context is cut (released: right, i.e. the latest turns).
+    """
+
+    num_strategies: int = 8
+    strategy_memory_max: int = 128
+    use_motivation: bool = False
+    use_memory: bool = True
+    pool: str = "masked"
+    max_length: int = 512
+    max_length_res_memory: int = 64
+    truncation_side: str = "right"
+
+    def __post_init__(self):
+        if self.pool not in POOL_MODES:
+            raise ValueError(f"pool must be one of {POOL_MODES}, got {self.pool!r}")
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(f"truncation_side must be one of {TRUNCATION_SIDES}, got {self.truncation_side!r}")
+        for name in ("num_strategies", "strategy_memory_max", "max_length", "max_length_res_memory"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "GeneratorConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "generator config") -> "GeneratorConfig":
+        """Fields missing from ``d`` keep their defaults; an unknown key is an error naming ``where``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a JSON object of generator settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown generator setting(s) {unknown}; expected some of {sorted(known)}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+
+    def save(self, folder: str) -> str:
+        path = os.path.join(folder, CONFIG_FILE)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def for_checkpoint(cls, folder: str) -> tuple["GeneratorConfig", bool]:
+        """(config, is_released) of a checkpoint folder: its generator_config.json; else the settings an
+        earlier version of this code kept in args.json["model"]; else ``RELEASED`` (a released checkpoint)."""
+        path = os.path.join(folder, CONFIG_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f), path), False
+        args_path = os.path.join(folder, "args.json")
+        if os.path.exists(args_path):
+            with open(args_path, encoding="utf-8") as f:
+                legacy = json.load(f).get("model")
+            if legacy is not None:
+                return cls.from_dict(legacy, f"{args_path} [\"model\"]"), False
+        return RELEASED, True
+
+
+# The released code's settings (src/bart_dialog.py, src/dataset.py of Wh2018/MAGIC): fixed padding, pooling
+# over pads. Used for every checkpoint that carries no generator_config.json.
+RELEASED = GeneratorConfig(pool="all")

@@ -1,0 +1,333 @@
+"""Step 8: test-set evaluation of the generator (test_evaluation.py): decoding, text clean-up, output files, scores.
+
+Released protocol (test_evaluation.py of Wh2018/MAGIC), kept:
+- references = the records' ``response`` field, written one per line to ``eval_result/response_lables.txt``
+  (sic; other scripts read that name);
+- generated responses written one per line to ``eval_result/<run>/diversity_<d>_length_<l>.txt``, cleaned
+  and scored by the released protocol, which lives in metric/protocol.py (cleaning, nltk tokenisation,
+  nlg-eval scores, Distinct-n, the x100 table).
+
+Fixed (see docs/FIDELITY.md): every sample is decoded (not 5), the model gets its motivation inputs,
+decoding is a real cached beam search (src/magic/generator/beam_search.py) that stops at EOS and whose diversity and
+length penalties act. Added: Distinct-1/2, a ``.scores.json`` beside the hypotheses, resumable decoding,
+atomic writes. A generated response that contains a line break is written on one line (break -> space),
+otherwise the one-line-per-sample files would go out of step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from metric.protocol import clean_response, compute_scores, one_line, tokenizer_name
+from magic.generator.beam_search import beam_search, group_diversity
+from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+
+REFERENCE_FILE = "response_lables.txt"  # sic, the released name
+# main.py's run folder: bs_<B>_epochs_<E>_<stamp>, with _<k> when several runs started in the same second
+RUN_NAME_RE = re.compile(r"bs_\d+_epochs_\d+_\d{8}_\d{6}(?:_\d+)?(?![^/])")
+
+
+# ------------------------------------------------------------------------------------------ output names
+def run_name_from_model_path(model_path: str) -> str:
+    """The run folder under eval_result/: main.py's ``bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>`` component of the
+    model path (the released code took the 31 characters after 'out_model/', which is that name for
+    two-digit B and E), else the path itself made relative (no leading '/', no '..')."""
+    m = RUN_NAME_RE.search(model_path.replace("\\", "/"))
+    if m:
+        return m.group(0)
+    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        raise ValueError(f"cannot derive a run name from model path {model_path!r}")
+    return "/".join(parts)
+
+
+def result_file_name(diversity_penalty: float, length_penalty: float) -> str:
+    # str() of the float flags, as released: 1.0 -> "1.0"
+    return f"diversity_{float(diversity_penalty)}_length_{float(length_penalty)}.txt"
+
+
+def output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float) -> Dict[str, str]:
+    run = run_name_from_model_path(model_path)
+    hyp = os.path.join(eval_dir, run, result_file_name(diversity_penalty, length_penalty))
+    return {"run": run, "references": os.path.join(eval_dir, REFERENCE_FILE), "hypotheses": hyp,
+            "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
+
+
+def _checkpoint_name(model_path: str) -> str:
+    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return parts[-1] if parts else "checkpoint"
+
+
+def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
+                       settings: dict, overwrite: bool = False) -> Dict[str, str]:
+    """``output_paths``, made unique per checkpoint and settings: the released name
+    ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds the result (finished, or being decoded)
+    of another checkpoint or other settings; then ``<eval_dir>/<run>/<checkpoint>/<same name>`` (then with
+    ``_2``, ``_3``, ... before ``.txt``). A finished result of the same checkpoint and settings is refused
+    (OutputExistsError) unless ``overwrite``. The slot is claimed by creating its ``.partial.jsonl`` (with the
+    settings as first line) exclusively, so two evaluations started together never share one."""
+    from magic.common.errors import OutputExistsError
+
+    base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
+    name = os.path.basename(base["hypotheses"])
+    folder = os.path.join(os.path.dirname(base["hypotheses"]), _checkpoint_name(model_path))
+    header = {"settings": settings}
+    for k in range(1, 1000):
+        hyp = base["hypotheses"] if k == 1 else os.path.join(
+            folder, name if k == 2 else name[:-len(".txt")] + f"_{k - 1}.txt")
+        paths = {**base, "hypotheses": hyp, "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
+        if os.path.exists(paths["scores"]):
+            try:
+                done = load_json(paths["scores"], "scores record")
+            except ValueError:
+                done = None
+            if isinstance(done, dict) and done.get("settings") == settings:
+                if overwrite:
+                    return paths
+                raise OutputExistsError(f"{hyp}: this checkpoint was already evaluated with these settings "
+                                        f"(scores in {paths['scores']}); pass --overwrite_output_dir to redo it")
+            continue  # another checkpoint's or other settings' finished result: keep it
+        if os.path.exists(hyp) and not os.path.exists(paths["partial"]):
+            continue  # a result without scores (e.g. the released code's): keep it
+        os.makedirs(os.path.dirname(hyp), exist_ok=True)
+        try:
+            fd = os.open(paths["partial"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if _partial_header(paths["partial"]) == header:
+                return paths  # our own interrupted run: resume it
+            continue  # another evaluation is decoding into this name
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n")
+        return paths
+    raise OutputExistsError(f"{os.path.dirname(hyp)}: too many results; choose another --eval_dir")
+
+
+def _partial_header(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def write_lines(path: str, lines: Sequence[str]) -> None:
+    atomic_write_text(path, "".join(one_line(x) + "\n" for x in lines))
+
+
+def read_lines(path: str) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+# ------------------------------------------------------------------------------------------ decoding
+def select_strategy(records: Sequence[dict], source: str, path: str = "test data") -> List[dict]:
+    """Records whose ``strategy`` is the one the generator should condition on: 'inferred' keeps the
+    LLM-inferred ``strategy`` (the paper's setting), 'gold' substitutes ``gold_strategy`` (oracle).
+
+    'inferred' on records whose ``strategy_source`` says "gold" (the dataset was built without LLM files or
+    with --strategy_source gold) is an error: it would report oracle results as inferred ones."""
+    if source == "inferred":
+        for i, r in enumerate(records):
+            if r.get("strategy_source") == "gold":
+                raise ValueError(f"{path}: record {i} (id {r.get('id', '?')}) holds the gold strategy "
+                                 "(strategy_source 'gold': built without the LLM files or with --strategy_source "
+                                 "gold); rebuild it from the LLM outputs, or evaluate with --strategy_source gold")
+        return list(records)
+    if source != "gold":
+        raise ValueError(f"strategy source must be 'inferred' or 'gold', got {source!r}")
+    out = []
+    for i, r in enumerate(records):
+        if not r.get("gold_strategy"):
+            raise ValueError(f"{path}: record {i} (id {r.get('id', '?')}) has no gold_strategy; "
+                             "--strategy_source gold needs it")
+        out.append({**r, "strategy": r["gold_strategy"], "strategy_source": "gold"})
+    return out
+
+
+class _Partial:
+    """Resumable decoding: finished responses are appended to a JSON-lines file whose first line records
+    the decoding settings; a rerun with the same settings skips them, other settings start over."""
+
+    def __init__(self, path: str, settings: dict):
+        self.path, self.settings, self.done = path, settings, {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                lines = [ln for ln in f if ln.strip()]
+            try:
+                header = json.loads(lines[0]) if lines else None
+                if header == {"settings": settings}:
+                    for ln in lines[1:]:
+                        rec = json.loads(ln)
+                        self.done[rec["id"]] = rec["response"]
+            except (json.JSONDecodeError, KeyError):
+                self.done = {}  # a torn last line from a kill: start over rather than trust it
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if not self.done:
+            atomic_write_text(path, json.dumps({"settings": settings}) + "\n")
+        self._f = open(path, "a", encoding="utf-8")
+
+    def add(self, sid: str, response: str) -> None:
+        self.done[sid] = response
+        self._f.write(json.dumps({"id": sid, "response": response}, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def finish(self) -> None:
+        self._f.close()
+        os.unlink(self.path)
+
+
+EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
+
+
+def add_decoding_flags(p):
+    """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
+    the same ones)."""
+    from magic.common.validate import non_negative_float, positive_int
+
+    p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
+                   help="BART the model was trained from; only needed for checkpoints without config.json "
+                        "(written by the released code)")
+    p.add_argument("--num_beams", type=positive_int, default=5, help="beams per sample")
+    p.add_argument("--max_length", type=positive_int, default=512, help="max context tokens")
+    p.add_argument("--max_length_res", type=positive_int, default=64, help="max generated tokens (EOS included)")
+    p.add_argument("--diversity_penalty", type=non_negative_float, default=1.0,
+                   help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
+    p.add_argument("--length_penalty", type=float, default=1.0,
+                   help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
+    # added
+    p.add_argument("--num_beam_groups", type=positive_int, default=5,
+                   help="beam groups for diverse beam search; must divide --num_beams. Default 5 (5 groups of one "
+                        "beam) so the released --diversity_penalty 1.0 acts; 1 = standard beam search (= HF generate)")
+    p.add_argument("--early_stopping", type=str, default="false", choices=list(EARLY_STOPPING),
+                   help="HF early_stopping semantics (default false, HF's default)")
+    return p
+
+
+@torch.no_grad()
+def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size: int = 1, num_beams: int = 5,
+                       num_beam_groups: int = 1, diversity_penalty: float = 0.0, length_penalty: float = 1.0,
+                       max_new_tokens: int = 64, min_new_tokens: int = 0, early_stopping=False,
+                       max_length: int = 512, partial: Optional[_Partial] = None,
+                       progress: bool = True) -> List[str]:
+    """Decode one response per record (raw ``tokenizer.decode`` text, special tokens skipped).
+
+    The encoder (context + memory vector (+ motivation)) runs once per batch; the decoder runs once per step
+    for all beams with the KV cache. The memory bank is used as loaded (frozen).
+    """
+    from tqdm import tqdm
+
+    from magic.generator.data import DialogueDataset, collator_for
+
+    model.eval()
+    device = model.device
+    # the checkpoint's settings (truncation side, memory length); --max_length decides the context tokens
+    dataset = DialogueDataset(records, tokenizer, model.generator_config, max_length=max_length)
+    collate = collator_for(model, with_memory=False)
+    ids = dataset.ids
+    if len(set(ids)) != len(ids):
+        raise ValueError("test records have duplicate ids; cannot align responses to samples")
+    out: Dict[str, str] = dict(partial.done) if partial else {}
+    todo = [i for i in range(len(dataset)) if ids[i] not in out]
+    div = group_diversity(num_beams, num_beam_groups, diversity_penalty)
+    bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="Decoding test set", disable=not progress,
+               unit="sample")
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start:start + batch_size]
+        batch = collate([dataset[i] for i in idx])
+        enc, enc_mask = model.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                     batch["strategy_ids"].to(device), batch["motivation_ids"].to(device),
+                                     batch["motivation_mask"].to(device))
+        res = beam_search(model, enc, enc_mask, decoder_start_token_id=model.decoder_start_token_id,
+                          eos_token_id=model.eos_token_id, pad_token_id=model.pad_token_id,
+                          max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
+                          num_beam_groups=num_beam_groups, diversity_penalty=div, length_penalty=length_penalty,
+                          early_stopping=early_stopping)
+        for row, i in enumerate(idx):
+            n = int(res.lengths[row])
+            text = tokenizer.decode(res.sequences[row, 1:1 + n].tolist(), skip_special_tokens=True)
+            text = one_line(text).strip()
+            out[ids[i]] = text
+            if partial:
+                partial.add(ids[i], text)
+        bar.update(len(idx))
+    bar.close()
+    return [out[sid] for sid in ids]
+
+
+def evaluate(args) -> dict:
+    """The whole test_evaluation.py run. ``args`` is its argparse namespace. Returns the scores record."""
+    from magic.generator.checkpoint import load_checkpoint
+    from magic.generator.data import load_records
+
+    group_diversity(args.num_beams, args.num_beam_groups, args.diversity_penalty)  # fail before decoding
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    no_metrics = getattr(args, "no_metrics", False)
+    if not args.no_meteor and not no_metrics:
+        from metric import JAVA_INSTALL_HINT, java_available
+        if not java_available():  # fail before an hour of decoding, not after
+            raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
+    records = load_records(args.test_data)
+    if args.limit is not None:
+        records = records[:args.limit]
+    if not records:
+        raise ValueError(f"{args.test_data}: no test records")
+    from magic.common.validate import check_split_ids
+    check_split_ids([r.get("id") for r in records], "test", args.test_data)
+    records = select_strategy(records, args.strategy_source, args.test_data)
+
+    settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
+                                              "diversity_penalty", "length_penalty", "max_length",
+                                              "max_length_res", "strategy_source", "limit", "early_stopping")}
+    settings["model_path"] = os.path.realpath(args.model_path)  # one checkpoint, however it is spelled
+    model, tokenizer, train_args = load_checkpoint(args.model_path, bart_base_dir=args.bart_base_dir,
+                                                   device=args.device)
+    if model.strategy_memory_max != args.strategy_memory_max or \
+            model.max_length_res_memory != args.max_length_res_memory:
+        warnings.warn(f"--strategy_memory_max {args.strategy_memory_max} / --max_length_res_memory "
+                      f"{args.max_length_res_memory} differ from the checkpoint's "
+                      f"{model.strategy_memory_max} / {model.max_length_res_memory}; the checkpoint's are used")
+
+    paths = claim_output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty,
+                               settings, overwrite=args.overwrite_output_dir)
+    partial = _Partial(paths["partial"], settings)
+    hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, num_beams=args.num_beams,
+                                  num_beam_groups=args.num_beam_groups, diversity_penalty=args.diversity_penalty,
+                                  length_penalty=args.length_penalty, max_new_tokens=args.max_length_res,
+                                  early_stopping=args.early_stopping,
+                                  max_length=args.max_length, partial=partial, progress=not args.no_progress)
+    references = [one_line(r["response"]) for r in records]
+    hypotheses = [clean_response(h) for h in hyps_raw]
+    write_lines(paths["references"], references)
+    write_lines(paths["hypotheses"], hypotheses)
+
+    # Score what is on disk, as released (file lines, not in-memory strings).
+    # --no_metrics: decoding only (machines without nltk / pycocoevalcap, e.g. scripts/gpu_check.sh)
+    scores = {} if no_metrics else compute_scores(read_lines(paths["references"]), read_lines(paths["hypotheses"]),
+                                                  args.no_meteor)
+    record = {
+        "scores": scores,
+        "scores_x100": {k: round(v * 100, 2) for k, v in scores.items()},
+        "n_samples": len(records),
+        "strategy_source": args.strategy_source,
+        # what the test records say of their strategies ("unrecorded": built by other code)
+        "data_strategy_source": sorted({r.get("strategy_source", "unrecorded") for r in records}),
+        "run": paths["run"],
+        "hypotheses_file": paths["hypotheses"],
+        "references_file": paths["references"],
+        "sample_ids": [r.get("id") for r in records],
+        "metric_tokenizer": None if no_metrics else tokenizer_name(),
+        "decoding": "cached group beam search (src/magic/generator/beam_search.py)" if args.num_beam_groups > 1 else
+                    ("greedy" if args.num_beams == 1 else "cached beam search (src/magic/generator/beam_search.py, = HF generate)"),
+        "flags": {k: v for k, v in vars(args).items()},
+        "settings": settings,  # what claim_output_paths compares to tell results apart
+        "train_args": train_args,
+    }
+    atomic_write_json(paths["scores"], record)
+    partial.finish()  # only now: a crash while scoring resumes from the partial file, into the same name
+    return record

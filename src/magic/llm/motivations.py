@@ -1,0 +1,277 @@
+"""Step 1 of MAGIC: ask an LLM why the supporter chose each training sample's strategy.
+
+``collect_motivations(args)`` is the whole of ``LLM_inference/collect_motivations_ChatGPT.py``:
+
+1. samples = ``load_samples(train_file, "train")`` (first ``--limit``), prompts = ``chatgpt_prompt(sample)``;
+2. ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
+3. answers from the cache or the model (``magic.llm.engines.client``: OpenAI-compatible server or local model);
+4. only when every sample has an answer: ``motivations_4_LLaMA.json`` (JSON list of strings in sample
+   order, as released) and ``motivations_4_LLaMA.ids.json`` (the sample ids, in the same order), both
+   written atomically. Otherwise exit 1 with a summary, unless ``--allow_partial``;
+5. report how many motivations name a strategy other than the gold one (informational).
+
+Exit codes: 0 complete (or partial with ``--allow_partial``), 1 incomplete, 2 stopped by a
+non-retryable error or bad configuration, 130 interrupted (Ctrl-C; the cache keeps what was answered).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from magic.common.artifacts import ids_path
+from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
+from magic.common.io_utils import atomic_write_json
+from magic.llm.engines.client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
+    run_chat_requests, run_local_requests, scrub
+from magic.llm.prompts import chatgpt_prompt
+
+RELEASED_MODEL = "gpt-3.5-turbo-0125"
+# The released motivations average ~230 characters (~50 tokens); 60 leaves headroom.
+DEFAULT_OUTPUT_TOKENS = 60
+LOCAL_DEFAULT_MAX_NEW_TOKENS = 128
+# A chat request costs a few tokens beyond its text (role and message framing).
+CHAT_MESSAGE_OVERHEAD_TOKENS = 7
+EXIT_OK, EXIT_INCOMPLETE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def eprint(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def build_items(train_file: str, limit: int | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Training samples (first ``limit``) and their ``(sample id, ChatGPT prompt)`` items, in sample order."""
+    samples = load_samples(train_file, "train")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        samples = samples[:limit]
+    return samples, [(s.id, chatgpt_prompt(s)) for s in samples]
+
+
+def default_cache_path(output_file: str) -> str:
+    return output_file + ".cache.jsonl"
+
+
+# --------------------------------------------------------------------------------------------------
+# Dry run.
+def _tiktoken_encoding():
+    """The gpt-3.5 (cl100k_base) encoding, or None when tiktoken or its BPE file is unavailable (offline)."""
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("cl100k_base")
+    except Exception:  # noqa: BLE001 - any failure (no package, no network) means "use the heuristic"
+        return None
+
+
+def estimate_input_tokens(prompts: Sequence[str], use_tiktoken: bool = True) -> tuple[int, str]:
+    """Total input tokens of one user message per prompt, and how they were counted."""
+    enc = _tiktoken_encoding() if use_tiktoken else None
+    if enc is not None:
+        text_tokens = sum(len(enc.encode(p)) for p in prompts)
+        method = "tiktoken cl100k_base (the gpt-3.5-turbo encoding)"
+    else:
+        text_tokens = int(round(sum(len(p.split()) for p in prompts) * 1.3))
+        method = "heuristic: words x 1.3 (tiktoken's cl100k_base file could not be loaded offline)"
+    return text_tokens + CHAT_MESSAGE_OVERHEAD_TOKENS * len(prompts), method
+
+
+@dataclass
+class DryRunEstimate:
+    prompts: int
+    cached: int
+    input_tokens: int
+    output_tokens: int
+    token_method: str
+    output_method: str
+    cost: float | None
+
+
+def estimate(prompts_to_send: Sequence[str], cached: int, max_tokens: int | None,
+             price_in: float | None, price_out: float | None, use_tiktoken: bool = True) -> DryRunEstimate:
+    tokens, method = estimate_input_tokens(prompts_to_send, use_tiktoken)
+    per_answer = max_tokens if max_tokens is not None else DEFAULT_OUTPUT_TOKENS
+    out_method = (f"--max_tokens {max_tokens} per answer (an upper bound)" if max_tokens is not None else
+                  f"~{DEFAULT_OUTPUT_TOKENS} tokens per answer (the released motivations average ~50)")
+    out_tokens = per_answer * len(prompts_to_send)
+    cost = None
+    if price_in is not None or price_out is not None:
+        cost = tokens / 1000 * (price_in or 0.0) + out_tokens / 1000 * (price_out or 0.0)
+    return DryRunEstimate(len(prompts_to_send) + cached, cached, tokens, out_tokens, method, out_method, cost)
+
+
+def format_estimate(e: DryRunEstimate, price_in: float | None, price_out: float | None) -> str:
+    lines = [
+        f"prompts: {e.prompts} ({e.cached} already cached, {e.prompts - e.cached} to request)",
+        f"estimated input tokens to request: {e.input_tokens:,} [{e.token_method}]",
+        f"estimated output tokens: {e.output_tokens:,} [{e.output_method}]",
+    ]
+    if e.cost is None:
+        lines.append("estimated cost: pass --price_per_1k_input / --price_per_1k_output (USD per 1k tokens)")
+    else:
+        lines.append(f"estimated cost: ${e.cost:,.4f} at ${price_in or 0:g}/1k input and "
+                     f"${price_out or 0:g}/1k output tokens")
+    lines.append("dry run: no requests were made")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs.
+def write_outputs(output_file: str, samples: Sequence[Sample], answers: dict[str, str]) -> tuple[str, int]:
+    """Write the answered samples' motivations (sample order) and their ids; return (ids path, count).
+
+    The ids sidecar goes first: if a kill falls between the two renames, the old list is left beside new
+    ids and the count check of any consumer refuses the pair instead of shifting data.
+    """
+    kept = [s for s in samples if s.id in answers]
+    sidecar = ids_path(output_file)
+    atomic_write_json(sidecar, [s.id for s in kept])
+    atomic_write_json(output_file, [answers[s.id] for s in kept])
+    return sidecar, len(kept)
+
+
+def resolve_api_key(cli_key: str | None, base_url: str | None, environ=os.environ) -> str:
+    """The key from OPENAI_API_KEY (or the deprecated --openai_api_key); "EMPTY" for a local server."""
+    if cli_key:
+        eprint("warning: --openai_api_key leaks the key into your shell history and the process list; "
+               "export OPENAI_API_KEY instead")
+        return cli_key
+    key = environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if base_url:
+        return "EMPTY"  # servers without auth (vLLM, llama.cpp, Ollama) accept any key
+    raise ValueError("no API key: export OPENAI_API_KEY (or pass --base_url for a server without auth)")
+
+
+def _summarise_failure(samples: Sequence[Sample], result: ChatRunResult | None, answers: dict[str, str],
+                       cache_path: str | None) -> str:
+    missing = [s.id for s in samples if s.id not in answers]
+    failed = result.failed if result is not None else {}
+    lines = [f"incomplete: {len(answers)} of {len(samples)} samples answered, {len(failed)} failed, "
+             f"{len(missing) - len(failed)} not attempted"]
+    if failed:
+        shown = list(failed.items())[:10]
+        lines.append("failed ids: " + ", ".join(i for i, _ in shown) + (" ..." if len(failed) > 10 else ""))
+        for i, err in shown[:3]:
+            lines.append(f"  {i}: {err}")
+    if cache_path:
+        lines.append(f"answers so far are kept in {cache_path}; rerun the same command to ask only for the rest")
+    lines.append("no output written (pass --allow_partial to write the answered samples with their ids)")
+    return "\n".join(lines)
+
+
+def collect_motivations(args) -> int:
+    """Run the step from parsed arguments (see the script's --help); returns the exit code."""
+    try:
+        samples, items = build_items(args.train_file, args.limit)
+    except (OSError, ValueError) as e:
+        eprint(f"error: {e}")
+        return EXIT_FATAL
+    if not samples:
+        eprint(f"error: {args.train_file}: no training samples")
+        return EXIT_FATAL
+    cache_path = args.cache_file or default_cache_path(args.output_file)
+    local = args.backend == "local"
+    if local and not args.model_name_or_path:
+        eprint("error: --backend local needs --model_name_or_path DIR")
+        return EXIT_FATAL
+    max_tokens = args.max_tokens
+    do_sample = bool(local and args.temperature)
+
+    if args.dry_run:
+        if os.path.exists(cache_path):
+            try:
+                cache = JsonlCache(cache_path, readonly=True)
+            except ValueError as e:
+                eprint(f"error: {e}")
+                return EXIT_FATAL
+            keys = _cache_keys(items, args, max_tokens, do_sample)
+            to_send = [p for i, p in items if cache.get(i, keys[i]) is None]
+        else:
+            to_send = [p for _, p in items]
+        cached = len(items) - len(to_send)
+        est = estimate(to_send, cached, max_tokens, args.price_per_1k_input, args.price_per_1k_output)
+        print(format_estimate(est, args.price_per_1k_input, args.price_per_1k_output), flush=True)
+        return EXIT_OK
+
+    api_key = None
+    if not local:
+        try:
+            api_key = resolve_api_key(args.openai_api_key, args.base_url)
+        except ValueError as e:
+            eprint(f"error: {e}")
+            return EXIT_FATAL
+
+    try:
+        cache = JsonlCache(cache_path)
+    except (RuntimeError, ValueError) as e:
+        eprint(f"error: {e}")
+        return EXIT_FATAL
+    if cache.dropped_torn_line:
+        eprint(f"note: dropped an incomplete last line of {cache_path} (a previous run was killed mid-write)")
+    result: ChatRunResult | None = None
+    fatal: str | None = None
+    try:
+        if local:
+            result = run_local_requests(
+                items, model_name_or_path=args.model_name_or_path, template=args.template,
+                max_new_tokens=max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS, batch_size=args.batch_size,
+                do_sample=do_sample, temperature=args.temperature if do_sample else None, device=args.device,
+                dtype=args.dtype, cache=cache, desc="motivations (local)")
+        else:
+            result = run_chat_requests(
+                items, model=args.model, base_url=args.base_url, api_key=api_key, temperature=args.temperature,
+                max_tokens=max_tokens, concurrency=args.concurrency, rpm=args.rpm, max_retries=args.max_retries,
+                timeout=args.timeout, cache=cache, desc="motivations")
+    except FatalRequestError as e:
+        fatal = scrub(e, [api_key])
+        result = e.result
+    except (OSError, ValueError) as e:  # e.g. a local model folder that cannot be loaded
+        fatal = scrub(e, [api_key])
+    except KeyboardInterrupt:
+        # the requests in flight have finished and are cached; nothing else was started
+        eprint(f"interrupted: {len(cache)} answers are kept in {cache_path}; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    finally:
+        cache.close()
+
+    answers = result.answers if result is not None else {}
+    if result is not None:
+        print(f"answered {len(answers)} of {len(samples)} samples ({result.from_cache} from the cache, "
+              f"{result.requested} requested, {result.retried} retries, {len(result.failed)} failed)", flush=True)
+    if fatal:
+        eprint(f"error: {fatal}")
+
+    complete = len(answers) == len(samples)
+    if complete or args.allow_partial:
+        if answers:
+            try:
+                sidecar, n = write_outputs(args.output_file, samples, answers)
+            except OSError as e:  # e.g. disk full: the earlier outputs are intact (atomic writes)
+                from magic.common.errors import describe
+                eprint(f"error: {describe(e)}; the answers are kept in {cache_path}")
+                return EXIT_FATAL
+            what = "all" if complete else "PARTIAL:"
+            print(f"wrote {what} {n} motivations to {args.output_file} (sample ids in {sidecar})", flush=True)
+        other, none, total, examples = strategy_mismatches(samples, answers)
+        print(f"{other} of {total} motivations name a different strategy than the gold one"
+              + (f" (e.g. {', '.join(examples)})" if examples else "")
+              + (f"; {none} name no strategy" if none else ""), flush=True)
+    if not complete:
+        eprint(_summarise_failure(samples, result, answers, cache_path) if not args.allow_partial else
+               f"partial: {len(samples) - len(answers)} samples have no motivation; rerun to complete")
+    if fatal:
+        return EXIT_FATAL
+    return EXIT_OK if complete or args.allow_partial else EXIT_INCOMPLETE
+
+
+def _cache_keys(items, args, max_tokens, do_sample) -> dict[str, str]:
+    """The cache key of every item, as the chosen backend computes it."""
+    if args.backend == "local":
+        return {i: local_prompt_key(p, args.model_name_or_path, args.template,
+                                    max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS, do_sample,
+                                    temperature=args.temperature if do_sample else None) for i, p in items}
+    return {i: chat_prompt_key(p, args.model, args.temperature, max_tokens) for i, p in items}

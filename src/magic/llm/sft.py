@@ -1,0 +1,483 @@
+"""Step 3: LoRA supervised fine-tuning of the strategy LLM, as the paper ran it through LLaMA-Factory.
+
+Data: ``prompts_4_LLaMA.json`` = ``[{"instruction": <dialogue prompt>, "output": <motivation>}]``, given
+as a path or, as LLaMA-Factory does, as a dataset name looked up in ``<dataset_dir>/dataset_info.json``
+(``resolve_dataset``).
+
+Each pair is tokenised by ``magic.llm.encoding.encode_pair`` with an ``EncodingRule``; the default is the
+released LLaMA-Factory ``default`` template: ``Human: {instruction}\\nAssistant: `` + answer + EOS, no BOS,
+``cutoff_len`` split by ``infer_max_len``; loss on the answer only. The rule is saved next to the adapter
+(and in every checkpoint) so export and inference read it back.
+
+Training is ``transformers.Trainer`` on a ``peft`` LoRA model with our own collator (right padding to a
+multiple of 8, labels -100 on pads, as LLaMA-Factory's ``DataCollatorForSeq2Seq``). With gradient
+accumulation the loss is, by default, the mean of the per-micro-batch mean losses (what transformers 4.38,
+the released version, computed); ``grad_accum_loss="token_mean"`` gives the newer rule (sum over the
+accumulated batch / its answer-token count). Checkpoints go to ``output_dir/checkpoint-<step>``; a run
+resumes from the last one automatically (LLaMA-Factory behaviour) unless ``overwrite_output_dir``. The
+final adapter and the tokenizer are saved in ``output_dir``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from magic.common.torchrun import end_process_group
+from magic.common.io_utils import atomic_dir, atomic_write_text, load_json
+from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
+                           infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
+from magic.llm.engines.hf import prepare_tokenizer
+
+GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+class SFTDataError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+def load_sft_pairs(path: str | os.PathLike, max_samples: int | None = None, prompt: str = "instruction",
+                   query: str | None = None, response: str = "output") -> list[tuple[str, str]]:
+    """``(instruction, output)`` pairs of a JSON list file, first ``max_samples``.
+
+    ``prompt`` / ``query`` / ``response`` name the columns (LLaMA-Factory's alpaca columns); a non-empty
+    query is appended to the prompt after a newline, as LLaMA-Factory does.
+    """
+    path = os.fspath(path)
+    what = f"list of {{{prompt}, {response}}} pairs (prompts_4_LLaMA.json)"
+    data = load_json(path, what)
+    if not isinstance(data, list):
+        raise SFTDataError(f"{path}: expected a JSON {what}")
+    pairs = []
+    for i, item in enumerate(data):
+        if not (isinstance(item, dict) and isinstance(item.get(prompt), str)
+                and isinstance(item.get(response), str)):
+            raise SFTDataError(f"{path}: entry {i} is not an object with string \"{prompt}\" and "
+                               f"\"{response}\" fields (got {str(item)[:80]!r})")
+        if not item[response].strip():
+            raise SFTDataError(f"{path}: entry {i} has an empty \"{response}\"; nothing to learn from")
+        extra = item.get(query) if query else None
+        if extra is not None and not isinstance(extra, str):
+            raise SFTDataError(f"{path}: entry {i}: \"{query}\" must be a string")
+        instruction = "\n".join(x for x in (item[prompt], extra) if x)
+        pairs.append((instruction, item[response]))
+    if max_samples is not None:
+        pairs = pairs[:max_samples]
+    if not pairs:
+        raise SFTDataError(f"{path}: no training pairs")
+    return pairs
+
+
+DATASET_INFO = "dataset_info.json"
+
+
+def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
+    """``--dataset`` as LLaMA-Factory reads it: comma-separated names of ``<dataset_dir>/dataset_info.json``
+    entries, each a local ``file_name`` (relative to ``dataset_dir``) in the alpaca format with optional
+    ``columns`` {prompt, query, response}. A value that is an existing file is taken as the data file itself.
+
+    Returns ``[{"path", "prompt", "query", "response"}]``.
+    """
+    if os.path.isfile(dataset):
+        return [{"path": dataset, "prompt": "instruction", "query": None, "response": "output"}]
+    names = [n.strip() for n in dataset.split(",") if n.strip()]
+    info_path = os.path.join(dataset_dir, DATASET_INFO)
+    if not os.path.isfile(info_path):
+        raise FileNotFoundError(f"--dataset {dataset!r} is neither a file nor a name: {info_path} not found "
+                                "(give the data file's path, or --dataset_dir of its dataset_info.json)")
+    info = load_json(info_path, "dataset_info.json (LLaMA-Factory dataset registry)")
+    if not isinstance(info, dict):
+        raise SFTDataError(f"{info_path}: expected a JSON object {{name: {{\"file_name\", \"columns\"}}}}")
+    out = []
+    for name in names:
+        entry = info.get(name)
+        if not isinstance(entry, dict):
+            raise SFTDataError(f"{info_path}: no dataset named {name!r} (entries: {sorted(info)[:10]})")
+        if "file_name" not in entry:
+            raise SFTDataError(f"{info_path}: dataset {name!r} has no \"file_name\"; only local files are "
+                               "supported (no hf_hub_url / script_url)")
+        if entry.get("formatting", "alpaca") != "alpaca":
+            raise SFTDataError(f"{info_path}: dataset {name!r}: only the alpaca formatting is supported")
+        cols = entry.get("columns")
+        # LLaMA-Factory: without "columns" the alpaca defaults apply; with it, unnamed columns are absent
+        cols = {"prompt": "instruction", "query": "input", "response": "output"} if cols is None else cols
+        path = os.path.join(dataset_dir, entry["file_name"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: data file of dataset {name!r} ({info_path}) not found")
+        out.append({"path": path, "prompt": cols.get("prompt"), "query": cols.get("query"),
+                    "response": cols.get("response")})
+    if not out:
+        raise SFTDataError("--dataset names no dataset")
+    return out
+
+
+def load_dataset_pairs(dataset: str, dataset_dir: str, max_samples: int | None = None) -> list[tuple[str, str]]:
+    """All pairs of ``--dataset`` (datasets concatenated; ``max_samples`` per dataset, as LLaMA-Factory)."""
+    pairs = []
+    for d in resolve_dataset(dataset, dataset_dir):
+        if not d["prompt"] or not d["response"]:
+            raise SFTDataError(f"{d['path']}: dataset_info.json columns must name \"prompt\" and \"response\"")
+        pairs += load_sft_pairs(d["path"], max_samples, d["prompt"], d["query"], d["response"])
+    return pairs
+
+
+def encode_example(tokenizer, instruction: str, output: str, cutoff_len: int,
+                   rule: EncodingRule | None = None) -> dict[str, list[int]]:
+    """``input_ids`` and ``labels`` of one pair under ``rule`` (default: the released rule)."""
+    return encode_pair(tokenizer, instruction, output, cutoff_len, rule or EncodingRule())
+
+
+class SFTDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: list[dict[str, list[int]]]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+def build_dataset(tokenizer, pairs: Sequence[tuple[str, str]], cutoff_len: int,
+                  rule: EncodingRule | None = None) -> SFTDataset:
+    examples = [encode_example(tokenizer, ins, out, cutoff_len, rule) for ins, out in pairs]
+    # an example whose answer was cut away entirely teaches nothing and gives a NaN mean loss
+    # (infer_max_len always keeps >= 1 answer token; infer_seqlen may keep none)
+    kept = [e for e in examples if any(l != IGNORE_INDEX for l in e["labels"])]
+    if not kept:
+        raise SFTDataError(f"cutoff_len={cutoff_len} leaves no answer tokens in any example")
+    return SFTDataset(kept)
+
+
+@dataclass
+class SFTCollator:
+    """Right-pads a list of examples: input_ids / attention_mask / labels of shape (B, T_max)."""
+    pad_token_id: int
+    pad_to_multiple_of: int | None = 8  # LLaMA-Factory's collator pads right-padded batches to a multiple of 8
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+@dataclass
+class SFTConfig:
+    """LLaMA-Factory flag names; defaults are the paper's settings (README of the released code)."""
+    model_name_or_path: str
+    dataset: str  # a data file, or dataset_info.json name(s) in dataset_dir
+    output_dir: str
+    dataset_dir: str = "data"
+    template: str = "default"
+    add_bos: bool = False  # released: no BOS (LLaMA-Factory's template encodes without special tokens)
+    cutoff_rule: str = "infer_max_len"  # released; "infer_seqlen" = later LLaMA-Factory
+    grad_accum_loss: str = "micro_batch_mean"  # released (transformers 4.38); "token_mean" = transformers >= 4.46
+    report_to: str = "none"
+    finetuning_type: str = "lora"
+    lora_target: str = "q_proj,v_proj"
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # None: 2 x rank (LLaMA-Factory)
+    lora_dropout: float = 0.0
+    cutoff_len: int = 1024
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 0
+    logging_steps: int = 10
+    save_steps: int = 100
+    save_total_limit: int | None = None
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 5.0
+    max_steps: int = -1
+    max_grad_norm: float = 1.0
+    plot_loss: bool = False
+    fp16: bool = False
+    bf16: bool = False
+    seed: int = 42
+    max_samples: int | None = None
+    resume_from_checkpoint: str | None = None
+    overwrite_output_dir: bool = False
+    gradient_checkpointing: bool = False
+    device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
+    disable_tqdm: bool = False
+    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_configs/ds_z{2,3}_config.json), needs deepspeed
+    extra: dict = field(default_factory=dict)
+
+
+def _check_config(cfg: SFTConfig, cuda: bool) -> None:
+    if cfg.finetuning_type != "lora":
+        raise ValueError(f"--finetuning_type {cfg.finetuning_type!r} is not supported; only 'lora' (the paper's)")
+    if cfg.template not in TEMPLATES:
+        raise ValueError(f"--template {cfg.template!r}: expected one of {TEMPLATES}")
+    if cfg.cutoff_rule not in CUTOFF_RULES:
+        raise ValueError(f"--cutoff_rule {cfg.cutoff_rule!r}: expected one of {CUTOFF_RULES}")
+    if cfg.grad_accum_loss not in GRAD_ACCUM_LOSSES:
+        raise ValueError(f"--grad_accum_loss {cfg.grad_accum_loss!r}: expected one of {GRAD_ACCUM_LOSSES}")
+    if cfg.report_to not in REPORT_TO:
+        raise ValueError(f"--report_to {cfg.report_to!r}: expected one of {REPORT_TO}")
+    if cfg.device == "cuda" and not cuda:
+        raise ValueError("--device cuda: no CUDA GPU is available")
+    if cfg.fp16 and cfg.bf16:
+        raise ValueError("--fp16 and --bf16 are exclusive")
+    if cfg.deepspeed:
+        import importlib.util
+        if not os.path.isfile(cfg.deepspeed):
+            raise FileNotFoundError(f"--deepspeed {cfg.deepspeed}: config file not found "
+                                    "(LLM_inference/ds_configs/ds_z2_config.json or ds_z3_config.json)")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("--deepspeed needs the deepspeed package (pip install deepspeed, on a CUDA machine)")
+    if cfg.cutoff_len < 2:
+        raise ValueError(f"--cutoff_len must be >= 2, got {cfg.cutoff_len}")
+
+
+def find_resume_checkpoint(cfg: SFTConfig) -> str | None:
+    """The checkpoint to resume from: the explicit one, else the last ``checkpoint-*`` in output_dir."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if cfg.resume_from_checkpoint:
+        if not os.path.isdir(cfg.resume_from_checkpoint):
+            raise FileNotFoundError(f"{cfg.resume_from_checkpoint}: checkpoint folder not found")
+        return cfg.resume_from_checkpoint
+    if cfg.overwrite_output_dir or not os.path.isdir(cfg.output_dir):
+        return None
+    return get_last_checkpoint(cfg.output_dir)
+
+
+def build_lora_model(cfg: SFTConfig, dtype: torch.dtype):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+        model.config.use_cache = False
+    lora = LoraConfig(
+        task_type="CAUSAL_LM", r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_rank,
+        lora_dropout=cfg.lora_dropout, target_modules=[t.strip() for t in cfg.lora_target.split(",") if t.strip()],
+    )
+    model = get_peft_model(model, lora)
+    # half-precision base, float32 adapter (LLaMA-Factory's upcast): the optimiser state stays exact
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
+
+
+def plot_loss(log_history: list[dict], path: str) -> str | None:
+    """Training-loss curve (raw and exponentially smoothed) as a PNG; None if nothing was logged."""
+    points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    if not points:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = zip(*points)
+    smooth, last = [], losses[0]
+    for v in losses:  # EMA with a weight that grows with the number of points, as LLaMA-Factory plots
+        last = last * 0.6 + v * 0.4 if len(losses) < 10 else last * 0.9 + v * 0.1
+        smooth.append(last)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, losses, alpha=0.4, label="original")
+    ax.plot(steps, smooth, label="smoothed")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training loss")
+    ax.legend()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def encoding_rule(cfg: SFTConfig) -> EncodingRule:
+    return EncodingRule(template=cfg.template, add_bos=cfg.add_bos, cutoff_rule=cfg.cutoff_rule)
+
+
+def _trainer_class(grad_accum_loss: str):
+    """``Trainer`` whose loss under gradient accumulation follows ``grad_accum_loss``.
+
+    transformers >= 4.46 hands a model that accepts loss kwargs the answer-token count of the whole
+    accumulated batch (``num_items_in_batch``): loss = sum of token losses / that count. transformers 4.38
+    (the released run) took each micro-batch's mean loss and divided it by the number of accumulation
+    steps, so a short answer weighed as much as a long one. Reporting ``model_accepts_loss_kwargs=False``
+    restores that: the model returns its micro-batch mean and ``training_step`` divides by the steps.
+    """
+    from transformers import Trainer
+
+    class SFTTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if grad_accum_loss == "micro_batch_mean":
+                self.model_accepts_loss_kwargs = False
+
+    class ReleasedSFTTrainer(SFTTrainer):
+        # 4.38 divided every micro-batch loss by the configured number of steps, also in an epoch's last,
+        # shorter accumulation (10,191 / 16 = 637 micro-batches: the 160th step of each epoch has one);
+        # transformers 5 divides by the number of micro-batches that step really has.
+        @property
+        def current_gradient_accumulation_steps(self):
+            return self.args.gradient_accumulation_steps
+
+        @current_gradient_accumulation_steps.setter
+        def current_gradient_accumulation_steps(self, value):
+            pass
+
+    return ReleasedSFTTrainer if grad_accum_loss == "micro_batch_mean" else SFTTrainer
+
+
+def _save_rule_callback(rule: EncodingRule):
+    """Writes the encoding rule into every checkpoint-<step> folder (the released README exports one)."""
+    from transformers import TrainerCallback
+
+    class SaveEncodingRule(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero and os.path.isdir(folder):
+                rule.save(folder)
+
+    return SaveEncodingRule()
+
+
+def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
+    """Fine-tune; returns {"output_dir", "log_history", "train_loss", "resumed_from", "num_examples"}."""
+    from transformers import AutoTokenizer, TrainingArguments, set_seed
+
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    _check_config(cfg, cuda)
+    set_seed(cfg.seed)
+    pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
+    from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
+    check_tokenizer_files(check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path"))
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    prepare_tokenizer(tokenizer)
+    tokenizer.padding_side = "right"  # training pads on the right; saved tokenizer is re-set by loaders
+    rule = encoding_rule(cfg)
+    dataset = build_dataset(tokenizer, pairs, cfg.cutoff_len, rule)
+    dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if cfg.bf16 else torch.float32
+    resume = find_resume_checkpoint(cfg)
+    if resume and os.path.isfile(os.path.join(resume, ENCODING_FILE)) and EncodingRule.load(resume) != rule:
+        raise ValueError(f"{resume} was trained with {EncodingRule.load(resume)}, this run asks for {rule}: "
+                         "resuming would mix two tokenisations (use the same flags, or --overwrite_output_dir)")
+    model = build_lora_model(cfg, dtype)
+    check_vocab(tokenizer, model, cfg.model_name_or_path)
+
+    # a process group that exists now belongs to the caller; one that the Trainer creates (torchrun) is ours to end
+    group_was_there = torch.distributed.is_available() and torch.distributed.is_initialized()
+    args = TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        fp16=cfg.fp16,
+        bf16=cfg.bf16,
+        seed=cfg.seed,
+        use_cpu=not cuda,
+        optim="adamw_torch",
+        report_to=cfg.report_to,
+        remove_unused_columns=False,  # our examples are plain dicts of token lists
+        disable_tqdm=cfg.disable_tqdm,
+        deepspeed=cfg.deepspeed,
+        **cfg.extra,
+    )
+    trainer = _trainer_class(cfg.grad_accum_loss)(
+        model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id),
+        callbacks=[_save_rule_callback(rule)] + list(callbacks or []),
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.output_dir)  # the adapter (adapter_config.json + adapter_model.safetensors); rank 0
+    summary = {
+        "num_examples": len(dataset), "train_loss": result.training_loss, "global_step": result.global_step,
+        "resumed_from": resume, "world_size": args.world_size,
+    }
+    trainer.save_state()  # rank 0 only (Trainer checks)
+    if trainer.is_world_process_zero():  # torchrun / accelerate launch: one writer
+        rule.save(cfg.output_dir)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(cfg.output_dir)
+        atomic_write_text(os.path.join(cfg.output_dir, "train_results.json"), json.dumps(summary, indent=2))
+        if cfg.plot_loss:
+            plot_loss(trainer.state.log_history, os.path.join(cfg.output_dir, "training_loss.png"))
+    summary["output_dir"] = cfg.output_dir
+    summary["log_history"] = trainer.state.log_history
+    if not group_was_there:  # torchrun / accelerate: the Trainer's group ends with the run
+        end_process_group(barrier=True)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Export
+def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype=None, device: str = "cpu"):
+    """Base model with the LoRA adapter applied (not merged), in eval mode."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if not os.path.isfile(os.path.join(adapter_name_or_path, "adapter_config.json")):
+        raise FileNotFoundError(f"{adapter_name_or_path}: no adapter_config.json (not a LoRA adapter folder; "
+                                "give finetune_llm.py's --output_dir or one of its checkpoint-* folders)")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    base = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    model = PeftModel.from_pretrained(base, adapter_name_or_path)
+    return model.to(device).eval()
+
+
+def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir: str, export_size: int = 1,
+                  dtype=None, finetuning_type: str = "lora", overwrite: bool = False) -> str:
+    """Merge the LoRA weights into the base model and save it (safetensors shards of at most
+    ``export_size`` GB) with the tokenizer and the adapter's ``EncodingRule`` (``ENCODING_FILE``): a plain
+    model folder that inference or vLLM can load."""
+    from transformers import AutoTokenizer
+
+    if finetuning_type != "lora":
+        raise ValueError(f"--finetuning_type {finetuning_type!r} is not supported; only 'lora'")
+    if export_size < 1:
+        raise ValueError(f"--export_size must be >= 1 (GB), got {export_size}")
+    from magic.common.io_utils import check_replaceable
+    from magic.common.validate import check_model_dir, check_vocab
+    check_replaceable(export_dir, overwrite)  # before any work: never replace a folder export did not write
+    check_model_dir(model_name_or_path, "base model", "--model_name_or_path")
+    model = load_adapter_model(model_name_or_path, adapter_name_or_path, dtype=dtype)
+    merged = model.merge_and_unload()
+    # the adapter folder holds the tokenizer fine-tuning saved; fall back to the base model's
+    tok_src = adapter_name_or_path if os.path.isfile(os.path.join(adapter_name_or_path, "tokenizer_config.json")) \
+        else model_name_or_path
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
+    check_vocab(tokenizer, merged, tok_src)
+    # swap into place only once everything is written, so a crash never leaves a half model
+    # the adapter's encoding rule travels with the merged model (released rule if the adapter has none)
+    rule = EncodingRule.load(adapter_name_or_path)
+    with atomic_dir(export_dir, overwrite=overwrite) as tmp:
+        merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        rule.save(tmp)
+    return export_dir
