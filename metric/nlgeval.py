@@ -13,6 +13,13 @@ Differences from nlg-eval, none of which changes a score:
   it with a watchdog when it stops answering, and always close it (``close()`` / context manager),
   so no JVM is left behind.
 - Embedding metrics (GloVe, skip-thoughts) are not offered: the MAGIC paper does not report them.
+
+Added for significance tests (metric/significance.py): ``bleu_statistics`` gives, per sample, exactly what
+pycocoevalcap's corpus BLEU sums (clipped n-gram matches, hypothesis n-gram counts, hypothesis length and
+the closest reference length), and ``bleu_from_counts`` turns summed counts back into BLEU-1..n with
+pycocoevalcap's smoothing (``tiny`` / ``small``) and brevity penalty, vectorised over resamples. BLEU is a
+corpus statistic: a resample's BLEU is recomputed from that resample's summed counts (the mean of the
+sentence BLEUs ``compute_metrics`` returns is a different number).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as _meteor_module
 from pycocoevalcap.meteor.meteor import Meteor
@@ -244,3 +252,50 @@ def distinct_n(hyps: Sequence[str], n: int) -> float:
         grams.update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
     total = sum(grams.values())
     return len(grams) / total if total else 0.0
+
+
+# pycocoevalcap's BleuScorer.compute_score constants: "tiny" keeps a zero match count from giving log(0),
+# "small" keeps a zero denominator from dividing by zero.
+BLEU_TINY = 1e-15
+BLEU_SMALL = 1e-9
+
+
+def bleu_statistics(ref_list: Sequence[Sequence[str]], hyp_list: Sequence[str], n: int = 4) -> Dict[str, np.ndarray]:
+    """Per-sample BLEU sufficient statistics, computed by pycocoevalcap's own ``cook_refs`` / ``cook_test``
+    on the strings ``NLGEval.compute_metrics`` scores (same ``ref_list`` layout: ``ref_list[k][i]`` is
+    reference k of sample i).
+
+    Returns int64 arrays: ``correct`` [N, n] clipped n-gram matches, ``guess`` [N, n] hypothesis n-grams,
+    ``hyp_len`` [N] hypothesis tokens, ``ref_len`` [N] the length of the reference closest in length
+    (ties: the shorter one), which is pycocoevalcap's ``option='closest'`` that ``Bleu.compute_score`` uses.
+    """
+    if not ref_list or any(len(refs) != len(hyp_list) for refs in ref_list):
+        raise ValueError("ref_list must hold reference lists as long as hyp_list (ref_list[k][i] = reference k "
+                         "of sample i)")
+    correct = np.zeros((len(hyp_list), n), dtype=np.int64)
+    guess = np.zeros((len(hyp_list), n), dtype=np.int64)
+    hyp_len = np.zeros(len(hyp_list), dtype=np.int64)
+    ref_len = np.zeros(len(hyp_list), dtype=np.int64)
+    for i, (hyp, refs) in enumerate(zip(hyp_list, zip(*ref_list))):
+        cooked = cook_test(hyp.strip(), cook_refs([r.strip() for r in refs], n=n), n=n)
+        correct[i] = cooked["correct"]
+        guess[i] = cooked["guess"]
+        hyp_len[i] = cooked["testlen"]
+        ref_len[i] = min((abs(length - cooked["testlen"]), length) for length in cooked["reflen"])[1]
+    return {"correct": correct, "guess": guess, "hyp_len": hyp_len, "ref_len": ref_len}
+
+
+def bleu_from_counts(correct, guess, hyp_len, ref_len) -> np.ndarray:
+    """Corpus BLEU-1..n from *summed* statistics, as pycocoevalcap computes it: BLEU-k is the geometric mean
+    of the smoothed precisions (correct + 1e-15) / (guess + 1e-9) of orders 1..k, times the brevity penalty
+    exp(1 - ref/hyp) when (hyp + 1e-15) / (ref + 1e-9) < 1.
+
+    ``correct`` / ``guess`` have shape [..., n] and the lengths shape [...] (e.g. one row per resample);
+    returns [..., n]."""
+    correct = np.asarray(correct, dtype=np.float64)
+    guess = np.asarray(guess, dtype=np.float64)
+    ratio = (np.asarray(hyp_len, dtype=np.float64) + BLEU_TINY) / (np.asarray(ref_len, dtype=np.float64) + BLEU_SMALL)
+    products = np.cumprod((correct + BLEU_TINY) / (guess + BLEU_SMALL), axis=-1)
+    bleu = products ** (1.0 / np.arange(1, correct.shape[-1] + 1))
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return bleu * penalty[..., None]

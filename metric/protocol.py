@@ -7,6 +7,22 @@
    joined with spaces; an empty hypothesis becomes ``&``.
 3. ``compute_scores``: nlg-eval's BLEU-1..4 / METEOR / ROUGE-L / CIDEr (metric/nlgeval.py) plus corpus
    Distinct-1/2 of the tokenised hypotheses; ``format_scores`` prints them x100 (the released printout).
+4. ``compute_scores_and_samples`` (ours): the same scores plus, per sample (by position), the numbers a
+   significance test resamples (metric/significance.py); never text. How each metric is resampled:
+   - BLEU-1..4 is a corpus statistic: per sample the clipped n-gram matches and hypothesis n-gram counts
+     (n = 1..4), the hypothesis length and the closest reference length (``metric.nlgeval.bleu_statistics``);
+     a resample's BLEU is recomputed from its summed counts (``bleu_from_counts``; on the full set it is the
+     reported BLEU to float rounding);
+   - ROUGE-L is the mean of per-sample F-scores (pycocoevalcap's Rouge averages them): stored per sample,
+     averaged over a resample;
+   - CIDEr is the mean of per-sample scores whose document frequencies (and log N) come from the full set's
+     references: stored per sample, averaged over a resample (document frequencies are not recomputed on
+     it);
+   - METEOR: the JVM's segment scores (one per sample), averaged over a resample. The reported METEOR is
+     the jar's corpus score from aggregated statistics, not the mean of the segment scores, so a test on
+     METEOR is a test on the segment mean. None with ``no_meteor``;
+   - Distinct-1/2 are ratios over the set of all hypotheses' n-grams: resampling them needs the text,
+     which is never stored, so they are reported but not tested.
 """
 from __future__ import annotations
 
@@ -15,7 +31,7 @@ import re
 import warnings
 from typing import Dict, List, Sequence, Tuple
 
-from metric.nlgeval import NLGEval, distinct_n
+from metric.nlgeval import NLGEval, bleu_statistics, distinct_n
 
 METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "Distinct-1", "Distinct-2")
 
@@ -104,13 +120,34 @@ def prepare_for_metrics(references: Sequence[str], hypotheses: Sequence[str]) ->
 def compute_scores(references: Sequence[str], hypotheses: Sequence[str], no_meteor: bool = False) -> Dict[str, float]:
     """All metrics as fractions (CIDEr unscaled): nlg-eval's seven plus corpus Distinct-1/2 of the
     tokenised hypotheses (empty hypotheses contribute nothing)."""
+    return compute_scores_and_samples(references, hypotheses, no_meteor)[0]
+
+
+def compute_scores_and_samples(references: Sequence[str], hypotheses: Sequence[str], no_meteor: bool = False
+                               ) -> Tuple[Dict[str, float], Dict[str, object]]:
+    """``(scores, per_sample)``: ``scores`` is ``compute_scores``' dict; ``per_sample`` holds, in the
+    order of the inputs, numbers only (plain lists, JSON-ready)::
+
+        {"bleu": {"n": 4, "correct": [[c1, c2, c3, c4], ...], "guess": [[g1, ..., g4], ...],
+                  "hyp_len": [...], "ref_len": [...]},
+         "rouge_l": [...], "cider": [...], "meteor": [...] or None}
+
+    See the module docstring for how each is resampled."""
     refs, hyps = prepare_for_metrics(references, hypotheses)
     with NLGEval(no_glove=True, metrics_to_omit=["METEOR"] if no_meteor else None) as nlg:
-        scores, _ = nlg.compute_metrics([refs], hyps)
+        scores, each = nlg.compute_metrics([refs], hyps)
     toks = [" ".join(word_tokenize(h.rstrip("\n").lower())) for h in hypotheses]
     scores["Distinct-1"] = distinct_n(toks, 1)
     scores["Distinct-2"] = distinct_n(toks, 2)
-    return scores
+    bleu = bleu_statistics([refs], hyps, n=4)
+    per_sample = {
+        "bleu": {"n": 4, "correct": bleu["correct"].tolist(), "guess": bleu["guess"].tolist(),
+                 "hyp_len": bleu["hyp_len"].tolist(), "ref_len": bleu["ref_len"].tolist()},
+        "rouge_l": each["ROUGE_L"],
+        "cider": each["CIDEr"],
+        "meteor": None if no_meteor else each["METEOR"],
+    }
+    return scores, per_sample
 
 
 def format_scores(scores: Dict[str, float]) -> str:

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from metric.protocol import clean_response, compute_scores, one_line, tokenizer_name
+from metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
 from magic.generator.beam_search import beam_search, group_diversity
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 
@@ -308,8 +308,9 @@ def evaluate(args) -> dict:
 
     # Score what is on disk, as released (file lines, not in-memory strings).
     # --no_metrics: decoding only (machines without nltk / pycocoevalcap, e.g. scripts/gpu_check.sh)
-    scores = {} if no_metrics else compute_scores(read_lines(paths["references"]), read_lines(paths["hypotheses"]),
-                                                  args.no_meteor)
+    # per_sample: numbers only, keyed by sample id, for compare_results.py (layout: metric/significance.py)
+    scores, per_sample = ({}, None) if no_metrics else compute_scores_and_samples(
+        read_lines(paths["references"]), read_lines(paths["hypotheses"]), args.no_meteor)
     record = {
         "scores": scores,
         "scores_x100": {k: round(v * 100, 2) for k, v in scores.items()},
@@ -321,6 +322,7 @@ def evaluate(args) -> dict:
         "hypotheses_file": paths["hypotheses"],
         "references_file": paths["references"],
         "sample_ids": [r.get("id") for r in records],
+        "per_sample": None if per_sample is None else {"ids": [r.get("id") for r in records], **per_sample},
         "metric_tokenizer": None if no_metrics else tokenizer_name(),
         "decoding": "cached group beam search (src/magic/generator/beam_search.py)" if args.num_beam_groups > 1 else
                     ("greedy" if args.num_beams == 1 else "cached beam search (src/magic/generator/beam_search.py, = HF generate)"),
