@@ -13,10 +13,11 @@ import argparse
 import os
 import sys
 
-from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
+from magic.common.artifacts import MOTIVATIONS_FILE, SPLITS, prompt_file
 from magic.esconv.dialogues import ESConvFormatError
 from magic.common.io_utils import plain_warnings
 from magic.llm.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files
+from magic.common.validate import parse_split_list
 
 
 def parse_args(argv=None):
@@ -39,7 +40,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     plain_warnings()
     try:
-        from magic.common.validate import parse_split_list
         files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
                                    allow_empty=frozenset(parse_split_list(args.allow_empty)),
                                    allow_shared=args.allow_shared_dialogues)
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         return 1
     for path in write_prompt_files(files, args.output_dir):
         print(f"wrote {path}")
-    n = {split: len(files[prompt_file(split)]) for split in ("train", "valid", "test")}
+    n = {split: len(files[prompt_file(split)]) for split in SPLITS}
     print(f"{n['train']} train pairs, {n['valid']} valid prompts, {n['test']} test prompts")
     return 0
 

@@ -26,12 +26,13 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-from magic.common.artifacts import prompt_file
+from magic.common.artifacts import SPLITS, prompt_file
+from magic.common.errors import UserError
 from magic.esconv.dialogues import ESConvFormatError
 from magic.common.io_utils import plain_warnings
 from magic.llm.inference import InferenceConfig, InferenceIncomplete, run_strategy_inference
 from magic.llm.shards import parse_shard
-from magic.common.validate import positive_float, positive_int
+from magic.common.validate import parse_split_list, positive_float, positive_int
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
             "prompt_path_valid": prompt_file("valid"), "prompt_path_test": prompt_file("test"), "output_dir": "."}
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--prompt_path_valid", default=None)
     p.add_argument("--prompt_path_test", default=None)
     p.add_argument("--output_dir", default=None, help="default LLM_inference/")
-    p.add_argument("--splits", default="train,valid,test", help="comma-separated subset of train,valid,test")
+    p.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated subset of {','.join(SPLITS)}")
     p.add_argument("--cache_file", default=None,
                    help="answer cache (default <output_dir>/strategy_inference_cache.jsonl)")
     p.add_argument("--template", default="default", choices=["default", "chat", "none"],
@@ -96,10 +97,13 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args, parser = parse_args(argv)
     plain_warnings()
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    bad = [s for s in splits if s not in ("train", "valid", "test")]
-    if bad or not splits:
-        parser.error(f"--splits: unknown split(s) {bad}; expected a subset of train,valid,test")
+    try:
+        chosen = parse_split_list(args.splits, "--splits")
+    except UserError as e:
+        parser.error(str(e))
+    if not chosen:
+        parser.error(f"--splits: no split given; expected a subset of {','.join(SPLITS)}")
+    splits = [s for s in SPLITS if s in chosen]
     if args.backend == "openai" and args.top_k is not None:
         print("warning: --top_k is not sent to OpenAI-compatible servers", file=sys.stderr)
     paths = {"train": args.prompt_path, "valid": args.prompt_path_valid, "test": args.prompt_path_test}

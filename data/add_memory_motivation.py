@@ -15,6 +15,7 @@ import sys
 from magic.generator.records import DatasetBuildError, build_datasets, strategy_agreement, write_datasets
 from magic.esconv.dialogues import ESConvFormatError
 from magic.common.io_utils import plain_warnings
+from magic.common.validate import parse_split_list
 
 
 def parse_args(argv=None):
@@ -41,7 +42,6 @@ def main(argv=None) -> int:
     plain_warnings()
     files = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
     try:
-        from magic.common.validate import parse_split_list
         records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
                                  allow_empty=frozenset(parse_split_list(args.allow_empty)),
                                  allow_shared=args.allow_shared_dialogues)

@@ -14,12 +14,11 @@ import argparse
 import os
 import sys
 
+from magic.common.artifacts import SPLITS
 from magic.esconv.convert_hf import (
     GREETING_MODES, HFFormatError, HubUnavailableError, convert_splits, find_split_file, hub_lines,
 )
 from magic.esconv.dialogues import load_samples
-
-SPLITS = ("train", "valid", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:

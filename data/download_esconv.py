@@ -21,11 +21,11 @@ import sys
 import urllib.error
 import urllib.request
 
+from magic.common.artifacts import SPLITS
 from magic.esconv.dialogues import ESConvFormatError, load_dialogues, load_samples
 
 MULTIESC_COMMIT = "46834e134320253e51920a2f5d34f166335bd965"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/lwgkzl/MultiESC/{MULTIESC_COMMIT}/MultiESC/data"
-SPLITS = ("train", "valid", "test")
 EXPECTED_DIALOGUES = {"train": 910, "valid": 195, "test": 195}
 OFFLINE_HINT = ("Without internet access, build the same files from the HF-form ESConv data instead:\n"
                 "    python data/convert_hf_esconv.py --input_dir <folder with HF train/valid/test.json> "

@@ -21,6 +21,7 @@ import os
 import warnings
 from typing import Iterable, Mapping, Sequence
 
+from magic.common.artifacts import SPLITS
 from magic.common.errors import UserError
 
 
@@ -135,11 +136,11 @@ def check_ids_known(ids: Sequence[str], known: Mapping | set, where: str, refere
 
 
 def parse_split_list(text: str | None, flag: str = "--allow_empty") -> set[str]:
-    """``"valid,test"`` -> {"valid", "test"}; only train/valid/test."""
+    """``"valid,test"`` -> {"valid", "test"}; only the splits of magic.common.artifacts.SPLITS."""
     splits = {s.strip() for s in (text or "").split(",") if s.strip()}
-    bad = splits - {"train", "valid", "test"}
+    bad = splits - set(SPLITS)
     if bad:
-        raise UserError(f"{flag}: unknown split(s) {sorted(bad)}; expected a subset of train,valid,test")
+        raise UserError(f"{flag}: unknown split(s) {sorted(bad)}; expected a subset of {','.join(SPLITS)}")
     return splits
 
 
@@ -148,7 +149,7 @@ def id_split(sample_id: object) -> str | None:
     if not isinstance(sample_id, str):
         return None
     head, sep, _ = sample_id.partition("-")
-    return head if sep and head in ("train", "valid", "test") else None
+    return head if sep and head in SPLITS else None
 
 
 def check_split_ids(ids: Iterable[object], split: str, where: str) -> None:

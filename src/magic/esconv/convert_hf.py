@@ -37,6 +37,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from magic.common.artifacts import SPLITS
 from magic.esconv.dialogues import STRATEGIES, ESConvFormatError, parse_dialogue
 from magic.common.io_utils import atomic_write_text
 
@@ -301,7 +302,7 @@ def convert_splits(sources: dict[str, tuple[str, Iterable[str]]], outputs: dict[
 
 
 def convert_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                splits: Iterable[str] = ("train", "valid", "test"), greeting: str = "all") -> dict[str, ConvertStats]:
+                splits: Iterable[str] = SPLITS, greeting: str = "all") -> dict[str, ConvertStats]:
     """``input_dir/{train,valid,test}.json`` (HF form) -> ``output_dir/{train,valid,test}.txt``."""
     paths = {split: find_split_file(input_dir, split) for split in splits}
 
