@@ -32,6 +32,7 @@ anything else is what the seeker says."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from magic.common.validate import non_negative_float, positive_float
     from magic.generator.evaluation import add_decoding_flags
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -54,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="answer length in tokens (default 128 as infer_strategy.py; 48 with --demo, as the demo's step 5)")
     llm.add_argument("--do_sample", action="store_true")
     llm.add_argument("--top_k", type=int, default=None)
-    llm.add_argument("--temperature", type=float, default=None)
+    llm.add_argument("--temperature", type=non_negative_float, default=None)
     llm.add_argument("--dtype", default=None, help="strategy LLM dtype: float32 | float16 | bfloat16 | auto")
-    llm.add_argument("--timeout", type=float, default=30.0, help="seconds per request to --base_url")
+    llm.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request to --base_url")
     gen = p.add_argument_group("generator decoding (as test_evaluation.py)")
     add_decoding_flags(gen)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (both models)")

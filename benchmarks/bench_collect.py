@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 
+from magic.common.validate import non_negative_float
 from magic.llm.engines.client import JsonlCache, make_openai_client, run_chat_requests
 from magic.llm.motivations import build_items
 from magic.testing.openai_stub import StubServer
@@ -41,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train_file", default="data/demo/train.txt")
     p.add_argument("--n", type=int, default=200)
-    p.add_argument("--latency", type=float, default=0.2, help="stub seconds per answer")
+    p.add_argument("--latency", type=non_negative_float, default=0.2, help="stub seconds per answer")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--sequential_n", type=int, default=10, help="calls to time the released per-call cost")
     p.add_argument("--measure_sleep", action="store_true", help="also run 3 released calls with the real sleep")

@@ -50,6 +50,8 @@ import sys
 import tempfile
 import time
 
+from magic.common.io_utils import load_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved")
 DEFAULT_MODES = ("released", "released_noanomaly", "ours", "grouped", "all")
@@ -335,8 +337,7 @@ def child(a) -> None:
     import torch
 
     torch.set_num_threads(a._threads)
-    with open(records, encoding="utf-8") as f:
-        n = len(json.load(f))
+    n = len(load_json(records, "JSON list of generator records"))
     batches = batch_order(n, a.batch_size, a.warmup + a.steps)
     peak = mm_peak()
     if mode == "interleaved":

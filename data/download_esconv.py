@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 from magic.common.artifacts import SPLITS
+from magic.common.validate import positive_float
 from magic.esconv.dialogues import ESConvFormatError, load_dialogues, load_samples
 
 MULTIESC_COMMIT = "46834e134320253e51920a2f5d34f166335bd965"
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="data", help="where train/valid/test.txt go (default: data)")
     p.add_argument("--base_url", default=DEFAULT_BASE_URL,
                    help=f"folder URL holding train/valid/test.txt (default: MultiESC at commit {MULTIESC_COMMIT[:10]})")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
+    p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default: 30)")
     return p
 
 

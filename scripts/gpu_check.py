@@ -44,6 +44,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from magic.common.io_utils import load_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # max difference tolerated per kind of check (see the module docstring)
@@ -137,8 +139,7 @@ def build_fixtures(work: str) -> dict:
     make_small_bart(p["bart"], texts, vocab_size=600, d_model=64, layers=2, heads=2, seed=0)
     # no dropout: the CPU and CUDA random streams differ, and the device runs must do the same maths
     cfg_path = os.path.join(p["bart"], "config.json")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
+    cfg = load_json(cfg_path, "BART config")
     cfg.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
     write_json(cfg_path, cfg)
     # head_dim 64 (128 / 2 heads): a size every attention kernel (SDPA, FlashAttention, vLLM) supports
@@ -213,8 +214,7 @@ def main_py_values(out: str) -> tuple[list[float], str | None]:
     runs = sorted(glob.glob(os.path.join(out, "bs_*")))
     if not runs:
         return [], None
-    with open(os.path.join(runs[-1], "history.json")) as f:
-        hist = json.load(f)
+    hist = load_json(os.path.join(runs[-1], "history.json"), "training history")
     vals = [h[k] for h in hist for k in ("train_loss", "train_gen_loss", "train_strategy_loss", "val_ppl")]
     best = sorted(glob.glob(os.path.join(runs[-1], "epoch_*")))
     return vals, best[-1] if best else None
@@ -233,8 +233,7 @@ def finetune_losses(out: str) -> list[float]:
     path = os.path.join(out, "trainer_state.json")
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [h["loss"] for h in json.load(f)["log_history"] if "loss" in h]
+    return [h["loss"] for h in load_json(path, "trainer state")["log_history"] if "loss" in h]
 
 
 def infer_args(fx: dict, model: str, out: str, device: str, extra=()) -> list[str]:
@@ -250,8 +249,7 @@ def infer_answers(out: str) -> dict[str, str]:
     for name in ("strategy_with_motivation_valid.json", "strategy_with_motivation_test.json"):
         path = os.path.join(out, name)
         if os.path.exists(path):
-            with open(path) as f:
-                ans.update({e["id"]: e["motivation"] for e in json.load(f)})
+            ans.update({e["id"]: e["motivation"] for e in load_json(path, "strategy_with_motivation list")})
     return ans
 
 
@@ -472,8 +470,7 @@ def epoch_timing(ck: Checker, max_samples: int | None = None) -> None:
         # the trained BPE stops short of 50,265 tokens on these texts: fill the vocabulary with tokens no merge
         # produces (bart-base's size, so the model passes the tokenizer/embedding check and keeps its
         # 50,265-row embedding and output projection), <mask> last as in bart-base
-        with open(f"{bart}/vocab.json", encoding="utf-8") as f:
-            vocab = json.load(f)
+        vocab = load_json(f"{bart}/vocab.json", "vocabulary")
         mask = vocab.pop("<mask>")
         for i in range(mask, PAPER_BART["vocab"] - 1):
             vocab[f"<unused{i}>"] = i

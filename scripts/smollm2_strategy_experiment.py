@@ -24,6 +24,7 @@ import torch
 from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
 from magic.esconv.dialogues import load_samples
 from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.validate import non_negative_float
 from magic.llm.prompts import llama_prompt
 
 
@@ -92,7 +93,7 @@ def main():
     p.add_argument("--cutoff_len", type=int, default=256,
                    help="256 keeps one epoch under ~40 min on 2 shared CPU cores")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--learning_rate", type=float, default=1e-3,
+    p.add_argument("--learning_rate", type=non_negative_float, default=1e-3,
                    help="higher than the paper's 5e-5: 50 steps on a 135M model")
     p.add_argument("--lora_rank", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=40)

@@ -5,20 +5,97 @@ classifier on its response (8 bars), the fill level of the 8 memory slots (8 bar
 next turn's strategy, and a button that downloads the conversation as one MultiESC JSON line. Each browser
 tab has its own conversation (gr.State); the models are loaded once and shared, one turn at a time.
 
+What is kept of a conversation (PrivateFiles): the conversation itself in memory only, for as long as its
+browser tab is open (closing or reloading the tab, or "New conversation", clears it). On disk, only the
+download button's file: one per session, in one folder of this server (``<tmp>/magic_chat_*``, readable by
+its owner only: folder 0700, files 0600), replaced at each turn and removed when the session ends; Gradio's
+cache of this process is that same folder (GRADIO_TEMP_DIR), so Gradio keeps no copy elsewhere. The folder
+is removed when the server ends (Ctrl-C, SIGTERM, normal exit); one left by a server killed with SIGKILL is
+removed by the next server start (it carries the project's temp marker, magic.common.io_utils.TEMP_MARKER).
+
 Element ids (stable, for the browser test): seeker-input, send, reset, chat, strategy, motivation,
 classifier, memory, force, download, status.
 """
-from __future__ import annotations
+# no ``from __future__ import annotations``: gradio finds the ``request: gr.Request`` parameter of the event
+# handlers by their evaluated annotations
 
+import atexit
 import os
+import secrets
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 
+from magic.common.io_utils import make_temp_dir, remove_stale_temp_dirs
 from magic.esconv.dialogues import STRATEGIES
 
 AUTO = "(inferred)"  # the force dropdown's "do not force" entry
 
 CSS = "#strategy textarea {font-weight: bold}"
+
+
+class PrivateFiles:
+    """The one place the web chat writes anything of a conversation: a folder of this server process, readable
+    by its owner only, holding the download file of each browser session (``sessions``: session key -> path).
+    ``remove(key)`` when a session ends, ``close()`` when the server ends (also registered with atexit). A
+    folder that a killed server left is removed when the next one starts (remove_stale_temp_dirs)."""
+
+    PATTERN = "magic_chat_*"
+
+    def __init__(self):
+        base = tempfile.gettempdir()
+        remove_stale_temp_dirs(base, self.PATTERN)
+        self.folder = make_temp_dir(base, self.PATTERN[:-1], 0o700)
+        self.sessions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._gradio_cache = None  # the GRADIO_TEMP_DIR this replaced (use_as_gradio_cache)
+        atexit.register(self.close)
+
+    def use_as_gradio_cache(self) -> None:
+        """Make this folder Gradio's cache (GRADIO_TEMP_DIR) for the components built from now on, so the files
+        Gradio serves are these and it copies nothing into its default cache (``<tmp>/gradio``)."""
+        self._gradio_cache = (os.environ.get("GRADIO_TEMP_DIR"),)
+        os.environ["GRADIO_TEMP_DIR"] = self.folder
+
+    def write(self, key: str, text: str) -> str:
+        """The session's file, (re)written with ``text`` (0600, through a temporary file); a random name, so
+        that a link to one session's file cannot be guessed from another's."""
+        with self._lock:
+            path = self.sessions.get(key) or os.path.join(self.folder, f"dialogue_{secrets.token_hex(8)}.jsonl")
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".dialogue_", suffix=".tmp")  # mode 0600
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            self.sessions[key] = path
+            return path
+
+    def remove(self, key: str) -> None:
+        """The session's file, gone (the session ended, or its conversation was reset)."""
+        with self._lock:
+            path = self.sessions.pop(key, None)
+            if path and os.path.exists(path):
+                os.unlink(path)
+
+    def close(self) -> None:
+        """Remove the folder and everything in it; give Gradio its former cache setting back. Idempotent."""
+        with self._lock:
+            self.sessions.clear()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if self._gradio_cache is not None:
+                (previous,) = self._gradio_cache
+                if os.environ.get("GRADIO_TEMP_DIR") == self.folder:
+                    if previous is None:
+                        os.environ.pop("GRADIO_TEMP_DIR", None)
+                    else:
+                        os.environ["GRADIO_TEMP_DIR"] = previous
+                self._gradio_cache = None
 
 
 def _messages(session) -> list[dict]:
@@ -48,27 +125,32 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def build_app(engine, desc: str, situation: str = ""):
-    """The gr.Blocks app (not launched)."""
+def build_app(engine, desc: str, situation: str = "", files: PrivateFiles | None = None):
+    """The gr.Blocks app (not launched). ``files`` (default: a new PrivateFiles, made Gradio's cache) holds the
+    download files; the app keeps it as ``app.private_files``; close it when the app is done with."""
+    files = files or PrivateFiles()
+    # before gradio is first imported (some of its modules fix their cache folder then) and before any component
+    # exists (each takes its cache folder when it is built)
+    files.use_as_gradio_cache()
     import gradio as gr
 
     from magic.chat.engine import StrategyError
 
     k = engine.model.strategy_memory_max
-    download_dir = tempfile.mkdtemp(prefix="magic_chat_")
+    live: dict = {}  # session key -> its ChatSession, so that the end of a session clears its conversation
 
-    def session_of(state):
-        return state if state is not None else engine.session(situation)
+    def session_of(state, request):
+        session = state if state is not None else engine.session(situation)
+        live[request.session_hash] = session
+        return session
 
-    def dialogue_file(session) -> str | None:
+    def dialogue_file(session, request) -> str | None:
         if not session.turns:
+            files.remove(request.session_hash)
             return None
-        path = os.path.join(download_dir, f"chat_{id(session):x}.jsonl")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(session.multiesc_line())
-        return path
+        return files.write(request.session_hash, session.multiesc_line())
 
-    def view(session, status: str):
+    def view(session, status: str, request):
         last = session.last
         return (_messages(session),
                 f"{last.strategy}  ({last.source})" if last else "",
@@ -76,18 +158,18 @@ def build_app(engine, desc: str, situation: str = ""):
                 last.classifier_probs if last else None,
                 _memory_bars(session.memory_fill(), k),
                 gr.update(value=AUTO),
-                gr.update(value=dialogue_file(session), interactive=bool(session.turns)),
+                gr.update(value=dialogue_file(session, request), interactive=bool(session.turns)),
                 status, session)
 
-    def on_load(state):
-        session = session_of(state)
-        return view(session, f"Strategies from {desc}.")
+    def on_load(state, request: gr.Request):
+        session = session_of(state, request)
+        return view(session, f"Strategies from {desc}.", request)
 
-    def on_send(message, situation_text, forced, state):
-        session = session_of(state)
+    def on_send(message, situation_text, forced, state, request: gr.Request):
+        session = session_of(state, request)
         message = (message or "").strip()
         if not message:
-            return (gr.update(),) + view(session, "Type what the seeker says.")
+            return (gr.update(),) + view(session, "Type what the seeker says.", request)
         if not session.turns:
             session.situation = situation_text or ""
         if forced and forced != AUTO:
@@ -96,14 +178,20 @@ def build_app(engine, desc: str, situation: str = ""):
             res = session.say(message)
         except StrategyError as e:
             gr.Warning(str(e))
-            return (gr.update(value=message),) + view(session, f"error: {e}")
+            return (gr.update(value=message),) + view(session, f"error: {e}", request)
         status = f"{res.strategy} ({res.source}), answered in {res.seconds:.1f} s."
-        return ("",) + view(session, status)
+        return ("",) + view(session, status, request)
 
-    def on_reset(state):
-        session = session_of(state)
+    def on_reset(state, request: gr.Request):
+        session = session_of(state, request)
         session.reset()
-        return ("",) + view(session, "New conversation.")
+        return ("",) + view(session, "New conversation.", request)
+
+    def on_unload(request: gr.Request):  # the tab was closed or reloaded: the session is over
+        files.remove(request.session_hash)
+        session = live.pop(request.session_hash, None)
+        if session is not None:
+            session.reset()
 
     with gr.Blocks(title="MAGIC chat") as app:
         state = gr.State(None)
@@ -136,23 +224,35 @@ def build_app(engine, desc: str, situation: str = ""):
         seeker.submit(on_send, [seeker, situation_box, force, state], [seeker] + outputs)
         send.click(on_send, [seeker, situation_box, force, state], [seeker] + outputs)
         reset.click(on_reset, [state], [seeker] + outputs)
-    app.download_dir = download_dir
+        app.unload(on_unload)
+    app.private_files = files
     return app
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt  # gradio closes its server on it, and serve's finally removes the private folder
 
 
 def serve(engine, desc: str, args) -> int:
     """Launch the page on args.host:args.port (blocks until Ctrl-C)."""
     auth = parse_auth(args.auth)
     app = build_app(engine, desc, args.situation)
+    files = app.private_files
     if args.host not in ("127.0.0.1", "localhost") and auth is None:
         print(f"warning: serving on {args.host} without authentication; anyone who can reach port {args.port} can "
               "use the models (--auth USER:PASS or $MAGIC_CHAT_AUTH)", file=sys.stderr)
     print(f"MAGIC chat: {desc}.", flush=True)
+    print(f"Conversations are kept in memory while their tab is open; the download file of each is in {files.folder} "
+          "(owner only), removed when the session ends and the folder when this server stops.", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                   allowed_paths=[app.download_dir], ssr_mode=False, css=CSS, quiet=False)
+                   allowed_paths=[files.folder], ssr_mode=False, css=CSS, quiet=False)
     except OSError as e:  # e.g. the port is taken
         from magic.chat.engine import ChatSetupError
 
         raise ChatSetupError(f"cannot serve on {args.host}:{args.port}: {e}") from None
+    finally:
+        files.close()
     return 0

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
+import pickle
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
 from typing import Any, Iterator
+
+from magic.common.errors import OutputExistsError, UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -53,8 +58,6 @@ _MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*
 def is_own_output(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder atomic_dir may replace: empty, marked as written by it, or holding only
     model-folder files (checkpoints and exports written before the marker)."""
-    import fnmatch
-
     path = os.fspath(path)
     if not os.path.isdir(path) or os.path.islink(path):
         return False
@@ -68,8 +71,6 @@ def is_own_output(path: str | os.PathLike) -> bool:
 def check_replaceable(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite_output_dir") -> None:
     """Refuse (OutputExistsError) to replace ``path`` unless it is absent, ours (is_own_output) or
     ``overwrite``. Call it before any work, so a long run never ends in a refusal."""
-    from magic.common.errors import OutputExistsError
-
     path = os.fspath(path)
     if overwrite or not os.path.lexists(path) or is_own_output(path):
         return
@@ -78,11 +79,80 @@ def check_replaceable(path: str | os.PathLike, overwrite: bool = False, flag: st
                             f"it: choose another output path, or pass {flag} to replace it")
 
 
+# Written into a temporary folder of this project the moment it is created (atomic_dir's ``.<name>.*``, the
+# web chat's ``magic_chat_*``): which process made it, so a later run can tell a folder left by a killed
+# process (removed, and said so) from one being written now (kept). Nothing without it is ever removed.
+TEMP_MARKER = ".magic_temp"
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str, mode: int = 0o700) -> str:
+    """``tempfile.mkdtemp(dir=parent, prefix=prefix)`` with TEMP_MARKER (this process's id and host) in it,
+    permissions ``mode``. remove_stale_temp_dirs removes it once this process no longer runs."""
+    tmp = tempfile.mkdtemp(dir=os.fspath(parent), prefix=prefix)
+    os.chmod(tmp, mode)
+    with open(os.path.join(tmp, TEMP_MARKER), "w", encoding="utf-8") as f:
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    return tmp
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False  # alive (another user's), or cannot tell: keep
+    return False
+
+
+def _stale_reason(folder: str) -> str | None:
+    """Why ``folder`` (a temporary folder of this project) may be removed, or None to keep it."""
+    try:
+        with open(os.path.join(folder, TEMP_MARKER), encoding="utf-8") as f:
+            mark = json.loads(f.read())
+        pid, host = int(mark["pid"]), str(mark["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no (readable) marker: not provably ours
+    if host != socket.gethostname() or pid == os.getpid() or not _pid_gone(pid):
+        return None  # another machine's, our own, or its process still runs
+    return f"left by an interrupted save (process {pid} on this host no longer runs)"
+
+
+def remove_stale_temp_dirs(parent: str | os.PathLike, pattern: str = ".*.*") -> list[str]:
+    """Remove the folders matching ``pattern`` in ``parent`` that a killed process of this project left: those
+    carrying TEMP_MARKER of a process no longer running on this host, and atomic_dir's ``.<name>.*.old``
+    (a replaced version, moved aside) once ``<name>`` exists again. Nothing else (no marker: not ours). Warns
+    once per folder removed; returns their paths."""
+    parent = os.fspath(parent)
+    removed = []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        if not fnmatch.fnmatch(name, pattern) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        reason = _stale_reason(path)
+        if reason is None and name.startswith(".") and name.endswith(".old"):
+            target = os.path.join(parent, name[1:].rsplit(".", 2)[0])
+            if os.path.isdir(target) and os.path.exists(os.path.join(path, OUTPUT_MARKER)):
+                reason = f"the previous version of {target}, left by an interrupted save"
+        if reason is None:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+            warnings.warn(f"removed {path}: {reason}", stacklevel=2)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
     """Build a folder atomically: yields a temporary folder beside ``path``; when the block finishes, the
     folder replaces ``path`` (an older ``path`` is kept until the swap); when it raises, it is removed.
-    So an interrupted model export or checkpoint never leaves a half-written folder under ``path``.
+    So an interrupted model export or checkpoint never leaves a half-written folder under ``path``; one
+    that a kill -9 left behind is removed by the next atomic_dir in the same folder (remove_stale_temp_dirs).
 
     Only a folder atomic_dir wrote itself (it holds the ``.magic_output`` marker; see is_own_output) is
     replaced; anything else at ``path`` is refused before the block runs, unless ``overwrite``."""
@@ -90,12 +160,14 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str
     check_replaceable(path, overwrite)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(path) + ".")
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; model folders are meant to be shared
+    remove_stale_temp_dirs(parent)
+    # mkdtemp makes it private; model folders are meant to be shared
+    tmp = make_temp_dir(parent, "." + os.path.basename(path) + ".", 0o777 & ~_UMASK)
     try:
         yield tmp
         with open(os.path.join(tmp, OUTPUT_MARKER), "w", encoding="utf-8") as f:
             f.write("written by the MAGIC reproduction; this folder may be replaced by the step that wrote it\n")
+        os.unlink(os.path.join(tmp, TEMP_MARKER))  # complete: from now on an output, not a temporary
         check_replaceable(path, overwrite)  # something may have appeared there while the block ran
         old = None
         if os.path.lexists(path):
@@ -105,7 +177,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str
         if old:
             if os.path.isdir(old) and not os.path.islink(old):
                 shutil.rmtree(old, ignore_errors=True)
-            else:
+            elif os.path.lexists(old):
                 os.unlink(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,16 +199,38 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
                              "in UTF-8") from None
 
 
+def check_finite(obj: Any, where: str) -> None:
+    """Every floating-point tensor in ``obj`` (a tensor, or dicts / lists / tuples holding tensors, as a
+    state_dict, the memory bank or a training state) must be finite: else a UserError naming ``where`` and
+    the tensor (``model.encoder.layers.0.fc1.weight``, ``[2]`` for slot 2 of the bank, ``optimizer.state.3.exp_avg``).
+    A NaN in a checkpoint loads silently and decodes empty responses that score 0."""
+    import torch
+
+    stack = [("", obj)]
+    while stack:
+        name, x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            if (x.is_floating_point() or x.is_complex()) and x.numel():
+                bad = int((~torch.isfinite(x)).sum())
+                if bad:
+                    raise UserError(f"{where}: tensor {name or '(the file itself)'} holds {bad} NaN or infinite "
+                                    f"value{'s' if bad > 1 else ''} (of {x.numel()}); the file is corrupt or "
+                                    "training diverged; refusing to load it")
+        elif isinstance(x, dict):
+            stack += [(f"{name}.{k}" if name else str(k), v) for k, v in reversed(list(x.items()))]
+        elif isinstance(x, (list, tuple)):
+            stack += [(f"{name}[{i}]", v) for i, v in reversed(list(enumerate(x)))]
+
+
 def load_weights(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only, so a
-    file with arbitrary pickled code is refused, with an error naming it (never executed)."""
-    import pickle
-
+    file with arbitrary pickled code is refused, with an error naming it (never executed); and every tensor in
+    it finite (check_finite), so a NaN / inf in a checkpoint is refused naming the file and the tensor."""
     import torch
 
     path = os.fspath(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: refused to load (not plain tensors; weights_only=True: {first})") from None
@@ -144,6 +238,8 @@ def load_weights(path: str | os.PathLike) -> Any:
         if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip" not in str(e):
             raise
         raise ValueError(f"{path}: not a readable torch file (truncated or corrupt: {e})") from None
+    check_finite(obj, path)
+    return obj
 
 
 def plain_warnings() -> None:
@@ -151,3 +247,4 @@ def plain_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
     warnings.showwarning = show
+

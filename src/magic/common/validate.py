@@ -3,11 +3,13 @@
 Every check runs before any work starts (before a model is trained, a prompt generated or a file written)
 and fails with a ``UserError`` naming the file (and entry) and what was expected. See docs/RELIABILITY.md.
 
-* argparse types (``positive_int``, ``non_negative_int``, ``positive_float``, ...): bad numbers are refused at
-  parse time with argparse's usual message and exit code 2;
-* ``check_model_dir`` / ``check_tokenizer_files`` / ``check_vocab``: a model or tokenizer that cannot be what
-  the user meant (no such folder, no tokenizer files, a vocabulary of a handful of tokens, a vocabulary that
-  does not fit the model's embeddings);
+* argparse types (``positive_int``, ``non_negative_int``, ``length_int``, ``finite_float``, ``positive_float``,
+  ...): bad numbers are refused at parse time with argparse's usual message and exit code 2; every float type
+  refuses NaN and infinities (one rule, in ``_number``);
+* ``check_model_dir`` / ``check_tokenizer_files`` / ``check_json_files`` / ``check_vocab``: a model or tokenizer
+  that cannot be what the user meant (no such folder, no tokenizer files, a JSON file that does not parse or a
+  tokenizer.json that is not one, a vocabulary of a handful of tokens, a vocabulary that does not fit the
+  model's embeddings);
 * ``check_split_ids`` / ``check_ids_sidecar`` / ``check_duplicate_dialogues``: files mixed up between splits,
   a short or stale ids sidecar, a dialogue given twice;
 * ``require_nonempty``: an empty input is an error unless the user asked for that split to be empty;
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import warnings
 from typing import Iterable, Mapping, Sequence
 
 from magic.common.artifacts import SPLITS
 from magic.common.errors import UserError
+from magic.common.io_utils import load_json
 
 
 # ---------------------------------------------------------------------------------------- argparse types
@@ -32,8 +36,10 @@ def _number(cast, test, expected: str):
             value = cast(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}") from None
-        if cast is float and value != value:  # NaN
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}")
+        # the one rule of every float flag: NaN and infinities are refused ("nan", "inf", "1e999"); a flag
+        # that gives them a meaning needs its own type, documented in its help
+        if cast is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected} (finite)")
         if not test(value):
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}")
         return value
@@ -41,10 +47,17 @@ def _number(cast, test, expected: str):
     return parse
 
 
+# BART wraps every sequence in <s> ... </s>: a length below this cannot be applied (the tokenizer keeps the
+# sequence whole); magic.generator.data.DialogueDataset checks the tokenizer's own count
+MIN_SEQUENCE_LENGTH = 2
+
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a number > 0")
-non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+length_int = _number(int, lambda v: v >= MIN_SEQUENCE_LENGTH,
+                     f"an integer >= {MIN_SEQUENCE_LENGTH} (a sequence holds <s> and </s> at least)")
+finite_float = _number(float, lambda v: True, "a number")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 probability = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
 
 
@@ -79,11 +92,39 @@ def check_model_dir(name: str | os.PathLike, what: str, flag: str = "") -> str:
 
 
 def check_tokenizer_files(folder: str | os.PathLike, what: str = "model") -> None:
-    """A local model folder must hold a tokenizer: one of TOKENIZER_FILES."""
+    """A local model folder must hold a tokenizer (one of TOKENIZER_FILES), and its JSON files must be what
+    transformers reads (check_json_files)."""
     folder = os.fspath(folder)
     if os.path.isdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
         raise UserError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); "
                         f"copy the tokenizer of the {what} into it, or point to a folder that has one")
+    check_json_files(folder)
+
+
+# The JSON files transformers reads from a model folder. Each is parsed with load_json first, so a truncated or
+# hand-broken one is an error naming it (transformers' and tokenizers' own errors do not name the file).
+MODEL_JSON_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json", "vocab.json")
+
+
+def check_json_files(folder: str | os.PathLike, names: Sequence[str] = MODEL_JSON_FILES) -> None:
+    """Every file of ``names`` present in ``folder`` must be a JSON object; tokenizer.json must be a tokenizers
+    file (an object with "model" and "added_tokens"). Raises an error naming the file."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        obj = load_json(path, f"JSON object ({name} of a model folder)")
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}: expected a JSON object, got a {type(obj).__name__}")
+        if name == "tokenizer.json" and not (isinstance(obj.get("model"), dict)
+                                             and isinstance(obj.get("added_tokens"), list)):
+            raise UserError(f"{path}: not a tokenizer file (expected the object the tokenizers library writes, "
+                            f"with 'model' and 'added_tokens'; got {sorted(obj)[:6] or 'an empty object'}); copy "
+                            "the tokenizer files again from the model it belongs to")
 
 
 def embedding_rows(model) -> int | None:

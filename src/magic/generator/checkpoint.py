@@ -12,21 +12,26 @@ for the record; nothing is read back from it). A directory without generator_con
 released code: it gets ``generator_config.RELEASED`` (pool "all", max_length 512, max_length_res_memory 64)
 and loads when ``bart_base_dir`` names the BART it was trained from.
 
-Everything is loaded with ``torch.load(..., weights_only=True)``; directories are written atomically
-(built under a temporary name, then renamed).
+Everything is loaded with ``torch.load(..., weights_only=True)`` and every tensor checked finite
+(magic.common.io_utils.load_weights: a NaN or infinity is refused naming the file and the tensor); every JSON
+file is parsed with load_json before transformers reads it (a broken one is named); a tokenizer must be
+complete (tokenizer.json, or vocab.json and merges.txt); a memory bank may hold at most K entries per slot.
+Directories are written atomically (built under a temporary name, then renamed).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
 from typing import Any
 
 import torch
 
+from magic.common.errors import UserError
+from magic.esconv.dialogues import STRATEGIES
 from magic.generator.config import GeneratorConfig
-from magic.common.io_utils import atomic_dir, atomic_write_json, load_weights
+from magic.common.io_utils import atomic_dir, atomic_write_json, load_json, load_weights
+from magic.common.validate import check_json_files, check_model_dir, check_vocab
 
 MODEL_FILE = "dialogue_model.pth"
 BANK_FILE = "memory_bank.pth"
@@ -71,8 +76,48 @@ def save_checkpoint(model, tokenizer, args: Any, out_dir: str | os.PathLike) -> 
     return out_dir
 
 
+# A BART tokenizer is tokenizer.json, or vocab.json with merges.txt.
+TOKENIZER_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+TOKENIZER_NEEDED = "tokenizer.json, or vocab.json and merges.txt"
+
+
 def _has_tokenizer(d: str) -> bool:
-    return any(os.path.exists(os.path.join(d, f)) for f in ("tokenizer.json", "vocab.json"))
+    """Whether ``d`` holds a complete BART tokenizer; an incomplete one (vocab.json alone) is an error."""
+    if any(all(os.path.exists(os.path.join(d, f)) for f in files) for files in TOKENIZER_SETS):
+        return True
+    partial = [f for files in TOKENIZER_SETS for f in files if os.path.exists(os.path.join(d, f))]
+    if partial:
+        missing = [f for f in TOKENIZER_SETS[1] if f not in partial]
+        raise UserError(f"{d}: incomplete tokenizer: {', '.join(partial)} without {', '.join(missing)} "
+                        f"(expected {TOKENIZER_NEEDED}); copy the tokenizer files again")
+    return False
+
+
+def _load_tokenizer(folder: str, where: str):
+    """BartTokenizer.from_pretrained(folder); what the tokenizers library cannot read is one error naming it."""
+    from transformers import BartTokenizer
+
+    try:
+        return BartTokenizer.from_pretrained(folder)
+    except Exception as e:  # tokenizers raises a bare Exception for a tokenizer.json it cannot deserialise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{where}: cannot load the tokenizer ({first})") from None
+
+
+def check_bank_rows(bank, model, path: str, k_given: bool) -> None:
+    """A bank saved by training never holds more than K (strategy_memory_max) entries per slot: more is another
+    model's bank, refused; unless another K was asked for (``k_given``), then the latest K are kept, and said."""
+    k = model.strategy_memory_max
+    for i, t in enumerate(bank):
+        n = int(t.size(0)) if isinstance(t, torch.Tensor) and t.dim() >= 1 else 0
+        if n <= k:
+            continue
+        label = STRATEGIES[i] if i < len(STRATEGIES) else f"slot {i}"
+        if not k_given:
+            raise UserError(f"{path}: slot {i} ({label}) holds {n} entries, more than the checkpoint's "
+                            f"strategy_memory_max (K) {k}; the bank belongs to another model or configuration")
+        warnings.warn(f"{path}: slot {i} ({label}) holds {n} entries; keeping the latest {k} "
+                      f"(strategy_memory_max {k} was asked for)")
 
 
 def load_state_dict_strict(model, path: str) -> None:
@@ -100,7 +145,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     The BART config comes from the checkpoint's config.json, else from ``bart_base_dir`` (required for a
     released-code checkpoint). ``model_overrides`` replace recorded model settings (e.g. pool="masked").
     """
-    from transformers import BartConfig, BartTokenizer
+    from transformers import BartConfig
 
     from magic.generator.model import DialogueModel
 
@@ -109,25 +154,37 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{ckpt_dir}: no {MODEL_FILE}; expected a checkpoint directory written by "
                                 "main.py (or the released code)")
+    check_json_files(ckpt_dir)  # config.json, tokenizer files: a broken one is named before transformers reads it
     gen_config, released = GeneratorConfig.for_checkpoint(ckpt_dir)
     args_path = os.path.join(ckpt_dir, ARGS_FILE)
     if released:
         args = {"released_checkpoint": True}
     elif os.path.exists(args_path):
-        with open(args_path, encoding="utf-8") as f:
-            args = json.load(f)
+        args = load_json(args_path, "JSON object of training arguments")
     else:
         args = {}
-
     if os.path.exists(os.path.join(ckpt_dir, CONFIG_FILE)):
         config = BartConfig.from_pretrained(ckpt_dir)
     elif bart_base_dir is not None:
-        from magic.common.validate import check_model_dir
         config = BartConfig.from_pretrained(check_model_dir(
             bart_base_dir, f"BART (needed because {ckpt_dir} has no {CONFIG_FILE})", "--bart_base_dir"))
     else:
         raise ValueError(f"{ckpt_dir}: no {CONFIG_FILE} (a released-code checkpoint?); pass bart_base_dir / "
                          "--bart_base_dir, the BART it was trained from (e.g. facebook/bart-base)")
+    # where the tokenizer comes from, decided before the weights load: a missing one fails at once
+    if _has_tokenizer(ckpt_dir):
+        tokenizer_dir, tokenizer_where = ckpt_dir, ckpt_dir
+    elif bart_base_dir is not None:
+        tokenizer_dir = check_model_dir(bart_base_dir, f"BART tokenizer (needed because {ckpt_dir} has no tokenizer "
+                                                       f"files ({TOKENIZER_NEEDED}))", "--bart_base_dir")
+        check_json_files(tokenizer_dir)
+        tokenizer_where = f"{tokenizer_dir} (--bart_base_dir)"
+        if not released:
+            warnings.warn(f"{ckpt_dir}: no tokenizer files ({TOKENIZER_NEEDED}); using the tokenizer of "
+                          f"--bart_base_dir {tokenizer_dir}")
+    else:
+        raise UserError(f"{ckpt_dir}: no tokenizer files (expected {TOKENIZER_NEEDED}); copy them from the BART it "
+                        "was trained from, or pass bart_base_dir / --bart_base_dir")
     model = DialogueModel(config, gen_config, **model_overrides)
     load_state_dict_strict(model, model_path)
 
@@ -137,6 +194,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
         if not isinstance(bank, (list, tuple)):
             raise ValueError(f"{bank_path}: expected a list of {model.num_strategies} tensors, "
                              f"got {type(bank).__name__}")
+        check_bank_rows(bank, model, bank_path, "strategy_memory_max" in model_overrides)
         try:
             model.load_memory_state(bank)
         except ValueError as e:
@@ -144,13 +202,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     else:
         warnings.warn(f"{ckpt_dir}: no {BANK_FILE}; the memory bank starts empty (memory vectors are zero)")
 
-    if _has_tokenizer(ckpt_dir):
-        tokenizer = BartTokenizer.from_pretrained(ckpt_dir)
-    elif bart_base_dir is not None:
-        tokenizer = BartTokenizer.from_pretrained(os.fspath(bart_base_dir))
-    else:
-        raise ValueError(f"{ckpt_dir}: no tokenizer files; pass bart_base_dir")
-    from magic.common.validate import check_vocab
+    tokenizer = _load_tokenizer(tokenizer_dir, tokenizer_where)
     check_vocab(tokenizer, model, ckpt_dir)
     model.to(resolve_device(device))
     model.eval()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-from magic.common.io_utils import atomic_write_json
+from magic.common.io_utils import atomic_write_json, load_json
 
 CONFIG_FILE = "generator_config.json"
 POOL_MODES = ("masked", "all")
@@ -47,12 +48,17 @@ class GeneratorConfig:
     truncation_side: str = "right"
 
     def __post_init__(self):
+        for f in fields(self):  # every field has the type its annotation names: "false" is not a boolean
+            value, typ = getattr(self, f.name), FIELD_TYPES[f.name]
+            if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+                raise ValueError(f"{f.name} must be a{'n' if typ is int else ''} {TYPE_NAMES[typ]}, got "
+                                 f"{json.dumps(value) if _jsonable(value) else repr(value)}")
         if self.pool not in POOL_MODES:
             raise ValueError(f"pool must be one of {POOL_MODES}, got {self.pool!r}")
         if self.truncation_side not in TRUNCATION_SIDES:
             raise ValueError(f"truncation_side must be one of {TRUNCATION_SIDES}, got {self.truncation_side!r}")
         for name in ("num_strategies", "strategy_memory_max", "max_length", "max_length_res_memory"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
@@ -86,15 +92,25 @@ class GeneratorConfig:
         earlier version of this code kept in args.json["model"]; else ``RELEASED`` (a released checkpoint)."""
         path = os.path.join(folder, CONFIG_FILE)
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return cls.from_dict(json.load(f), path), False
+            return cls.from_dict(load_json(path, "JSON object of generator settings"), path), False
         args_path = os.path.join(folder, "args.json")
         if os.path.exists(args_path):
-            with open(args_path, encoding="utf-8") as f:
-                legacy = json.load(f).get("model")
+            saved = load_json(args_path, "JSON object of training arguments")
+            legacy = saved.get("model") if isinstance(saved, dict) else None
             if legacy is not None:
                 return cls.from_dict(legacy, f"{args_path} [\"model\"]"), False
         return RELEASED, True
+
+
+# The typed-field table: each field's type, from the annotations above (the one place a field is declared).
+FIELD_TYPES: dict[str, type] = typing.get_type_hints(GeneratorConfig)
+TYPE_NAMES = {bool: "boolean (true or false, not a string)", int: "integer", str: "string"}
+if not set(FIELD_TYPES.values()) <= set(TYPE_NAMES):
+    raise TypeError(f"GeneratorConfig: a field of a type __post_init__ cannot check: {FIELD_TYPES}")
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 # The released code's settings (src/bart_dialog.py, src/dataset.py of Wh2018/MAGIC): fixed padding, pooling

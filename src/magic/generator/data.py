@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, strategy_id
 from magic.generator.config import GeneratorConfig
 from magic.common.io_utils import load_json
@@ -31,8 +32,10 @@ STRATEGY_SOURCES = ("inferred", "gold")  # where a record's "strategy" came from
 _FIELDS = {"context": list, "response": str, "strategy": str, "response_memory": list, "strategy_memory": list}
 
 
-def validate_record(rec: Any, where: str) -> None:
-    """Raise ValueError naming ``where`` (file and record index/id) when a record breaks the contract."""
+def validate_record(rec: Any, where: str, allow_empty_response: bool = False, allow_flag: str | None = None) -> None:
+    """Raise ValueError naming ``where`` (file and record index/id) when a record breaks the contract. An empty
+    (or blank) ``response`` is refused unless ``allow_empty_response``: it is the target the generator learns
+    (an empty one teaches it to say nothing) and the reference a test response is scored against."""
     if not isinstance(rec, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     for key, typ in _FIELDS.items():
@@ -42,6 +45,10 @@ def validate_record(rec: Any, where: str) -> None:
             raise ValueError(f"{where}: field {key!r} must be a {typ.__name__}, got {type(rec[key]).__name__}")
     if not rec["context"] or not all(isinstance(x, str) for x in rec["context"]):
         raise ValueError(f"{where}: 'context' must be a non-empty list of strings")
+    if not rec["response"].strip() and not allow_empty_response:
+        hint = f", or pass {allow_flag} to keep it" if allow_flag else ""
+        raise UserError(f"{where}: empty 'response'; expected the supporter's reply (the training target, or the "
+                        f"reference a test response is scored against): fix or drop the record{hint}")
     if not all(isinstance(x, str) for x in rec["response_memory"] + rec["strategy_memory"]):
         raise ValueError(f"{where}: 'response_memory' and 'strategy_memory' must be lists of strings")
     if len(rec["response_memory"]) != len(rec["strategy_memory"]):
@@ -61,8 +68,11 @@ def validate_record(rec: Any, where: str) -> None:
                              "(any case, brackets allowed)") from None
 
 
-def load_records(path: str | os.PathLike, max_samples: int | None = None) -> list[dict]:
-    """Load and validate a data/*.json file (a JSON list of records); keep the first ``max_samples``."""
+def load_records(path: str | os.PathLike, max_samples: int | None = None, allow_empty_responses: bool = False,
+                 allow_flag: str | None = None) -> list[dict]:
+    """Load and validate a data/*.json file (a JSON list of records); keep the first ``max_samples``. A record
+    with an empty response is an error naming it unless ``allow_empty_responses`` (``allow_flag``: the flag that
+    says so, named in the error)."""
     recs = load_json(path, what="JSON list of generator records")
     if not isinstance(recs, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(recs).__name__}")
@@ -70,8 +80,22 @@ def load_records(path: str | os.PathLike, max_samples: int | None = None) -> lis
         recs = recs[:max_samples]
     for i, rec in enumerate(recs):
         rid = rec.get("id") if isinstance(rec, dict) else None
-        validate_record(rec, f"{path}: record {i}" + (f" (id {rid})" if rid else ""))
+        validate_record(rec, f"{path}: record {i}" + (f" (id {rid})" if rid else ""), allow_empty_responses,
+                        allow_flag)
     return recs
+
+
+def check_lengths(config: GeneratorConfig, tokenizer) -> None:
+    """A length is applied as given or refused: below the special tokens the tokenizer adds (2 for BART,
+    <s> and </s>), transformers cannot truncate and keeps the whole sequence, so ``max_length 1`` would run
+    as no limit at all while being recorded as 1."""
+    smallest = tokenizer.num_special_tokens_to_add()
+    for name in ("max_length", "max_length_res_memory"):
+        value = getattr(config, name)
+        if value < smallest:
+            raise UserError(f"{name} {value} is too small for this tokenizer (it adds {smallest} special tokens to "
+                            f"every sequence and could not cut it to {value}); the smallest that works is "
+                            f"{smallest} (--{name} {smallest})")
 
 
 class DialogueDataset(Dataset):
@@ -92,6 +116,7 @@ class DialogueDataset(Dataset):
         truncation_side = config.truncation_side
         if tokenizer.sep_token is None or tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a sep_token and a pad_token (a BART tokenizer has both)")
+        check_lengths(config, tokenizer)
         self.records = list(records)
         self.max_length = max_length
         self.max_length_res_memory = max_length_res_memory

@@ -187,17 +187,17 @@ EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_sto
 def add_decoding_flags(p):
     """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
     the same ones)."""
-    from magic.common.validate import non_negative_float, positive_int
+    from magic.common.validate import finite_float, length_int, non_negative_float, positive_int
 
     p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
                    help="BART the model was trained from; only needed for checkpoints without config.json "
                         "(written by the released code)")
     p.add_argument("--num_beams", type=positive_int, default=5, help="beams per sample")
-    p.add_argument("--max_length", type=positive_int, default=512, help="max context tokens")
+    p.add_argument("--max_length", type=length_int, default=512, help="max context tokens")
     p.add_argument("--max_length_res", type=positive_int, default=64, help="max generated tokens (EOS included)")
     p.add_argument("--diversity_penalty", type=non_negative_float, default=1.0,
                    help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
-    p.add_argument("--length_penalty", type=float, default=1.0,
+    p.add_argument("--length_penalty", type=finite_float, default=1.0,
                    help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
     # added
     p.add_argument("--num_beam_groups", type=positive_int, default=5,

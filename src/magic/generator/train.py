@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import logging
 import math
 import os
@@ -35,9 +34,10 @@ from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, resolve_dev
                             write_checkpoint_files)
 from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from magic.generator.config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
-from magic.common.io_utils import atomic_dir, atomic_write_json, load_weights
-from magic.common.validate import (check_bart_dir, check_split_ids, merge_resume_args, non_negative_float, non_negative_int,
-                          positive_int)
+from magic.common.io_utils import (atomic_dir, atomic_write_json, check_finite, load_json, load_weights,
+                                   remove_stale_temp_dirs)
+from magic.common.validate import (check_bart_dir, check_split_ids, length_int, merge_resume_args, non_negative_float,
+                                   non_negative_int, positive_int)
 
 STATE_FILE = "training_state.pt"
 LAST_DIR = "last"
@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bart_base_dir", default="src/bart_base/",
                    help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
     p.add_argument("--l_strategy", type=non_negative_float, default=0.2, help="weight of the auxiliary strategy loss")
-    p.add_argument("--max_length", type=positive_int, default=d.max_length, help="max tokens of context / response")
+    p.add_argument("--max_length", type=length_int, default=d.max_length, help="max tokens of context / response")
     p.add_argument("--strategy_memory_max", type=positive_int, default=d.strategy_memory_max,
                    help="K, entries kept per memory slot")
-    p.add_argument("--max_length_res_memory", type=positive_int, default=d.max_length_res_memory,
+    p.add_argument("--max_length_res_memory", type=length_int, default=d.max_length_res_memory,
                    help="max tokens of a memory response")
     # added
     p.add_argument("--seed", type=int, default=42, help="seeds the initialisation and the shuffling")
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=list(POOL_MODES), default=d.pool,
                    help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
                         "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
+    p.add_argument("--allow_empty_responses", action="store_true",
+                   help="train and validate on records whose response is empty (refused by default, naming the "
+                        "record: an empty target teaches the model to say nothing)")
     p.add_argument("--keep_best_only", action="store_true",
                    help="keep only the best epoch_<e>_val_ppl_<p>/ checkpoint of this run: each time a better one "
                         "is saved, the previous best of this run is deleted (last/ is kept for --resume)")
@@ -356,13 +359,15 @@ def run_training(args: argparse.Namespace) -> dict:
     resume_state = None
     if args.resume:
         run_dir, last_dir = _resume_dirs(args.resume)
-        with open(os.path.join(last_dir, "args.json"), encoding="utf-8") as f:
-            saved = json.load(f)
+        saved = load_json(os.path.join(last_dir, "args.json"), "JSON object of training arguments")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{os.path.join(last_dir, 'args.json')}: expected a JSON object of training arguments")
         saved.pop("model", None)
         defaults = vars(build_parser().parse_args([]))
         args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES,
                                                       RESUME_HONOURED, run_dir))
         resume_state = load_weights(os.path.join(last_dir, STATE_FILE))
+        remove_stale_temp_dirs(run_dir)  # what a kill -9 during a save left (.last.*, .epoch_*.*): removed, and said
     # check the device before anything is written
     device = resolve_device(args.device)
     dp = distributed.setup(args.device)  # torchrun: one process per device, rank 0 writes
@@ -385,12 +390,14 @@ def run_training(args: argparse.Namespace) -> dict:
         else:
             tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
             model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
+            check_finite(model.state_dict(), f"{args.bart_base_dir} (--bart_base_dir)")
         model.to(device)
         if dp.enabled:
             model.memory_gather = dp.gather_memory
 
-        train_records = load_records(args.train_data, args.max_train_samples)
-        valid_records = load_records(args.valid_data, args.max_valid_samples)
+        allow = args.allow_empty_responses
+        train_records = load_records(args.train_data, args.max_train_samples, allow, "--allow_empty_responses")
+        valid_records = load_records(args.valid_data, args.max_valid_samples, allow, "--allow_empty_responses")
         check_split_ids([r.get("id") for r in train_records], "train", args.train_data)
         check_split_ids([r.get("id") for r in valid_records], "valid", args.valid_data)
         log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")

@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from magic.common.io_utils import atomic_write_text
+from magic.common.io_utils import atomic_write_text, load_json
 from magic.llm.prompts import wrap_default_template
 
 IGNORE_INDEX = -100
@@ -63,11 +63,7 @@ class EncodingRule:
         path = os.path.join(os.fspath(folder), ENCODING_FILE)
         if not os.path.isfile(path):
             return cls()
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
+        data = load_json(path, "prompt encoding rule")
         expected = set(cls.__dataclass_fields__)
         if not isinstance(data, dict) or set(data) - expected:
             raise ValueError(f"{path}: expected an object with keys {sorted(expected)}, got {data!r:.200}")

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from typing import Iterable, Sequence
 
-from magic.common.io_utils import atomic_dir
+from magic.common.io_utils import atomic_dir, load_json
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in facebook/bart-base; <mask> goes last
 
@@ -58,8 +58,7 @@ def train_tokenizer_files(texts: Iterable[str], out_dir: str, vocab_size: int) -
                             special_tokens=SPECIALS, show_progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         tok.save_model(tmp)
-        with open(os.path.join(tmp, "vocab.json"), encoding="utf-8") as f:
-            vocab = json.load(f)
+        vocab = load_json(os.path.join(tmp, "vocab.json"), "vocabulary")
         for i, s in enumerate(SPECIALS):
             if vocab.get(s) != i:
                 raise RuntimeError(f"tokenizer training put {s} at id {vocab.get(s)}, expected {i}")

@@ -14,12 +14,11 @@ strings, or an ESConv JSON-lines ``.txt``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Iterable, Sequence
 
 from magic.esconv.dialogues import STRATEGIES, load_dialogues
-from magic.common.io_utils import atomic_dir
+from magic.common.io_utils import atomic_dir, load_json
 from magic.llm.prompts import wrap_default_template
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -60,8 +59,7 @@ def texts_from_file(path: str | os.PathLike) -> list[str]:
     with open(path, encoding="utf-8") as f:
         head = f.read(4096).lstrip()[:1]
     if head == "[":
-        with open(path, encoding="utf-8") as f:
-            items = json.load(f)
+        items = load_json(path, "JSON list of prompts or texts")
         texts = []
         for item in items:
             if isinstance(item, dict):

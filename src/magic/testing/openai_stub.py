@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from magic.common.validate import non_negative_float
+
 _MARK_RE = re.compile(r"\*\*\*\[([^\]]+)\]\*\*\*")
 
 
@@ -236,7 +238,7 @@ def _text_completion(model: str | None, text: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--latency", type=non_negative_float, default=0.0, help="seconds per answer")
     parser.add_argument("--always", default=None, help="a fault for every request, e.g. 500")
     args = parser.parse_args()
     stub = StubServer(latency=args.latency, always=args.always, port=args.port)
