@@ -44,6 +44,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from magic.common.artifacts import best_checkpoint, run_dirs
+
 from magic.common.io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,13 +213,12 @@ def main_py_args(fx: dict, out: str, device: str, extra=()) -> list[str]:
 
 def main_py_values(out: str) -> tuple[list[float], str | None]:
     """Every logged loss and PPL of the one run under ``out`` and its best checkpoint."""
-    runs = sorted(glob.glob(os.path.join(out, "bs_*")))
+    runs = run_dirs(out)
     if not runs:
         return [], None
     hist = load_json(os.path.join(runs[-1], "history.json"), "training history")
     vals = [h[k] for h in hist for k in ("train_loss", "train_gen_loss", "train_strategy_loss", "val_ppl")]
-    best = sorted(glob.glob(os.path.join(runs[-1], "epoch_*")))
-    return vals, best[-1] if best else None
+    return vals, best_checkpoint(runs[-1])
 
 
 # --- strategy LLM (finetune_llm.py)

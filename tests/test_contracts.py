@@ -1,15 +1,21 @@
 """Contracts shared between steps have one home each (issue 21, item 3): the split list
-(magic.common.artifacts.SPLITS), the checkpoint and run folder names (magic.common.artifacts), and the error
-contract of every entry point (magic.common.errors.run_main)."""
+(magic.common.artifacts.SPLITS), the checkpoint and run folder names (magic.common.artifacts)."""
 import ast
+import datetime
 import importlib.util
 import os
+import subprocess
+import sys
+import types
 
 import pytest
 
-from magic.common.artifacts import SPLITS
+from magic.common.artifacts import (RUN_NAME_RE, SPLITS, best_checkpoint, checkpoint_dir_name, checkpoint_dirs,
+                                    latest_best_checkpoint, parse_checkpoint_dir, parse_run_dir, run_dir_name,
+                                    run_dirs)
 from magic.common.errors import UserError
 from magic.common.validate import id_split, parse_split_list
+from magic.generator import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIRS = ("src", "LLM_inference", "data", "scripts", "metric", "benchmarks")
@@ -68,3 +74,73 @@ def test_infer_strategy_splits_flag_uses_the_one_parser(capsys):
         with pytest.raises(SystemExit) as e:
             mod.main(["--splits", bad])
         assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- checkpoint folders
+def test_checkpoint_and_run_names_round_trip():
+    assert checkpoint_dir_name(3, 12.3456) == "epoch_3_val_ppl_12.35"  # the released name
+    assert parse_checkpoint_dir("out/run/epoch_3_val_ppl_12.35/") == (3, 12.35)
+    assert parse_checkpoint_dir(checkpoint_dir_name(7, 1e20)) == (7, 1e20)
+    for other in ("last", ".epoch_3_val_ppl_12.35.tmp", "epoch_3_val_ppl_inf", "epoch_x_val_ppl_1.0", "bs_1"):
+        assert parse_checkpoint_dir(other) is None, other
+    assert run_dir_name(16, 20, "20240101_120000") == "bs_16_epochs_20_20240101_120000"
+    assert parse_run_dir("out_model/bs_16_epochs_20_20240101_120000_2") == (16, 20, "20240101_120000", 2)
+    assert parse_run_dir("bs_16_epochs_20_2024") is None
+    assert RUN_NAME_RE.search("out/bs_4_epochs_1_20240101_120000_3/epoch_1_val_ppl_8.0")[0] == \
+        "bs_4_epochs_1_20240101_120000_3"
+
+
+def test_best_checkpoint_of_a_run_and_of_the_newest_run(tmp_path):
+    old, new = tmp_path / "bs_16_epochs_20_20240101_120000", tmp_path / "bs_4_epochs_9_20240102_080000"
+    for name in ("epoch_0_val_ppl_912.5", "epoch_9_val_ppl_50.0", "epoch_10_val_ppl_88.12", "last"):
+        (old / name).mkdir(parents=True)
+    for name in ("epoch_2_val_ppl_60.0", "epoch_5_val_ppl_60.0", "epoch_1_val_ppl_70.0"):
+        (new / name).mkdir(parents=True)
+    (tmp_path / "bs_4_epochs_9_20240103_080000").mkdir()  # the newest run, no checkpoint yet
+    (tmp_path / "notes").mkdir()
+    assert [os.path.basename(p) for p in checkpoint_dirs(old)] == [
+        "epoch_0_val_ppl_912.5", "epoch_9_val_ppl_50.0", "epoch_10_val_ppl_88.12"]  # by epoch, not by name
+    assert best_checkpoint(old) == str(old / "epoch_9_val_ppl_50.0")
+    assert best_checkpoint(new) == str(new / "epoch_5_val_ppl_60.0")  # equal rounded PPL: the later epoch
+    assert best_checkpoint(tmp_path / "notes") is None and best_checkpoint(tmp_path / "absent") is None
+    # oldest first by the stamp, whatever the batch size and epochs in the name
+    assert [os.path.basename(p) for p in run_dirs(tmp_path)] == [
+        old.name, new.name, "bs_4_epochs_9_20240103_080000"]
+    assert latest_best_checkpoint(tmp_path) == str(new / "epoch_5_val_ppl_60.0")
+    assert latest_best_checkpoint(tmp_path / "notes") is None
+
+
+def test_main_py_writes_the_names_the_readers_parse(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "datetime", types.SimpleNamespace(datetime=_FixedNow))  # this module's only
+    first = train.make_run_dir(str(tmp_path), 16, 20)
+    second = train.make_run_dir(str(tmp_path), 16, 20)
+    assert [parse_run_dir(p) for p in (first, second)] == [(16, 20, "20240101_120000", 0),
+                                                            (16, 20, "20240101_120000", 1)]
+    assert run_dirs(tmp_path) == [first, second]
+
+
+def test_8_evaluate_picks_the_best_checkpoint_of_the_newest_run(tmp_path):
+    """scripts/8_evaluate.sh without MODEL_PATH: the checkpoint latest_best_checkpoint names (a stub python
+    prints the test_evaluation.py arguments instead of evaluating)."""
+    out = tmp_path / "out_model"
+    for name in ("epoch_1_val_ppl_20.0", "epoch_10_val_ppl_10.0", "epoch_11_val_ppl_15.0"):
+        (out / "bs_16_epochs_20_20240101_120000" / name).mkdir(parents=True)
+    (out / "bs_16_epochs_20_20231231_120000" / "epoch_12_val_ppl_5.0").mkdir(parents=True)  # an older run
+    stub = tmp_path / "py"
+    stub.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\necho "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PY": str(stub), "OUTPUT_DIR": str(out)}
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "8_evaluate.sh")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"--model_path {out}/bs_16_epochs_20_20240101_120000/epoch_10_val_ppl_10.0 " in r.stdout
+    env["OUTPUT_DIR"] = str(tmp_path / "empty")
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "8_evaluate.sh")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and "no checkpoint under" in r.stderr
+
+
+class _FixedNow:
+    @staticmethod
+    def now():
+        return datetime.datetime(2024, 1, 1, 12, 0, 0)

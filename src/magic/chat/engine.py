@@ -23,15 +23,14 @@ it the way training does (per chat session; /reset restores the checkpoint's ban
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from magic.common.artifacts import best_checkpoint, latest_best_checkpoint
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -150,25 +149,16 @@ def find_demo_paths(work: str = "demo_run") -> tuple[str, str]:
     """(best generator checkpoint, merged strategy LLM) of ``bash scripts/demo.sh`` under ``work``.
 
     The best checkpoint is the ``epoch_<e>_val_ppl_<p>`` folder with the lowest p in the newest run folder
-    (main.py writes one only when the validation perplexity improves)."""
-    runs = sorted(glob.glob(os.path.join(work, "out_model", "bs_*")), key=os.path.getmtime)
-    ckpts = []
-    for run in reversed(runs):
-        ckpts = glob.glob(os.path.join(run, "epoch_*_val_ppl_*"))
-        if ckpts:
-            break
-    if not ckpts:
+    that holds one (magic.common.artifacts.latest_best_checkpoint; main.py writes one only when the
+    validation perplexity improves)."""
+    ckpt = latest_best_checkpoint(os.path.join(work, "out_model"))
+    if not ckpt:
         raise ChatSetupError(f"{work}/out_model: no generator checkpoint (epoch_*_val_ppl_*); run "
                              "`bash scripts/demo.sh` first")
-
-    def ppl(path: str) -> float:
-        m = re.search(r"_val_ppl_([0-9.]+)$", path)
-        return float(m.group(1)) if m else float("inf")
-
     llm = os.path.join(work, "llm", "merged")
     if not os.path.isdir(llm):
         raise ChatSetupError(f"{llm}: no merged strategy LLM; run `bash scripts/demo.sh` first")
-    return min(ckpts, key=ppl), llm
+    return ckpt, llm
 
 
 def load_generator(path: str, bart_base_dir: str | None = None, device: str | None = "auto"):
@@ -179,8 +169,8 @@ def load_generator(path: str, bart_base_dir: str | None = None, device: str | No
         raise ChatSetupError(f"{path}: checkpoint folder not found (expected out_model/<run>/epoch_<e>_val_ppl_<p>/ "
                              "written by main.py)")
     if not os.path.exists(os.path.join(path, MODEL_FILE)):
-        inner = sorted(glob.glob(os.path.join(path, "epoch_*_val_ppl_*")))
-        hint = f"; it is a run folder, pick a checkpoint inside it, e.g. {inner[-1]}" if inner else ""
+        inner = best_checkpoint(path)
+        hint = f"; it is a run folder, pick a checkpoint inside it, e.g. {inner} (its best)" if inner else ""
         raise ChatSetupError(f"{path}: no {MODEL_FILE}; expected a generator checkpoint folder written by "
                              f"main.py{hint}")
     try:

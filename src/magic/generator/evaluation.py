@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -25,11 +24,10 @@ import torch
 
 from metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
 from magic.generator.beam_search import beam_search, group_diversity
+from magic.common.artifacts import RUN_NAME_RE
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
-# main.py's run folder: bs_<B>_epochs_<E>_<stamp>, with _<k> when several runs started in the same second
-RUN_NAME_RE = re.compile(r"bs_\d+_epochs_\d+_\d{8}_\d{6}(?:_\d+)?(?![^/])")
 
 
 # ------------------------------------------------------------------------------------------ output names

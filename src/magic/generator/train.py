@@ -34,6 +34,7 @@ from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, resolve_dev
                             write_checkpoint_files)
 from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from magic.generator.config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
+from magic.common.artifacts import RUN_STAMP_FORMAT, checkpoint_dir_name, parse_checkpoint_dir, run_dir_name
 from magic.common.io_utils import (atomic_dir, atomic_write_json, check_finite, load_json, load_weights,
                                    remove_stale_temp_dirs)
 from magic.common.validate import (check_bart_dir, check_split_ids, length_int, merge_resume_args, non_negative_float,
@@ -112,11 +113,10 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def make_run_dir(output_dir: str, batch_size: int, num_epochs: int) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-    base = os.path.join(output_dir, f"bs_{batch_size}_epochs_{num_epochs}_{stamp}")
-    run_dir, k = base, 1
+    stamp = datetime.datetime.now().strftime(RUN_STAMP_FORMAT)
+    run_dir, k = os.path.join(output_dir, run_dir_name(batch_size, num_epochs, stamp)), 1
     while os.path.exists(run_dir):  # two runs started in the same second
-        run_dir, k = f"{base}_{k}", k + 1
+        run_dir, k = os.path.join(output_dir, run_dir_name(batch_size, num_epochs, stamp, k)), k + 1
     os.makedirs(run_dir)
     return run_dir
 
@@ -237,10 +237,11 @@ def plot_curves(history: list[dict], path: str) -> None:
 
 def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logger) -> None:
     """--keep_best_only: delete ``path``, an earlier best checkpoint, only when it is a checkpoint folder this
-    run wrote (an epoch_* folder directly in run_dir holding dialogue_model.pth), never ``keep``."""
+    run wrote (a folder named as magic.common.artifacts.checkpoint_dir_name directly in run_dir, holding
+    dialogue_model.pth), never ``keep``."""
     path = os.path.abspath(path)
     if (path == os.path.abspath(keep) or os.path.dirname(path) != os.path.abspath(run_dir)
-            or not os.path.basename(path).startswith("epoch_")
+            or parse_checkpoint_dir(path) is None
             or not os.path.isfile(os.path.join(path, MODEL_FILE))):
         log.warning(f"--keep_best_only: not deleting {path} (not an earlier checkpoint folder of this run)")
         return
@@ -469,7 +470,7 @@ def run_training(args: argparse.Namespace) -> dict:
                             "lr": optimizer.param_groups[0]["lr"]})
             if val["ppl"] < best:
                 best, bad_epochs, previous = val["ppl"], 0, best_dir
-                best_dir = os.path.join(run_dir, f"epoch_{epoch}_val_ppl_{round(val['ppl'], 2)}")
+                best_dir = os.path.join(run_dir, checkpoint_dir_name(epoch, val["ppl"]))
                 if dp.main:
                     save_checkpoint(model, tokenizer, args, best_dir)
                 log.info(f"Model saved to {best_dir}")
