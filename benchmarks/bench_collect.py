@@ -15,7 +15,8 @@ import tempfile
 import time
 
 from magic.common.validate import non_negative_float
-from magic.llm.engines.client import JsonlCache, make_openai_client, run_chat_requests
+from magic.llm.engines.cache import JsonlCache
+from magic.llm.engines.openai import make_openai_client, run_chat_requests
 from magic.llm.motivations import build_items
 from magic.testing.openai_stub import StubServer
 

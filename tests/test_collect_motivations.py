@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from magic.llm.engines import client as llm_client
+from magic.llm.engines import openai as llm_client
 from tests.dialogues import make_dialogue
 from magic.esconv.dialogues import load_samples
 from magic.llm.prompts import chatgpt_prompt

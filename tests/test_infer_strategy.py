@@ -144,7 +144,7 @@ def test_report_against_gold_by_id(world, tmp_path):
 
 
 def test_openai_backend_sends_raw_prompts(world, tmp_path, monkeypatch):
-    import magic.llm.engines.client as llm_client
+    import magic.llm.engines.openai as llm_client
     sent = []
 
     class FakeCompletions:

@@ -1,12 +1,12 @@
-"""src/magic/llm/engines/client.py: the answer cache, keys, secrets, retry timing and the OpenAI-compatible runner."""
+"""src/magic/llm/engines/openai.py and src/magic/llm/engines/cache.py: the answer cache, keys, secrets, retry timing and the OpenAI-compatible runner."""
 import json
 import random
 import time
 
 import pytest
 
-from magic.llm.engines.client import (CacheFormatError, FatalRequestError, JsonlCache, RateLimiter, backoff_delay,
-                            chat_prompt_key, parse_retry_after, prompt_key, run_chat_requests, scrub)
+from magic.llm.engines.cache import CacheFormatError, JsonlCache, chat_prompt_key, prompt_key
+from magic.llm.engines.openai import FatalRequestError, RateLimiter, backoff_delay, parse_retry_after, run_chat_requests, scrub
 from magic.testing.openai_stub import StubServer, stub_answer
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -205,7 +205,7 @@ def test_local_cache_key_changes_when_the_model_folder_is_rewritten(tmp_path):
     import os
     import time
 
-    from magic.llm.engines import client as llm_client
+    from magic.llm.engines import cache as llm_client
 
     folder = tmp_path / "merged"
     folder.mkdir()

@@ -369,7 +369,7 @@ def test_checkpoint_without_config_names_the_missing_bart(tmp_path):
 def test_disk_full_while_collecting_motivations_is_one_error_exit_2(esconv_files, tmp_path, monkeypatch, capsys):
     import io
 
-    from magic.llm.engines import client as llm_client
+    from magic.llm.engines import cache as llm_client
     from magic.testing.openai_stub import StubServer
 
     cli = _script("LLM_inference/collect_motivations_ChatGPT.py")
@@ -415,7 +415,7 @@ def test_resume_honours_more_epochs_and_refuses_other_changes_by_name(bart_dir, 
 # ------------------------------------------------------------------------------- 11. keys of any length
 @pytest.mark.parametrize("key", ["abc1234", "k3y", "sk-12", "a-very-long-key-0123456789"])
 def test_api_keys_of_any_length_are_scrubbed(key):
-    from magic.llm.engines.client import scrub
+    from magic.llm.engines.openai import scrub
 
     msg = f"Error code: 401 - Incorrect API key provided: {key}. Authorization: Bearer {key}"
     assert key not in scrub(msg, [key])

@@ -5,8 +5,8 @@ Every turn runs the pipeline's own code, so what you see is what the evaluation 
 1. the dialogue so far becomes an ``magic.esconv.dialogues`` sample whose target is the next supporter turn
    (``make_sample``, memory = this chat's earlier supporter turns, as the train/valid enumeration does);
 2. strategy + motivation: the step-5 prompt (``prompts.llama_prompt``) answered by the merged strategy LLM
-   through ``llm_client.run_local_requests`` (template, greedy generation of ``local_llm``) or by an
-   OpenAI-compatible server through ``llm_client.run_chat_requests``, parsed by ``strategy_report.answer_to_entry``
+   or an OpenAI-compatible server through step 5's engines (``magic.llm.engines.base.make_engine``: the
+   same template, generation and cache keys), parsed by ``magic.llm.report.answer_to_entry``
    (the step-5 parser: first label named, else Others); or a fixed / forced label;
 3. the generator record is the test record of that sample (``dataset_build.sample_record``, see
    ``generator_record``) with the inferred strategy and motivation, as step 5 merges them;
@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from magic.common.artifacts import best_checkpoint, latest_best_checkpoint
+from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
+from magic.llm.engines.base import Generation, make_engine
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 CHAT_SPLIT = "chat"  # sample ids of a chat: chat-0-<turn>
 
 
-class ChatSetupError(ValueError):
+class ChatSetupError(UserError):
     """A model folder or a flag cannot be used; the message is one line naming it."""
 
 
@@ -57,15 +59,13 @@ def parse_label(label: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Strategy sources
 class LocalStrategyLLM:
-    """The merged strategy LLM folder, run as step 5 runs it (same template, generation and parser)."""
+    """The merged strategy LLM folder, run as step 5 runs it (the same engine, template, generation, parser)."""
 
     name = "strategy LLM"
 
     def __init__(self, path: str, template: str = "default", max_new_tokens: int = 128, do_sample: bool = False,
                  top_k: int | None = None, temperature: float | None = None, device: str | None = None,
                  dtype: str | None = None):
-        from magic.llm.engines.hf import load_causal_lm
-
         if not os.path.isdir(path):
             raise ChatSetupError(f"{path}: strategy LLM folder not found (expected the merged model written by "
                                  "LLM_inference/export_model.py)")
@@ -75,63 +75,41 @@ class LocalStrategyLLM:
         if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
             raise ChatSetupError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); export the model "
                                  "with LLM_inference/export_model.py, which saves the tokenizer beside the weights")
+        self.engine = make_engine("local", model_path=path, batch_size=1, device=device, dtype=dtype,
+                                  generation=Generation(template, max_new_tokens, do_sample, top_k, temperature))
         try:
-            self.model_and_tokenizer = load_causal_lm(path, device=device, dtype=dtype)
+            self.engine.load()
         except (OSError, ValueError, RuntimeError) as e:
             raise ChatSetupError(f"{path}: cannot load the strategy LLM: {str(e).splitlines()[0]}") from None
-        self.path, self.template, self.max_new_tokens = path, template, max_new_tokens
-        self.do_sample, self.top_k, self.temperature = do_sample, top_k, temperature
+        self.path = path
 
     def answer(self, sample_id: str, prompt: str) -> str:
-        from magic.llm.engines.client import run_local_requests
-
-        run = run_local_requests(
-            [(sample_id, prompt)], model_name_or_path=self.path, template=self.template,
-            max_new_tokens=self.max_new_tokens, batch_size=1, do_sample=self.do_sample, top_k=self.top_k,
-            temperature=self.temperature, cache=None, progress=False, model_and_tokenizer=self.model_and_tokenizer)
-        return run.answers[sample_id]
+        return self.engine.answer_one(sample_id, prompt)
 
 
 class ServerStrategyLLM:
     """An OpenAI-compatible server (vLLM, llama.cpp, Ollama) serving the strategy LLM, asked as step 5 asks it
-    (the raw prompt as one user message; the server applies its chat template)."""
+    (the raw prompt as one user message; the server applies its chat template); one quick retry, so a chat
+    turn never hangs on a server that is down."""
 
     name = "strategy server"
 
     def __init__(self, base_url: str, model: str, max_new_tokens: int = 128, do_sample: bool = False,
                  temperature: float | None = None, timeout: float = 30.0, max_retries: int = 1):
-        self.base_url, self.model, self.max_new_tokens = base_url, model, max_new_tokens
-        self.temperature = temperature if do_sample else 0.0
-        self.timeout, self.max_retries = timeout, max_retries
-        self.api_key = os.environ.get("OPENAI_API_KEY", "EMPTY")  # a local server needs none
+        self.base_url, self.model = base_url, model
+        self.engine = make_engine("openai", model_path=model, base_url=base_url, concurrency=1, timeout=timeout,
+                                  max_retries=max_retries, backoff_cap=2.0,
+                                  generation=Generation("default", max_new_tokens, do_sample, None, temperature))
 
     def check(self) -> str | None:
         """None when the server answers a model listing, else a one-line reason (secrets scrubbed)."""
-        from magic.llm.engines.client import make_openai_client, scrub
-
-        try:
-            make_openai_client(self.base_url, self.api_key, timeout=min(self.timeout, 5.0)).models.list()
-        except Exception as e:  # noqa: BLE001 - any failure is reported as one line
-            cause = e.__cause__ or e.__context__
-            detail = f" ({scrub(cause, [self.api_key])})" if cause else ""
-            return f"{type(e).__name__}: {scrub(e, [self.api_key])}{detail}".splitlines()[0]
-        return None
+        return self.engine.check()
 
     def answer(self, sample_id: str, prompt: str) -> str:
-        from magic.llm.engines.client import FatalRequestError, run_chat_requests
-
         try:
-            run = run_chat_requests(
-                [(sample_id, prompt)], model=self.model, base_url=self.base_url, api_key=self.api_key,
-                temperature=self.temperature, max_tokens=self.max_new_tokens, concurrency=1,
-                max_retries=self.max_retries, timeout=self.timeout, backoff_cap=2.0, progress=False,
-                log=lambda msg: None)
-        except FatalRequestError as e:
+            return self.engine.answer_one(sample_id, prompt)
+        except RuntimeError as e:  # FatalRequestError (bad key, unknown model) or the retried failure
             raise StrategyError(f"--base_url {self.base_url}: {e}") from None
-        if sample_id not in run.answers:
-            reason = run.failed.get(sample_id, "no answer")
-            raise StrategyError(f"--base_url {self.base_url}: {reason}")
-        return run.answers[sample_id]
 
 
 class FixedStrategy:

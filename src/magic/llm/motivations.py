@@ -4,7 +4,7 @@
 
 1. samples = ``load_samples(train_file, "train")`` (first ``--limit``), prompts = ``chatgpt_prompt(sample)``;
 2. ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
-3. answers from the cache or the model (``magic.llm.engines.client``: OpenAI-compatible server or local model);
+3. answers from the cache or the model (``magic.llm.engines``: OpenAI-compatible server or local model);
 4. only when every sample has an answer: ``motivations_4_LLaMA.json`` (JSON list of strings in sample
    order, as released) and ``motivations_4_LLaMA.ids.json`` (the sample ids, in the same order), both
    written atomically. Otherwise exit 1 with a summary, unless ``--allow_partial``;
@@ -12,6 +12,8 @@
 
 Exit codes: 0 complete (or partial with ``--allow_partial``), 1 incomplete, 2 stopped by a
 non-retryable error or bad configuration, 130 interrupted (Ctrl-C; the cache keeps what was answered).
+Bad input or configuration found before any request is raised (a UserError, ValueError or OSError naming
+the file or flag), for the script's run_main to report as one line with exit code 2.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from magic.common.artifacts import ids_path
+from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json
-from magic.llm.engines.client import ChatRunResult, FatalRequestError, JsonlCache, chat_prompt_key, local_prompt_key, \
-    run_chat_requests, run_local_requests, scrub
+from magic.llm.engines.cache import ChatRunResult, JsonlCache, chat_prompt_key, local_prompt_key
+from magic.llm.engines.hf import run_local_requests
+from magic.llm.engines.openai import FatalRequestError, run_chat_requests, scrub
 from magic.llm.prompts import chatgpt_prompt
 
 RELEASED_MODEL = "gpt-3.5-turbo-0125"
@@ -45,7 +49,7 @@ def build_items(train_file: str, limit: int | None = None) -> tuple[list[Sample]
     samples = load_samples(train_file, "train")
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
+            raise UserError(f"--limit must be >= 1, got {limit}")
         samples = samples[:limit]
     return samples, [(s.id, chatgpt_prompt(s)) for s in samples]
 
@@ -143,7 +147,7 @@ def resolve_api_key(cli_key: str | None, base_url: str | None, environ=os.enviro
         return key
     if base_url:
         return "EMPTY"  # servers without auth (vLLM, llama.cpp, Ollama) accept any key
-    raise ValueError("no API key: export OPENAI_API_KEY (or pass --base_url for a server without auth)")
+    raise UserError("no API key: export OPENAI_API_KEY (or pass --base_url for a server without auth)")
 
 
 def _summarise_failure(samples: Sequence[Sample], result: ChatRunResult | None, answers: dict[str, str],
@@ -164,30 +168,21 @@ def _summarise_failure(samples: Sequence[Sample], result: ChatRunResult | None, 
 
 
 def collect_motivations(args) -> int:
-    """Run the step from parsed arguments (see the script's --help); returns the exit code."""
-    try:
-        samples, items = build_items(args.train_file, args.limit)
-    except (OSError, ValueError) as e:
-        eprint(f"error: {e}")
-        return EXIT_FATAL
+    """Run the step from parsed arguments (see the script's --help); returns the exit code of a run that
+    started. Bad input or configuration raises before any request (see the module docstring)."""
+    samples, items = build_items(args.train_file, args.limit)
     if not samples:
-        eprint(f"error: {args.train_file}: no training samples")
-        return EXIT_FATAL
+        raise UserError(f"{args.train_file}: no training samples")
     cache_path = args.cache_file or default_cache_path(args.output_file)
     local = args.backend == "local"
     if local and not args.model_name_or_path:
-        eprint("error: --backend local needs --model_name_or_path DIR")
-        return EXIT_FATAL
+        raise UserError("--backend local needs --model_name_or_path DIR")
     max_tokens = args.max_tokens
     do_sample = bool(local and args.temperature)
 
     if args.dry_run:
         if os.path.exists(cache_path):
-            try:
-                cache = JsonlCache(cache_path, readonly=True)
-            except ValueError as e:
-                eprint(f"error: {e}")
-                return EXIT_FATAL
+            cache = JsonlCache(cache_path, readonly=True)
             keys = _cache_keys(items, args, max_tokens, do_sample)
             to_send = [p for i, p in items if cache.get(i, keys[i]) is None]
         else:
@@ -197,19 +192,11 @@ def collect_motivations(args) -> int:
         print(format_estimate(est, args.price_per_1k_input, args.price_per_1k_output), flush=True)
         return EXIT_OK
 
-    api_key = None
-    if not local:
-        try:
-            api_key = resolve_api_key(args.openai_api_key, args.base_url)
-        except ValueError as e:
-            eprint(f"error: {e}")
-            return EXIT_FATAL
-
+    api_key = resolve_api_key(args.openai_api_key, args.base_url) if not local else None
     try:
         cache = JsonlCache(cache_path)
-    except (RuntimeError, ValueError) as e:
-        eprint(f"error: {e}")
-        return EXIT_FATAL
+    except RuntimeError as e:  # in use by another run
+        raise UserError(str(e)) from None
     if cache.dropped_torn_line:
         eprint(f"note: dropped an incomplete last line of {cache_path} (a previous run was killed mid-write)")
     result: ChatRunResult | None = None
@@ -251,7 +238,6 @@ def collect_motivations(args) -> int:
             try:
                 sidecar, n = write_outputs(args.output_file, samples, answers)
             except OSError as e:  # e.g. disk full: the earlier outputs are intact (atomic writes)
-                from magic.common.errors import describe
                 eprint(f"error: {describe(e)}; the answers are kept in {cache_path}")
                 return EXIT_FATAL
             what = "all" if complete else "PARTIAL:"

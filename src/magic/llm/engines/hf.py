@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 
 from magic.llm.encoding import TEMPLATES, EncodingRule, encode_text, format_prompt  # noqa: F401 (re-exported)
+from magic.llm.engines.base import Engine, Generation
+from magic.llm.engines.cache import ChatRunResult, JsonlCache, Progress, local_prompt_key
 
 # attribute of a tokenizer returned by load_causal_lm: the EncodingRule its model was fine-tuned with
 RULE_ATTR = "magic_encoding_rule"
@@ -268,3 +270,100 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int, 
     )  # (B, T + new)
     new_tokens = out[:, batch["input_ids"].shape[1]:]
     return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The local-model runner.
+def run_local_requests(
+    items: Sequence[tuple[str, str]],
+    *,
+    model_name_or_path: str,
+    template: str = "chat",
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    top_k: int | None = None,
+    temperature: float | None = None,
+    device: str | None = None,
+    dtype=None,
+    cache: JsonlCache | None = None,
+    desc: str = "local",
+    progress: bool | None = None,
+    model_and_tokenizer=None,
+    share_prefix: bool = True,
+    stats: dict | None = None,
+) -> ChatRunResult:
+    """Answer ``items`` with a local causal LM (``magic.llm.engines.hf``), batched, through the same cache.
+
+    Batches are fixed slices of ``items`` (not of the uncached remainder), so a resumed run pads every
+    prompt together with the same neighbours (and shares prefixes among the same prompts) as an
+    uninterrupted one, and greedy answers are identical. ``share_prefix`` and ``stats``: see
+    ``local_llm.generate_batch``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    keys = {i: local_prompt_key(p, model_name_or_path, template, max_new_tokens, do_sample, top_k, temperature)
+            for i, p in items}
+    answers: dict[str, str] = {}
+    for i, _ in items:
+        cached = cache.get(i, keys[i]) if cache is not None else None
+        if cached is not None:
+            answers[i] = cached
+    result = ChatRunResult(answers=answers, failed={}, from_cache=len(answers))
+    batches = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
+    batches = [b for b in batches if any(i not in answers for i, _ in b)]
+    if not batches:
+        return result
+    model, tokenizer = model_and_tokenizer or load_causal_lm(model_name_or_path, device=device, dtype=dtype)
+    bar = Progress(total=len(items), initial=len(answers), desc=desc, disable=progress is False or None)
+    try:
+        for batch in batches:
+            texts = [format_prompt(tokenizer, p, template) for _, p in batch]
+            outs = generate_batch(model, tokenizer, texts, max_new_tokens, do_sample=do_sample, top_k=top_k,
+                                  temperature=temperature, share_prefix=share_prefix, stats=stats)
+            new = 0
+            for (i, _), out in zip(batch, outs):
+                if i in answers:
+                    continue  # cached before a kill mid-batch; the first answer wins
+                if cache is not None:
+                    cache.put(i, keys[i], out)
+                answers[i] = out
+                new += 1
+            result.requested += new
+            bar.add(done=new)
+    finally:
+        bar.close()
+    return result
+
+
+class HFEngine(Engine):
+    """transformers in process: left-padded greedy (or sampled) batches with prefix sharing
+    (``generate_batch``); the model is loaded by ``load()`` or on the first uncached prompt."""
+
+    name = "local"
+
+    def __init__(self, model_path: str, generation: Generation, batch_size: int = 16, share_prefix: bool = True,
+                 device: str | None = None, dtype=None, model_and_tokenizer=None):
+        super().__init__(model_path, generation)
+        self.batch_size, self.share_prefix, self.device, self.dtype = batch_size, share_prefix, device, dtype
+        self.model_and_tokenizer = model_and_tokenizer
+
+    def load(self):
+        if self.model_and_tokenizer is None:
+            self.model_and_tokenizer = load_causal_lm(self.model_path, device=self.device, dtype=self.dtype)
+        return self.model_and_tokenizer
+
+    def key(self, prompt: str) -> str:
+        g = self.generation
+        return local_prompt_key(prompt, self.model_path, g.template, g.max_new_tokens, g.do_sample, g.top_k,
+                                g.temperature)
+
+    def answer(self, items, *, cache=None, desc="", progress=None, stats=None) -> ChatRunResult:
+        g = self.generation
+        if any(cache is None or cache.get(i, self.key(p)) is None for i, p in items):
+            self.load()
+        return run_local_requests(items, model_name_or_path=self.model_path, template=g.template,
+                                  max_new_tokens=g.max_new_tokens, batch_size=self.batch_size, do_sample=g.do_sample,
+                                  top_k=g.top_k, temperature=g.temperature, cache=cache, desc=desc or "local",
+                                  progress=progress, model_and_tokenizer=self.model_and_tokenizer,
+                                  share_prefix=self.share_prefix, stats=stats)

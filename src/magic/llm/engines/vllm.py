@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from magic.llm.engines.client import ChatRunResult, JsonlCache, local_model_id, prompt_key
+from magic.llm.engines.base import Engine, Generation
+from magic.llm.engines.cache import ChatRunResult, JsonlCache, local_model_id, prompt_key
 
 CHUNK = 512  # prompts per generate call: answers reach the cache at least this often
 
@@ -81,3 +82,30 @@ def run_vllm_requests(items: Sequence[tuple[str, str]], *, model_path: str, temp
                 cache.put(i, keys[i], answers[i])
     result.requested = len(todo)
     return result
+
+
+class VLLMEngine(Engine):
+    """``vllm.LLM`` in process (prefix caching, tensor parallelism); built on the first uncached prompt and
+    reused for every later call."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, generation: Generation, dtype: str | None = None,
+                 tensor_parallel_size: int = 1):
+        super().__init__(model_path, generation)
+        self.dtype, self.tensor_parallel_size = dtype, tensor_parallel_size
+        self.llm = None
+
+    def key(self, prompt: str) -> str:
+        g = self.generation
+        return vllm_prompt_key(prompt, self.model_path, g.template, g.max_new_tokens, g.do_sample, g.top_k,
+                               g.temperature)
+
+    def answer(self, items, *, cache=None, desc="", progress=None, stats=None) -> ChatRunResult:
+        g = self.generation
+        run = run_vllm_requests(items, model_path=self.model_path, template=g.template, max_new_tokens=g.max_new_tokens,
+                                do_sample=g.do_sample, top_k=g.top_k, temperature=g.temperature, dtype=self.dtype,
+                                tensor_parallel_size=self.tensor_parallel_size, cache=cache, desc=desc or "vllm",
+                                progress=progress, engine=self.llm)
+        self.llm = getattr(run, "engine", None) or self.llm
+        return run

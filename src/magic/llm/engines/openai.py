@@ -1,27 +1,18 @@
-"""Asking an LLM many prompts without wasting money: an answer cache and an OpenAI-compatible runner.
+"""OpenAI-compatible servers (OpenAI, vLLM, llama.cpp server, Ollama): the request runner of motivation
+collection, strategy inference's ``--backend openai`` and the chat.
 
-Shared by motivation collection (``LLM_inference/collect_motivations_ChatGPT.py``) and strategy
-inference's ``--backend openai``.
-
-* ``JsonlCache``: append-only JSON-lines file of answers, one ``{"id", "key", "answer"}`` per line, each
-  flushed and fsynced. A run killed with ``kill -9`` loses at most the requests in flight; the next run
-  reads the cache and asks only for what is missing. The API key is never written to it.
-* ``prompt_key``: sha256 of the prompt, the model and the sampling parameters that change the answer, so
-  an answer is reused only for the same question to the same model.
-* ``run_chat_requests``: one user message per item against any OpenAI-compatible server (OpenAI, vLLM,
-  llama.cpp server, Ollama), in a thread pool with a client-side requests-per-minute cap; our own retry
-  loop (exponential backoff with jitter, ``Retry-After`` honoured) on 429, 5xx, timeouts, connection
-  errors and malformed answers; 400/401/403/404 stop the whole run at once (they would fail for every
-  prompt, and a wrong model name or key must not be "retried" 10,000 times).
-* ``run_local_requests``: the same contract with a local transformers model (``magic.llm.engines.hf``).
+* ``run_chat_requests``: one request per item (``/v1/chat/completions`` with the raw instruction, or
+  ``/v1/completions`` with the templated prompt), in a thread pool with a client-side requests-per-minute
+  cap; our own retry loop (exponential backoff with jitter, ``Retry-After`` honoured) on 429, 5xx, timeouts,
+  connection errors and malformed answers; 400/401/403/404 stop the whole run at once (they would fail for
+  every prompt, and a wrong model name or key must not be "retried" 10,000 times). Answers go through the
+  shared cache (``magic.llm.engines.cache``).
 
 Secrets: every error text that may be printed or stored goes through ``scrub`` first.
 """
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import json
 import os
 import random
 import re
@@ -29,13 +20,10 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-try:
-    import fcntl  # POSIX only; used to refuse two runs appending to one cache
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from magic.llm.engines.base import Engine, Generation
+from magic.llm.engines.cache import ChatRunResult, JsonlCache, Progress, chat_prompt_key
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,198 +53,6 @@ def scrub(text: object, secrets: Iterable[str | None] = ()) -> str:
     s = _SECRET_PATTERNS[0].sub("sk-***", s)
     s = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
     return s
-
-
-# --------------------------------------------------------------------------------------------------
-# Cache.
-def prompt_key(prompt: str, model: str, **params) -> str:
-    """sha256 (hex) of the prompt, the model and the answer-changing parameters.
-
-    Parameters that are None are left out, so "not sent" and "not given" are the same key; the order of
-    keyword arguments does not matter.
-    """
-    payload = {
-        "prompt": prompt,
-        "model": model,
-        "params": {k: v for k, v in sorted(params.items()) if v is not None},
-    }
-    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def chat_prompt_key(prompt: str, model: str, temperature: float | None = None,
-                    max_tokens: int | None = None, endpoint: str = "chat") -> str:
-    """The cache key ``run_chat_requests`` uses for one prompt (the endpoint counts unless it is "chat")."""
-    return prompt_key(prompt, model, temperature=temperature, max_tokens=max_tokens,
-                      endpoint=None if endpoint == "chat" else endpoint)
-
-
-def local_model_id(model_name_or_path: str | os.PathLike) -> str:
-    """How a local model is named in cache keys: its absolute folder path plus a fingerprint of its weight
-    files (name, size, modification time), so re-exporting a model into the same folder never reuses the old
-    model's answers (a copied or touched folder only costs a recomputation). A hub id is used as it is."""
-    path = os.path.abspath(os.fspath(model_name_or_path))
-    if not os.path.isdir(path):
-        return "local:" + os.fspath(model_name_or_path)
-    return "local:" + path + ":" + _weights_fingerprint(path)
-
-
-def _weights_fingerprint(folder: str) -> str:
-    stats = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith((".safetensors", ".bin", ".pt", ".pth", ".gguf")) or name == "config.json":
-            st = os.stat(os.path.join(folder, name))
-            stats.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha256("|".join(stats).encode()).hexdigest()[:16]
-
-
-def local_prompt_key(prompt: str, model_name_or_path: str | os.PathLike, template: str, max_new_tokens: int,
-                     do_sample: bool = False, top_k: int | None = None, temperature: float | None = None) -> str:
-    """The cache key ``run_local_requests`` uses for one prompt (sampling knobs count only when sampling)."""
-    return prompt_key(prompt, local_model_id(model_name_or_path), template=template,
-                      max_new_tokens=max_new_tokens, do_sample=do_sample or None,
-                      top_k=top_k if do_sample else None, temperature=temperature if do_sample else None)
-
-
-class CacheFormatError(ValueError):
-    """A cache line (other than a torn last one) is not a valid record; the message names file and line."""
-
-
-class JsonlCache:
-    """Append-only JSONL answer cache: ``{"id": str, "key": str, "answer": str}`` per line.
-
-    * ``get(id, key)`` returns the cached answer or None; the first line for an (id, key) wins, later
-      duplicates are ignored (so a rerun can never change an answer that was already used).
-    * ``put(id, key, answer)`` appends one line, flushes and fsyncs it (thread-safe).
-    * A torn last line (the process was killed while writing it) is dropped and the file truncated to the
-      last complete line before anything is appended. A bad line in the middle is not the result of a
-      kill, so it is an error naming the file and line.
-    * An exclusive advisory lock (POSIX) refuses a second process appending to the same cache.
-    """
-
-    def __init__(self, path: str | os.PathLike, readonly: bool = False):
-        self.path = os.fspath(path)
-        self.readonly = readonly
-        self._lock = threading.Lock()
-        self._data: dict[tuple[str, str], str] = {}
-        self._fh = None
-        self.dropped_torn_line = False
-        self._load()
-        if not readonly:
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
-            self._fh = open(self.path, "ab")
-            if fcntl is not None:
-                try:
-                    fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    self._fh.close()
-                    self._fh = None
-                    raise RuntimeError(f"{self.path}: the answer cache is in use by another run; "
-                                       "wait for it to finish or use another --cache_file") from None
-
-    def _load(self) -> None:
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        good_end = 0  # byte offset just after the last complete, valid line
-        pos = 0
-        line_no = 0
-        while pos < len(raw):
-            nl = raw.find(b"\n", pos)
-            end = len(raw) if nl < 0 else nl + 1
-            line = raw[pos:end]
-            line_no += 1
-            is_last = end >= len(raw)
-            record = self._parse(line) if line.strip() else "blank"
-            if record is None:
-                if is_last:
-                    # the write of this line was interrupted: forget it, it is re-requested
-                    self.dropped_torn_line = True
-                    break
-                raise CacheFormatError(
-                    f"{self.path}:{line_no}: not a cache record; expected a JSON object with string "
-                    "'id', 'key' and 'answer' on one line (delete the line or the file to re-request it)")
-            if record != "blank":
-                if nl < 0:  # complete JSON but no newline: the newline itself was torn off
-                    self.dropped_torn_line = True
-                    break
-                rid, key, answer = record
-                self._data.setdefault((rid, key), answer)
-            good_end = end
-            pos = end
-        if good_end < len(raw) and not self.readonly:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-                f.flush()
-                os.fsync(f.fileno())
-
-    @staticmethod
-    def _parse(line: bytes):
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return None
-        if not isinstance(obj, dict):
-            return None
-        rid, key, answer = obj.get("id"), obj.get("key"), obj.get("answer")
-        if not (isinstance(rid, str) and isinstance(key, str) and isinstance(answer, str)):
-            return None
-        return rid, key, answer
-
-    def get(self, id: str, key: str) -> str | None:
-        with self._lock:
-            return self._data.get((id, key))
-
-    def put(self, id: str, key: str, answer: str) -> None:
-        if self._fh is None:
-            raise RuntimeError(f"{self.path}: cache opened read-only or closed")
-        if not isinstance(answer, str):
-            raise TypeError(f"answer for {id!r} must be a string, got {type(answer).__name__}")
-        line = json.dumps({"id": id, "key": key, "answer": answer}, ensure_ascii=False) + "\n"
-        with self._lock:
-            if (id, key) in self._data:
-                return  # first answer wins; never write a duplicate
-            try:
-                self._fh.write(line.encode("utf-8"))
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            except OSError as e:  # disk full: name the file; a torn line is dropped by the next run
-                raise OSError(e.errno, e.strerror, self.path) from None
-            self._data[(id, key)] = answer
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                fh, self._fh = self._fh, None
-                try:
-                    fh.close()  # closing releases the flock
-                except OSError:
-                    # the buffered rest of a failed put (disk full) cannot be written either; put already
-                    # raised the error, and the torn line is dropped when the cache is next opened
-                    pass
-
-    def __enter__(self) -> "JsonlCache":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Results and errors.
-@dataclass
-class ChatRunResult:
-    answers: dict[str, str]  # id -> answer, cached ones included
-    failed: dict[str, str]  # id -> scrubbed error message of the last attempt
-    retried: int = 0  # attempts that were retried, over all items
-    from_cache: int = 0  # answers that came from the cache without a request
-    requested: int = 0  # items sent to the model in this run (answered or failed)
-    not_attempted: list[str] = field(default_factory=list)  # ids skipped because the run was stopped
 
 
 class FatalRequestError(RuntimeError):
@@ -399,36 +195,6 @@ def _extract_answer(completion, endpoint: str = "chat") -> str:
     return content
 
 
-class _Progress:
-    """tqdm bar with done / failed / retried in the postfix (thread-safe counters)."""
-
-    def __init__(self, total: int, initial: int, desc: str, disable: bool | None):
-        from tqdm import tqdm
-
-        self.lock = threading.Lock()
-        self.done, self.failed, self.retried = initial, 0, 0
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="prompt", disable=disable,
-                        dynamic_ncols=True, file=sys.stderr)
-        self._postfix()
-
-    def _postfix(self):
-        self.bar.set_postfix(done=self.done, failed=self.failed, retried=self.retried, refresh=False)
-
-    def add(self, done: int = 0, failed: int = 0, retried: int = 0):
-        with self.lock:
-            self.done += done
-            self.failed += failed
-            self.retried += retried
-            self._postfix()
-            if done or failed:
-                self.bar.update(done + failed)
-            else:
-                self.bar.refresh()
-
-    def close(self):
-        self.bar.close()
-
-
 def run_chat_requests(
     items: Sequence[tuple[str, str]],
     *,
@@ -495,7 +261,7 @@ def run_chat_requests(
     fatal: list[FatalRequestError] = []
     rng = random.Random()
     rng_lock = threading.Lock()
-    bar = _Progress(total=len(items), initial=len(answers), desc=desc, disable=progress is False or None)
+    bar = Progress(total=len(items), initial=len(answers), desc=desc, disable=progress is False or None)
     results_lock = threading.Lock()
     started: set[str] = set()
 
@@ -591,67 +357,73 @@ def run_chat_requests(
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# The local-model runner.
-def run_local_requests(
-    items: Sequence[tuple[str, str]],
-    *,
-    model_name_or_path: str,
-    template: str = "chat",
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    top_k: int | None = None,
-    temperature: float | None = None,
-    device: str | None = None,
-    dtype=None,
-    cache: JsonlCache | None = None,
-    desc: str = "local",
-    progress: bool | None = None,
-    model_and_tokenizer=None,
-    share_prefix: bool = True,
-    stats: dict | None = None,
-) -> ChatRunResult:
-    """Answer ``items`` with a local causal LM (``magic.llm.engines.hf``), batched, through the same cache.
+class OpenAIEngine(Engine):
+    """Any OpenAI-compatible server. ``endpoint="chat"``: the raw instruction as the user message (the server
+    applies the model's chat template); ``"completions"``: the instruction wrapped in the training template
+    here (with the BOS string when the model was fine-tuned with one: its magic_encoding.json; released:
+    none), sent as it is, so the server sees exactly the training format."""
 
-    Batches are fixed slices of ``items`` (not of the uncached remainder), so a resumed run pads every
-    prompt together with the same neighbours (and shares prefixes among the same prompts) as an
-    uninterrupted one, and greedy answers are identical. ``share_prefix`` and ``stats``: see
-    ``local_llm.generate_batch``.
-    """
-    from magic.llm.engines.hf import format_prompt, generate_batch, load_causal_lm
+    name = "openai"
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    keys = {i: local_prompt_key(p, model_name_or_path, template, max_new_tokens, do_sample, top_k, temperature)
-            for i, p in items}
-    answers: dict[str, str] = {}
-    for i, _ in items:
-        cached = cache.get(i, keys[i]) if cache is not None else None
-        if cached is not None:
-            answers[i] = cached
-    result = ChatRunResult(answers=answers, failed={}, from_cache=len(answers))
-    batches = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
-    batches = [b for b in batches if any(i not in answers for i, _ in b)]
-    if not batches:
-        return result
-    model, tokenizer = model_and_tokenizer or load_causal_lm(model_name_or_path, device=device, dtype=dtype)
-    bar = _Progress(total=len(items), initial=len(answers), desc=desc, disable=progress is False or None)
-    try:
-        for batch in batches:
-            texts = [format_prompt(tokenizer, p, template) for _, p in batch]
-            outs = generate_batch(model, tokenizer, texts, max_new_tokens, do_sample=do_sample, top_k=top_k,
-                                  temperature=temperature, share_prefix=share_prefix, stats=stats)
-            new = 0
-            for (i, _), out in zip(batch, outs):
-                if i in answers:
-                    continue  # cached before a kill mid-batch; the first answer wins
-                if cache is not None:
-                    cache.put(i, keys[i], out)
-                answers[i] = out
-                new += 1
-            result.requested += new
-            bar.add(done=new)
-    finally:
-        bar.close()
-    return result
+    def __init__(self, model_path: str, generation: Generation, base_url: str | None = None,
+                 model: str | None = None, endpoint: str = "chat", concurrency: int = 8, api_key: str | None = None,
+                 timeout: float = 60.0, max_retries: int = 6, backoff_cap: float = 60.0):
+        super().__init__(model_path, generation)
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(f"unknown openai endpoint {endpoint!r}; expected 'chat' or 'completions'")
+        if not base_url:
+            raise ValueError("--backend openai needs --base_url (e.g. http://localhost:8000/v1)")
+        self.base_url, self.model, self.endpoint, self.concurrency = base_url, model or model_path, endpoint, concurrency
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
+        self.timeout, self.max_retries, self.backoff_cap = timeout, max_retries, backoff_cap
+        self._tokenizer = None
+
+    def tokenizer(self):
+        """The model folder's tokenizer: its chat template (``--template chat``) and BOS string (completions)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+            if not os.path.isdir(self.model_path):
+                raise ValueError(f"--openai_endpoint completions with --template {self.generation.template} reads "
+                                 f"the tokenizer from --model_path, but {self.model_path} is not a model folder")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def sent(self, prompt: str) -> str:
+        """What goes to the server for ``prompt`` (and what its cache key is made of)."""
+        if self.endpoint == "chat":
+            return prompt
+        from magic.llm.encoding import EncodingRule, format_prompt
+
+        template = self.generation.template
+        text = format_prompt(self.tokenizer() if template == "chat" else None, prompt, template)
+        rule = EncodingRule.load(self.model_path) if os.path.isdir(self.model_path) else EncodingRule()
+        if rule.add_bos:
+            bos = self.tokenizer().bos_token
+            if bos and not text.startswith(bos):
+                text = bos + text
+        return text
+
+    def key(self, prompt: str) -> str:
+        g = self.generation
+        return chat_prompt_key(self.sent(prompt), self.model, g.temperature if g.do_sample else 0.0, g.max_new_tokens,
+                               self.endpoint)
+
+    def answer(self, items, *, cache=None, desc="", progress=None, stats=None) -> ChatRunResult:
+        g = self.generation
+        sent = [(i, self.sent(p)) for i, p in items]
+        return run_chat_requests(sent, model=self.model, base_url=self.base_url, endpoint=self.endpoint,
+                                 api_key=self.api_key, temperature=g.temperature if g.do_sample else 0.0,
+                                 max_tokens=g.max_new_tokens, concurrency=self.concurrency, timeout=self.timeout,
+                                 max_retries=self.max_retries, backoff_cap=self.backoff_cap, cache=cache,
+                                 desc=desc or "requests", progress=progress, log=None if progress is not False else
+                                 (lambda msg: None))
+
+    def check(self) -> str | None:
+        """None when the server answers a model listing, else a one-line reason (secrets scrubbed)."""
+        try:
+            make_openai_client(self.base_url, self.api_key, timeout=min(self.timeout, 5.0)).models.list()
+        except Exception as e:  # noqa: BLE001 - any failure is reported as one line
+            cause = e.__cause__ or e.__context__
+            detail = f" ({scrub(cause, [self.api_key])})" if cause else ""
+            return f"{type(e).__name__}: {scrub(e, [self.api_key])}{detail}".splitlines()[0]
+        return None
