@@ -248,3 +248,23 @@ def plain_warnings() -> None:
         print(f"warning: {message}", file=sys.stderr)
     warnings.showwarning = show
 
+
+def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> str:
+    """Save a matplotlib figure as PNG atomically (a temporary file beside ``path``, then a rename), and close
+    it: a reader never sees half a picture. The one PNG writer of the project."""
+    import matplotlib.pyplot as plt
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from magic.common.errors import UserError
+
 # --------------------------------------------------------------------------------------------------
 # Strategies. The id is the memory-bank slot of the generator: keep this order.
 STRATEGIES: tuple[str, ...] = (
@@ -64,6 +66,15 @@ def strategy_id(label: str) -> int:
 def canonical_strategy(label: str) -> str:
     """The canonical spelling of a label (``"reflection of feelings"`` -> ``"Reflection of Feelings"``)."""
     return STRATEGIES[strategy_id(label)]
+
+
+WRONG_SHIFT = 4  # the forced wrong strategy of a sample: STRATEGIES[(gold id + 4) % 8], never the gold one
+
+
+def wrong_strategy(label: str) -> str:
+    """The fixed wrong strategy for a sample whose gold strategy is ``label`` (the forced-wrong baseline of the
+    demo and the study)."""
+    return STRATEGIES[(strategy_id(label) + WRONG_SHIFT) % NUM_STRATEGIES]
 
 
 def _label_pattern(name: str) -> str:
@@ -144,7 +155,7 @@ def expand_contractions(text: str) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Loading and validation.
-class ESConvFormatError(ValueError):
+class ESConvFormatError(UserError):
     """A dialogue file does not have the MultiESC form; the message names file, line and dialogue."""
 
 

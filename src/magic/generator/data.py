@@ -3,7 +3,7 @@
 A record (written by data/add_memory_motivation.py) is::
 
     {"id": str, "context": [situation, turn1, ...], "response": str, "strategy": str,
-     "gold_strategy": str, "strategy_source": "inferred" | "gold", "response_memory": [str],
+     "gold_strategy": str, "strategy_source": "inferred" | "gold" | "forced", "response_memory": [str],
      "strategy_memory": [str], "motivation": str}
 
 (built by magic.generator.records.sample_record; id, gold_strategy and strategy_source are ours and optional here)
@@ -27,7 +27,8 @@ from magic.generator.config import GeneratorConfig
 from magic.common.io_utils import load_json
 
 NO_MOTIVATION = "No motivation provided"  # released placeholder for an empty motivation
-STRATEGY_SOURCES = ("inferred", "gold")  # where a record's "strategy" came from (src/magic/generator/records.py)
+STRATEGY_SOURCES = ("inferred", "gold", "forced")  # where a record's "strategy" came from: the LLM, the annotation, or
+# a fixed wrong one (the forced-wrong-strategy baseline: magic.esconv.dialogues.wrong_strategy)
 
 _FIELDS = {"context": list, "response": str, "strategy": str, "response_memory": list, "strategy_memory": list}
 

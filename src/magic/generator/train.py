@@ -22,7 +22,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 
 import torch
@@ -35,7 +34,7 @@ from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, resolve_dev
 from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from magic.generator.config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
 from magic.common.artifacts import RUN_STAMP_FORMAT, checkpoint_dir_name, parse_checkpoint_dir, run_dir_name
-from magic.common.io_utils import (atomic_dir, atomic_write_json, check_finite, load_json, load_weights,
+from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_json, check_finite, load_json, load_weights,
                                    remove_stale_temp_dirs)
 from magic.common.validate import (check_bart_dir, check_split_ids, length_int, merge_resume_args, non_negative_float,
                                    non_negative_int, positive_int)
@@ -224,15 +223,7 @@ def plot_curves(history: list[dict], path: str) -> None:
     b.set_xlabel("epoch")
     b.set_ylabel("validation perplexity")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save_figure(fig, path)
 
 
 def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logger) -> None:

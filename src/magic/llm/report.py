@@ -24,7 +24,7 @@ import sys
 from typing import Sequence
 
 from magic.esconv.dialogues import STRATEGIES, load_samples, parse_strategy, strategy_id
-from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.io_utils import atomic_save_figure, atomic_write_json, load_json
 
 OTHERS = "Others"
 
@@ -115,11 +115,7 @@ def plot_confusion(confusion: list[list[int]], path: str, title: str) -> str:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > top / 2 else "black", fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def report_split(entries: Sequence[dict], gold: dict[str, int], out_prefix: str, split: str,

@@ -27,8 +27,9 @@ from typing import Sequence
 
 import torch
 
+from magic.common.errors import UserError
 from magic.common.torchrun import end_process_group
-from magic.common.io_utils import atomic_dir, atomic_write_text, load_json
+from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, load_json
 from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
                            infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
 from magic.llm.engines.hf import prepare_tokenizer
@@ -37,8 +38,8 @@ GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")
 REPORT_TO = ("none", "tensorboard", "wandb")
 
 
-class SFTDataError(ValueError):
-    pass
+class SFTDataError(UserError):
+    """The training pairs or the settings cannot be used; the message names the file or flag."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,12 +305,7 @@ def plot_loss(log_history: list[dict], path: str) -> str | None:
     ax.set_ylabel("loss")
     ax.set_title("training loss")
     ax.legend()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def encoding_rule(cfg: SFTConfig) -> EncodingRule:

@@ -1,0 +1,123 @@
+"""The results study: the paper's claims tested on real ESConv, one command (docs/RESULTS.md).
+
+    python scripts/reproduce.py --profile cpu            # the plan, then every cell not yet done, then the report
+    python scripts/reproduce.py --profile cpu --plan     # the plan only (cells, done, estimated time)
+    python scripts/reproduce.py --profile cpu --report   # docs/RESULTS.md from the result files only
+    python scripts/reproduce.py --profile smoke          # minutes: tiny models and subsets (CI)
+
+Profiles (src/magic/study/profiles.py): smoke, cpu (the 2-core project machine, about 3 hours), gpu-small
+(one GPU, the full data), paper (Llama-2-7b and bart-base from local folders: --llm_path, --bart_path).
+Every cell (one training or one evaluation) is cached by its settings: a rerun skips what is done, an
+interrupted cell restarts cleanly (a generator training resumes), and the study can be completed over several
+sessions. Result files go to results/<profile>/ (numbers and labels keyed by sample id, never text);
+models and decoded text stay in --work (default study_run/<profile>/, not committed). --commit commits each
+result file as its cell finishes.
+
+Reads the real data from $MAGIC_DATA_DIR (default ../shared/data/esconv); without it the study is skipped
+with one line. Exit codes: 0 done (or skipped: no data); 1 a cell failed (its log is named); 2 bad flags;
+130 interrupted (rerun the same command to continue).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from magic.common.errors import run_main
+from magic.common.validate import positive_int
+from magic.study.data import ROOT, StudyError, data_dir
+from magic.study.plan import build_study
+from magic.study.profiles import PROFILES, get_profile
+from magic.study.report import write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    p.add_argument("--plan", action="store_true", help="print the plan and stop")
+    p.add_argument("--report", action="store_true", help="only write the report from the result files")
+    p.add_argument("--only", nargs="+", metavar="CELL", help="run only these cells (and what they need)")
+    p.add_argument("--work", default=None, help="work folder (default study_run/<profile>)")
+    p.add_argument("--results", default=None, help="result files (default results/<profile>)")
+    p.add_argument("--output", default=None, help="the report (default docs/RESULTS.md; smoke: <results>/RESULTS.md)")
+    p.add_argument("--commit", action="store_true", help="git-commit each result file as its cell finishes")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="cells run at a time, each with cores/jobs threads (default: the profile's)")
+    p.add_argument("--llm_path", help="paper profile: the Llama-2-7b folder")
+    p.add_argument("--bart_path", help="paper profile: the bart-base folder")
+    return p
+
+
+def preload() -> None:
+    """Import here, once, what cells use in process: lazy imports (transformers, sklearn) are not safe in
+    two threads at once."""
+    import sklearn.metrics  # noqa: F401
+    import transformers
+    from transformers import BartConfig, BartModel, BartTokenizer  # noqa: F401
+
+    import magic.generator.checkpoint  # noqa: F401
+    import magic.generator.data  # noqa: F401
+    import magic.generator.evaluation  # noqa: F401
+    import metric.protocol  # noqa: F401
+    import metric.significance  # noqa: F401
+
+    del transformers
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    profile = get_profile(args.profile)
+    extra = {k: v for k, v in (("llm_path", args.llm_path), ("bart_path", args.bart_path)) if v}
+    if profile.name == "paper" and not args.report and not args.plan and len(extra) < 2:
+        raise ValueError("--profile paper needs --llm_path (Llama-2-7b) and --bart_path (bart-base) folders")
+    if extra:
+        from dataclasses import replace
+        profile = replace(profile, extra={**profile.extra, **extra})
+    results = args.results or os.path.join(ROOT, "results", profile.name)
+    output = args.output or (os.path.join(results, "RESULTS.md") if profile.name == "smoke"
+                             else os.path.join(ROOT, "docs", "RESULTS.md"))
+    if args.report:
+        print(f"wrote {write_report(results, output, profile.name)}")
+        return 0
+    if not os.path.exists(os.path.join(data_dir(), "magic", "test.txt")):
+        print(f"reproduce.py: skipped: no ESConv data in {data_dir()} (set MAGIC_DATA_DIR; see README, Results)")
+        return 0
+    jobs = args.jobs or profile.jobs
+    if jobs > 1:  # each cell's processes get its share of the cores (2 x 1 thread beats 1 x 2 on 2 cores)
+        threads = str(max(1, (os.cpu_count() or 2) // jobs))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = threads
+        preload()
+    work = args.work or os.path.join(ROOT, "study_run", profile.name)
+    study = build_study(profile, work, results, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"study, profile {profile.name}: work {work}, results {results}")
+    print("\n".join(study.plan_lines(args.only)) + (f", {jobs} at a time" if jobs > 1 else ""))
+    if args.plan:
+        return 0
+
+    def commit(cell, record):  # a failed commit (another git command holds the index) costs a warning only
+        path = study.result_path(cell)
+        for attempt in range(5):
+            add = subprocess.run(["git", "add", path], cwd=ROOT, capture_output=True)
+            done = add.returncode == 0 and subprocess.run(
+                ["git", "commit", "-q", "-m", f"study {profile.name}: {cell.name} ({record['wall_s']:.0f} s)",
+                 "--", path], cwd=ROOT, capture_output=True).returncode == 0
+            if done:
+                return
+            time.sleep(2 + 3 * attempt)
+        print(f"reproduce.py: warning: could not commit {path}; commit it by hand", file=sys.stderr)
+
+    try:
+        study.run(args.only, on_done=commit if args.commit else None, jobs=jobs)
+    except StudyError as e:
+        print(f"reproduce.py: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {write_report(results, output, profile.name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main("reproduce.py", main))

@@ -1,0 +1,213 @@
+"""One cell of the study: a training or an evaluation, cached by its settings.
+
+A cell's *key* is a hash of its settings and of its dependencies' keys, so a changed setting anywhere
+upstream gives every cell below it a new key (and a rerun redoes exactly those). Two places per cell:
+
+* its **work folder** ``<work>/<name>/<key>/`` (models, decoded files: never committed; ``DONE`` marks a
+  finished one; an unfinished one left by a killed run is removed before the cell starts again, unless the
+  cell resumes by itself: generator trainings continue with ``main.py --resume``);
+* its **result file** ``<results>/<name>.json``: what the tables are made of (metrics, per-sample scores
+  keyed by sample id, wall time, machine, settings) -- numbers and labels only, never dialogue or generated
+  text. Written atomically, last: a cell is done when its result file carries its current key.
+
+A later session (or a fresh clone) with the result files but no work folders skips every done cell; a cell
+that is not done and needs a done cell's files (a model to evaluate) first recreates them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from magic.common.io_utils import atomic_write_json, load_json
+
+DONE = "DONE"
+MARKER = ".magic_study_cell"  # only folders carrying it are ever removed
+
+
+def settings_key(settings: dict, dep_keys: list[str]) -> str:
+    blob = json.dumps({"settings": settings, "deps": dep_keys}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def machine() -> dict:
+    """What a wall time was measured on (the CPU model, cores, whether bf16 matrix units exist)."""
+    cpu = platform.processor() or "unknown"
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and cpu in ("unknown", "", "x86_64"):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    units = [u for u in ("amx_bf16", "avx512_bf16") if u in flags.split()]
+    out = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "bf16_units": units or None}
+    try:
+        import torch
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return out
+
+
+@dataclass
+class Cell:
+    """``run(ctx)`` does the work in ``ctx.work`` and returns the result record (JSON: numbers and labels)."""
+    name: str
+    settings: dict
+    run: Callable[["Context"], dict]
+    deps: list[str] = field(default_factory=list)
+    estimate_s: float = 60.0
+    resumable: bool = False  # its work folder may be continued instead of restarted
+    key: str = ""
+
+
+@dataclass
+class Context:
+    cell: Cell
+    work: str                 # this cell's work folder
+    study: "Study"
+
+    def dep_work(self, name: str) -> str:
+        """The work folder of dependency ``name`` (its files exist: the study made sure)."""
+        return self.study.work_dir(self.study.cells[name])
+
+    def dep_result(self, name: str) -> dict:
+        return self.study.result(self.study.cells[name])["result"]
+
+
+class Study:
+    def __init__(self, cells: list[Cell], work_root: str, results_root: str, log: Callable[[str], None] = print):
+        self.cells: dict[str, Cell] = {}
+        for c in cells:
+            missing = [d for d in c.deps if d not in self.cells]
+            if missing:
+                raise ValueError(f"cell {c.name}: dependencies {missing} must come before it")
+            c.key = settings_key(c.settings, [self.cells[d].key for d in c.deps])
+            self.cells[c.name] = c
+        self.work_root, self.results_root, self.log = work_root, results_root, log
+
+    # -- where things are
+    def work_dir(self, cell: Cell) -> str:
+        return os.path.join(self.work_root, cell.name, cell.key)
+
+    def result_path(self, cell: Cell) -> str:
+        return os.path.join(self.results_root, cell.name + ".json")
+
+    def result(self, cell: Cell) -> dict | None:
+        path = self.result_path(cell)
+        if not os.path.exists(path):
+            return None
+        rec = load_json(path, "study result file")
+        return rec if isinstance(rec, dict) and rec.get("key") == cell.key else None
+
+    def done(self, cell: Cell) -> bool:
+        return self.result(cell) is not None
+
+    def files_ready(self, cell: Cell) -> bool:
+        return os.path.exists(os.path.join(self.work_dir(cell), DONE))
+
+    # -- the plan
+    def needed(self, targets: list[str] | None = None) -> list[Cell]:
+        """Cells to run, in order: every cell not done, plus done cells whose files a cell to run needs."""
+        order = list(self.cells.values())
+        want = {c.name for c in order if (targets is None or c.name in targets) and not self.done(c)}
+        for c in reversed(order):  # dependencies of a cell to run must have their files
+            if c.name in want:
+                for d in c.deps:
+                    if not self.files_ready(self.cells[d]):
+                        want.add(d)
+        return [c for c in order if c.name in want]
+
+    def plan_lines(self, targets: list[str] | None = None) -> list[str]:
+        todo = {c.name for c in self.needed(targets)}
+        rows, left = [], 0.0
+        for c in self.cells.values():
+            if c.name in todo:
+                state = "redo files" if self.done(c) else "to run"
+                left += c.estimate_s
+            else:
+                state = "done"
+            rows.append(f"  {c.name:<44} {state:<10} ~{c.estimate_s / 60:6.1f} min   key {c.key}")
+        done = len(self.cells) - len(todo)
+        rows.append(f"  {len(self.cells)} cells, {done} done, {len(todo)} to run, estimated {left / 60:.0f} min")
+        return rows
+
+    # -- running
+    def _prepare_work(self, cell: Cell) -> str:
+        work = self.work_dir(cell)
+        if os.path.isdir(work) and not self.files_ready(cell) and not cell.resumable:
+            if os.path.exists(os.path.join(work, MARKER)):
+                self.log(f"[study] {cell.name}: removing the unfinished work folder of an interrupted run ({work})")
+                shutil.rmtree(work)
+            else:
+                raise RuntimeError(f"{work}: exists but was not written by the study (no {MARKER}); move it away")
+        os.makedirs(work, exist_ok=True)
+        open(os.path.join(work, MARKER), "w").close()
+        return work
+
+    def run_cell(self, cell: Cell) -> dict:
+        work = self._prepare_work(cell)
+        t0 = time.time()
+        result = cell.run(Context(cell, work, self))
+        wall = time.time() - t0
+        open(os.path.join(work, DONE), "w").close()
+        previous = self.result(cell)
+        if previous is not None:  # only the files were recreated: keep the committed numbers and time
+            return previous
+        record = {"cell": cell.name, "key": cell.key, "settings": cell.settings, "deps": cell.deps,
+                  "wall_s": round(wall, 1), "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "result": result}
+        atomic_write_json(self.result_path(cell), record)
+        return record
+
+    def run(self, targets: list[str] | None = None, on_done: Callable[[Cell, dict], Any] | None = None,
+            jobs: int = 1) -> None:
+        """Run the needed cells, up to ``jobs`` at a time (a cell starts when its dependencies are done). A
+        failing cell stops new starts; the cells already running finish, then the error is raised."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        from tqdm import tqdm
+
+        pending = {c.name: c for c in self.needed(targets)}
+        bar = tqdm(total=len(pending), desc="study", unit="cell", dynamic_ncols=True)
+        running: dict = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            while running or (pending and failure is None):
+                blocked = set(pending) | {c.name for c in running.values()}
+                ready = [c for c in pending.values() if not any(d in blocked for d in c.deps)]
+                for cell in ready[:max(0, jobs - len(running))] if failure is None else []:
+                    del pending[cell.name]
+                    self.log(f"[study] === {cell.name} (key {cell.key}, ~{cell.estimate_s / 60:.1f} min)")
+                    running[pool.submit(self.run_cell, cell)] = cell
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cell = running.pop(future)
+                    try:
+                        record = future.result()
+                    except BaseException as e:  # noqa: BLE001 (re-raised below, after the running cells)
+                        failure = failure or e
+                        self.log(f"[study] {cell.name}: failed")
+                        continue
+                    self.log(f"[study] {cell.name}: done in {record['wall_s']:.0f} s")
+                    bar.update(1)
+                    bar.set_postfix_str(cell.name)
+                    if on_done:
+                        on_done(cell, record)
+        bar.close()
+        if failure is not None:
+            raise failure

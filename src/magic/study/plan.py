@@ -1,0 +1,108 @@
+"""The study's cells for one profile, in the order they run; ``build_study`` is the one place that wires
+dependencies. Cell names are the result files' names under results/<profile>/ (and RESULTS.md's sources)."""
+from __future__ import annotations
+
+import functools
+import os
+
+from magic.study import stage1, stage2
+from magic.study.cells import Cell, Study
+from magic.study.profiles import Profile
+
+S1_SYSTEMS = {"s1/zero_shot": "llm", "s1/lora_label/eval": "s1/lora_label/train",
+              "s1/lora_motivation/eval": "s1/lora_motivation/train"}
+
+
+def _estimates(p: Profile) -> dict[str, float]:
+    """Planned seconds per cell kind on the 2-core project machine (cpu profile measured: docs/RESULTS.md)."""
+    scale = {"smoke": 0.05, "cpu": 1.0, "gpu-small": 0.1, "paper": 1.0}.get(p.name, 1.0)
+    n_eval = 195 + (p.valid_subset or 2156)
+    return {k: v * scale for k, v in {
+        "data": 5, "llm": 30, "prompts": 60, "infer": 0.9 * n_eval, "lora": 2.3 * (p.lora_train_pairs or 10191),
+        "addition": 0.9 * (195 + (p.test_all_subset or 2000) + (p.valid_subset or 2156)), "records": 30,
+        "bart": 30, "pretrain": 300 * p.pretrain_epochs, "train": 330 * p.epochs,
+        "eval": 0.1 * 195, "eval_all": 0.1 * (p.test_all_subset or 2000), "small": 20}.items()}
+
+
+def build_study(profile: Profile, work_root: str, results_root: str, log=print) -> Study:
+    p, est = profile, _estimates(profile)
+    s = p.settings()
+    cells: list[Cell] = []
+
+    def add(name, fn, settings, deps=(), estimate=60.0, resumable=False):
+        cells.append(Cell(name=name, run=functools.partial(fn, profile=p), settings=settings, deps=list(deps),
+                          estimate_s=estimate, resumable=resumable))
+
+    def pick(*keys):  # the profile settings that decide a cell
+        return {k: s[k] for k in keys}
+
+    llm_keys = ("llm", "llm_dtype", "llm_new_tokens", "device")
+    # -- stage 1
+    add("data", stage1.prepare_data, {"source": "shared", "files": _data_fingerprint()}, estimate=est["data"])
+    add("llm", stage1.base_llm, pick("llm"), ["data"], est["llm"])
+    add("prompts", stage1.build_prompts, pick("lora_train_pairs", "valid_subset", "test_subset", "test_all_subset"), ["data"],
+        est["prompts"])
+    add("s1/majority", stage1.majority, pick("bootstrap"), ["data", "prompts"], est["small"])
+    add("s1/zero_shot", stage1.zero_shot, pick(*llm_keys, "llm_batch", "bootstrap"), ["data", "llm", "prompts"],
+        est["infer"])
+    lora_keys = ("lora_epochs", "lora_lr", "lora_batch", "lora_grad_acc", "lora_layers", "lora_target",
+                 "lora_rank", "cutoff_len", "llm_dtype", "device")
+    for target in ("label", "motivation"):
+        add(f"s1/lora_{target}/train", functools.partial(stage1.train_lora, target=target, seed=p.seeds_llm[0]),
+            {**pick(*lora_keys), "target": target, "seed": p.seeds_llm[0]}, ["data", "llm", "prompts"], est["lora"])
+        add(f"s1/lora_{target}/eval", functools.partial(stage1.lora_eval, train_cell=f"s1/lora_{target}/train"),
+            pick(*llm_keys, "llm_batch", "bootstrap"), ["data", "prompts", f"s1/lora_{target}/train"], est["infer"])
+    add("s1/compare", functools.partial(stage1.compare_lora, a="s1/lora_label/eval", b="s1/lora_motivation/eval"),
+        pick("bootstrap"), ["data", "s1/lora_label/eval", "s1/lora_motivation/eval"], est["small"])
+    add("s1/best_on_addition", functools.partial(stage1.addition_strategies, candidates=S1_SYSTEMS),
+        pick(*llm_keys, "llm_batch", "bootstrap"),
+        ["data", "llm", "prompts", *S1_SYSTEMS, "s1/lora_label/train", "s1/lora_motivation/train"], est["addition"])
+    # -- stage 2
+    add("records", functools.partial(stage2.build_records, addition_cell="s1/best_on_addition",
+                                     motivation_cell="s1/lora_motivation/eval"),
+        pick("train_samples", "gen_valid_subset"), ["data", "prompts", "s1/best_on_addition",
+                                                    "s1/lora_motivation/eval"], est["records"])
+    add("bart", stage2.small_bart, pick("bart", "bart_d_model", "bart_layers", "bart_heads", "bart_vocab",
+                                        "max_length"), ["records"], est["bart"])
+    add("pretrain", stage2.pretrain, pick("pretrain_epochs", "pretrain_lr", "device"), ["bart", "records"],
+        est["pretrain"])
+    train_keys = ("epochs", "batch_size", "lr", "max_length", "patience", "device")
+    eval_keys = ("num_beams", "num_beam_groups", "diversity_penalty", "length_penalty", "max_length_res",
+                 "max_length", "device", "meteor")
+    pairs = []
+    for system in stage2.SYSTEMS:
+        for seed in stage2.seeds_of(system, p):
+            tcell = f"s2/{system}/seed{seed}/train"
+            add(tcell, functools.partial(stage2.train, system=system, seed=seed),
+                {**pick(*train_keys), "system": system, "seed": seed}, ["records", "pretrain"], est["train"],
+                resumable=True)
+            for record_set, source in stage2.eval_plan(system, seed, p):
+                ecell = f"s2/{system}/seed{seed}/{record_set}_{source}"
+                add(ecell, functools.partial(stage2.evaluate, train_cell=tcell, record_set=record_set, source=source),
+                    {**pick(*eval_keys), "set": record_set, "source": source}, ["records", tcell],
+                    est["eval_all" if record_set.startswith("test_all") else "eval"])
+                if system != "magic" and seed == p.seeds[0]:
+                    base = f"s2/magic/seed{seed}/{record_set}_{source}"
+                    pairs.append((f"{system}@{record_set}", base, ecell))
+    add("s2/frequent", stage2.frequent_response, pick("meteor"), ["records"], est["small"])
+    for record_set in stage2.TEST_SETS:
+        pairs.append((f"frequent@{record_set}", f"s2/magic/seed{p.seeds[0]}/{record_set}_inferred", "s2/frequent"))
+        pairs.append((f"gold@{record_set}", f"s2/magic/seed{p.seeds[0]}/{record_set}_inferred",
+                      f"s2/magic/seed{p.seeds[0]}/{record_set}_gold"))
+        pairs.append((f"wrong@{record_set}", f"s2/magic/seed{p.seeds[0]}/{record_set}_inferred",
+                      f"s2/magic/seed{p.seeds[0]}/{record_set}_wrong_inferred"))
+    deps = sorted({c for _, a, b in pairs for c in (a, b)})
+    add("s2/compare", functools.partial(stage2.compare, pairs=pairs), pick("bootstrap"), deps, est["small"])
+    return Study(cells, work_root, results_root, log=log)
+
+
+def _data_fingerprint() -> dict:
+    """Sizes of the shared files step 0 copies (a changed data folder gives every cell a new key)."""
+    from magic.study.data import data_dir
+
+    root = data_dir()
+    out = {}
+    for rel in ("reconstructed/train.txt", "magic/valid.txt", "magic/test.txt", "magic/motivations_4_LLaMA.json"):
+        path = os.path.join(root, rel)
+        out[rel] = os.path.getsize(path) if os.path.exists(path) else None
+    return out
