@@ -20,7 +20,11 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the web app
 
+from magic.chat.engine import ChatSetupError, StrategyError
+from magic.common.errors import run_main
+
 DEMO_MAX_NEW_TOKENS = 48  # scripts/demo.sh runs step 5 with MAX_NEW_TOKENS=48
+EXIT_TURN_FAILED = 1  # --input: the strategy source failed for the turn (e.g. the server is down)
 
 HELP = """commands:
   /strategy LABEL   force the strategy of the next supporter turn (one of the 8, any case); /strategy alone lists them
@@ -196,7 +200,7 @@ def command(session, line: str) -> bool:
 
 
 def run_terminal(engine, desc: str, args) -> int:
-    from magic.chat.engine import StrategyError, format_turn
+    from magic.chat.engine import format_turn
 
     session = engine.session(args.situation)
     interactive = sys.stdin.isatty()
@@ -236,7 +240,7 @@ def run_once(engine, args) -> int:
     """--input: answer the dialogue's last seeker turn; --output (or stdout) gets the reply as JSON."""
     import json
 
-    from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
+    from magic.chat.engine import load_input_dialogue
     from magic.esconv.dialogues import ESConvFormatError
     from magic.common.io_utils import atomic_write_json
 
@@ -249,9 +253,6 @@ def run_once(engine, args) -> int:
         raise ChatSetupError(f"{e}") from None
     except ValueError as e:
         raise ChatSetupError(f"{args.input}: {e}") from None
-    except StrategyError as e:
-        print(f"chat.py: error: {e}", file=sys.stderr)
-        return 1
     out = {**res.as_json(), "dialogue": session.multiesc()}
     if args.output:
         atomic_write_json(args.output, out)
@@ -261,32 +262,30 @@ def run_once(engine, args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     from magic.common.io_utils import plain_warnings
 
     plain_warnings()
     args = build_parser().parse_args(argv)
-    from magic.chat.engine import ChatSetupError
+    if args.output and not args.input:
+        raise ChatSetupError("--output needs --input (the dialogue to answer)")
+    if args.web and args.input:
+        raise ChatSetupError("--web and --input exclude each other")
+    engine, desc = build_engine(args)
+    if args.input:
+        return run_once(engine, args)
+    if args.web:
+        from magic.chat.web import serve
 
-    try:
-        if args.output and not args.input:
-            raise ChatSetupError("--output needs --input (the dialogue to answer)")
-        if args.web and args.input:
-            raise ChatSetupError("--web and --input exclude each other")
-        engine, desc = build_engine(args)
-        if args.input:
-            return run_once(engine, args)
-        if args.web:
-            from magic.chat.web import serve
+        return serve(engine, desc, args)
+    return run_terminal(engine, desc, args)
 
-            return serve(engine, desc, args)
-        return run_terminal(engine, desc, args)
-    except ChatSetupError as e:
-        print(f"chat.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+
+def main(argv=None) -> int:
+    """run() for the command line: a model folder, flag or input file that cannot be used is one
+    ``chat.py: error: ...`` line and exit code 2, a failed --input turn exit code 1, Ctrl-C 130
+    (src/magic/common/errors.py)."""
+    return run_main("chat.py", lambda: run(argv), codes={StrategyError: EXIT_TURN_FAILED})
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from magic.generator.evaluation import EARLY_STOPPING, add_decoding_flags
+from metric.protocol import format_scores
+from magic.common.errors import run_main
+from magic.common.validate import positive_int
+from magic.generator.evaluation import EARLY_STOPPING, add_decoding_flags, evaluate
 
 
 def build_parser() -> ArgumentParser:
-    from magic.common.validate import positive_int
-
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
     # released flags and defaults
     p.add_argument("--test_data", type=str, default="data/test.json", help="Path to test data")
@@ -48,23 +49,22 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.early_stopping = EARLY_STOPPING[args.early_stopping]
-    from metric.protocol import format_scores
-    from magic.generator.evaluation import evaluate
-    try:
-        record = evaluate(args)
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
-        from magic.common.errors import EXIT_USER_ERROR, describe
-        print(f"test_evaluation.py: error: {describe(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    record = evaluate(args)
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "
           f"metric tokeniser: {record['metric_tokenizer']}")
     print(format_scores(record["scores"]) if record["scores"] else "no scores (--no_metrics)")
     print(f"responses: {record['hypotheses_file']}\nscores: {record['hypotheses_file']}.scores.json")
     print("Test Done!")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: user errors (and RuntimeError, e.g. --device cuda without CUDA) are one
+    ``test_evaluation.py: error: ...`` line and exit code 2 (src/magic/common/errors.py)."""
+    return run_main("test_evaluation.py", lambda: run(argv), extra=(RuntimeError,))
 
 
 if __name__ == "__main__":

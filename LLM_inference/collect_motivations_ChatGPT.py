@@ -13,13 +13,16 @@ released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: an
     # a local transformers chat model:
     python collect_motivations_ChatGPT.py --backend local --model_name_or_path ../models/smollm2-135m-instruct
 
-The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/client.py.
+The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/client.py. Exit codes: 0 complete
+(or partial with --allow_partial), 1 incomplete, 2 bad flag, bad input (one
+``collect_motivations_ChatGPT.py: error: ...`` line) or a non-retryable API error, 130 interrupted.
 """
 import argparse
 import os
 import sys
 
 from magic.common.artifacts import MOTIVATIONS_FILE
+from magic.common.errors import run_main
 from magic.llm.motivations import RELEASED_MODEL, collect_motivations
 from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int
 
@@ -62,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return collect_motivations(build_parser().parse_args(argv))
+    """Bad input or configuration is one line and exit code 2 (src/magic/common/errors.py); a run that
+    started returns collect_motivations' own code."""
+    return run_main("collect_motivations_ChatGPT.py", lambda: collect_motivations(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ Run from LLM_inference/ as released (defaults ../data/*.txt and motivations_4_LL
 Writes prompts_4_LLaMA.json, prompts_4_LLaMA_valid.json, prompts_4_LLaMA_test.json (released formats,
 json.dumps(..., ensure_ascii=False, indent=2)), an ids sidecar <name>.ids.json beside each, and
 dataset_info.json for LLaMA-Factory users. Nothing is written unless every input checks out.
+Exit codes: 0 done, 1 bad input (one ``create_prompts_4_LLaMA.py: error: ...`` line naming the file), 2 bad
+flag, 130 interrupted.
 """
 import argparse
 import os
 import sys
 
 from magic.common.artifacts import MOTIVATIONS_FILE, SPLITS, prompt_file
-from magic.esconv.dialogues import ESConvFormatError
+from magic.common.errors import EXIT_BAD_INPUT, run_main
 from magic.common.io_utils import plain_warnings
-from magic.llm.prompt_files import PromptBuildError, build_prompt_files, write_prompt_files
+from magic.llm.prompt_files import build_prompt_files, write_prompt_files
 from magic.common.validate import parse_split_list
 
 
@@ -36,21 +38,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     args = parse_args(argv)
     plain_warnings()
-    try:
-        files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
-                                   allow_empty=frozenset(parse_split_list(args.allow_empty)),
-                                   allow_shared=args.allow_shared_dialogues)
-    except (ESConvFormatError, PromptBuildError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    files = build_prompt_files(args.train_file, args.valid_file, args.test_file, args.motivations_file,
+                               allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                               allow_shared=args.allow_shared_dialogues)
     for path in write_prompt_files(files, args.output_dir):
         print(f"wrote {path}")
     n = {split: len(files[prompt_file(split)]) for split in SPLITS}
     print(f"{n['train']} train pairs, {n['valid']} valid prompts, {n['test']} test prompts")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: bad input is one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("create_prompts_4_LLaMA.py", lambda: run(argv), code=EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ tokenizer and the adapter's magic_encoding.json (how fine-tuning tokenised promp
 the merged model's logits equal the adapter model's (tests/test_finetune_export.py).
 --export_legacy_format False is what this script writes (safetensors); True (.bin files) is refused.
 --template is accepted and ignored (the template is applied at inference). Exit codes: 0 done, 1 bad
-input, 2 bad command line.
+input (one ``export_model.py: error: ...`` line), 2 bad command line, 130 interrupted.
 """
 import argparse
 import os
 import sys
 
+from magic.common.errors import EXIT_BAD_INPUT, run_main
 from magic.llm.engines.hf import TEMPLATES, _resolve_dtype
 from magic.llm.sft import export_merged
 from magic.common.validate import positive_int
@@ -58,17 +59,18 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        out = export_merged(args.model_name_or_path, args.adapter_name_or_path, args.export_dir,
-                            args.export_size, dtype=_resolve_dtype(args.export_dtype),
-                            overwrite=args.overwrite_output_dir)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out = export_merged(args.model_name_or_path, args.adapter_name_or_path, args.export_dir,
+                        args.export_size, dtype=_resolve_dtype(args.export_dtype),
+                        overwrite=args.overwrite_output_dir)
     print(f"merged model saved in {out}")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: bad input is one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("export_model.py", lambda: run(argv), code=EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ gradient accumulation, the released loss averaging; --add_bos, --cutoff_rule inf
 accepted and ignored (one line says so). Re-running the same command resumes from the last
 checkpoint-* in --output_dir (--overwrite_output_dir starts afresh). The adapter, the tokenizer and
 magic_encoding.json (the tokenisation rule, read back by export and inference) are saved in --output_dir
-and in every checkpoint; merge one with export_model.py. Exit codes: 0 done, 1 bad data or settings,
-2 bad command line.
+and in every checkpoint; merge one with export_model.py. Exit codes: 0 done, 1 bad data or settings (one
+``finetune_llm.py: error: ...`` line), 2 bad command line, 130 interrupted.
 
 Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or `accelerate launch
 --multi_gpu --num_processes N LLM_inference/finetune_llm.py ...` (DDP; --per_device_train_batch_size is per
@@ -29,7 +29,8 @@ import argparse
 import os
 import sys
 
-from magic.llm.sft import SFTConfig, SFTDataError, run_sft
+from magic.common.errors import EXIT_BAD_INPUT, run_main
+from magic.llm.sft import SFTConfig, run_sft
 from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
@@ -103,18 +104,20 @@ def parse_args(argv=None) -> SFTConfig:
     return SFTConfig(**args)
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     cfg = parse_args(argv)
-    try:
-        summary = run_sft(cfg)
-    except (SFTDataError, OSError, ValueError) as e:  # OSError: FileNotFoundError, a model that cannot be loaded
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    summary = run_sft(cfg)
     print(f"trained on {summary['num_examples']} examples, {summary['global_step']} steps, "
           f"mean loss {summary['train_loss']:.4f}"
           + (f" (resumed from {summary['resumed_from']})" if summary["resumed_from"] else ""))
     print(f"adapter and tokenizer saved in {cfg.output_dir}")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: bad data or settings (a missing file, a model that cannot be loaded) are
+    one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("finetune_llm.py", lambda: run(argv), code=EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

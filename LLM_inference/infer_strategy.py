@@ -20,6 +20,8 @@ OpenAI-compatible server (e.g. vLLM serving the merged model) that applies its o
 no chat template needed); --backend vllm runs vllm.LLM in process (prefix caching, --tensor_parallel_size).
 Many GPUs or machines: run `--shard K/N` for K = 0..N-1 (one process each, same other arguments); the
 last to finish, or a later `--merge_shards N`, writes the files, identical to one unsharded run.
+Exit codes: 0 done; 1 bad input or an incomplete run (one ``infer_strategy.py: error: ...`` line); 2 bad
+flag; 130 interrupted (the cache keeps the answers).
 """
 import argparse
 import os
@@ -27,10 +29,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 from magic.common.artifacts import SPLITS, prompt_file
-from magic.common.errors import UserError
-from magic.esconv.dialogues import ESConvFormatError
+from magic.common.errors import EXIT_BAD_INPUT, UserError, run_main
 from magic.common.io_utils import plain_warnings
-from magic.llm.inference import InferenceConfig, InferenceIncomplete, run_strategy_inference
+from magic.llm.inference import InferenceConfig, run_strategy_inference
 from magic.llm.shards import parse_shard
 from magic.common.validate import parse_split_list, positive_float, positive_int
 
@@ -94,7 +95,7 @@ def parse_args(argv=None):
     return args, p
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     args, parser = parse_args(argv)
     plain_warnings()
     try:
@@ -126,14 +127,15 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
     if cfg.backend in ("local", "vllm") and not cfg.merge_shards and not os.path.isdir(cfg.model_path):
-        print(f"error: {cfg.model_path}: model folder not found (export_model.py --export_dir)", file=sys.stderr)
-        return 1
-    try:
-        run_strategy_inference(cfg)
-    except (InferenceIncomplete, ESConvFormatError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"{cfg.model_path}: model folder not found (export_model.py --export_dir)")
+    run_strategy_inference(cfg)
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: bad input, and RuntimeError (an incomplete run: InferenceIncomplete; a
+    server or device that fails), are one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("infer_strategy.py", lambda: run(argv), code=EXIT_BAD_INPUT, extra=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ gold_strategy. Run from the repository root:
 
     python data/add_memory_motivation.py                       # data/*.txt + LLM_inference/ -> data/*.json
     python data/add_memory_motivation.py --strategy_source gold   # oracle strategies
+
+Exit codes: 0 done, 1 bad input (one ``add_memory_motivation.py: error: ...`` line naming the file), 2 bad
+flag, 130 interrupted.
 """
 import argparse
 import os
 import sys
 
-from magic.generator.records import DatasetBuildError, build_datasets, strategy_agreement, write_datasets
-from magic.esconv.dialogues import ESConvFormatError
+from magic.generator.records import build_datasets, strategy_agreement, write_datasets
+from magic.common.errors import EXIT_BAD_INPUT, run_main
 from magic.common.io_utils import plain_warnings
 from magic.common.validate import parse_split_list
 
@@ -37,23 +40,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     args = parse_args(argv)
     plain_warnings()
     files = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
-    try:
-        records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
-                                 allow_empty=frozenset(parse_split_list(args.allow_empty)),
-                                 allow_shared=args.allow_shared_dialogues)
-    except (ESConvFormatError, DatasetBuildError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    records = build_datasets(files, args.llm_dir, args.strategy_source, args.test_mode,
+                             allow_empty=frozenset(parse_split_list(args.allow_empty)),
+                             allow_shared=args.allow_shared_dialogues)
     paths = write_datasets(records, args.output_dir)
     for split, path in paths.items():
         recs = records[split]
         print(f"{split:5s}: {len(recs):6d} samples -> {path} "
               f"(strategy = gold in {100 * strategy_agreement(recs):.1f}%)")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: bad input is one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("add_memory_motivation.py", lambda: run(argv), code=EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 
 The rules (turn merging, tokenisation, label mapping) are in src/magic/esconv/convert_hf.py. "Greeting" does not
 exist in ESConv; it is given by a keyword heuristic (--greeting). See docs/FIDELITY.md.
+Exit codes: 0 done, 2 bad flag or input, or the hub unavailable (one ``convert_hf_esconv.py: error: ...``
+line naming the file), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ import os
 import sys
 
 from magic.common.artifacts import SPLITS
-from magic.esconv.convert_hf import (
-    GREETING_MODES, HFFormatError, HubUnavailableError, convert_splits, find_split_file, hub_lines,
-)
+from magic.common.errors import UserError, run_main
+from magic.esconv.convert_hf import GREETING_MODES, HubUnavailableError, convert_splits, find_split_file, hub_lines
 from magic.esconv.dialogues import load_samples
 
 
@@ -70,27 +71,23 @@ def plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str,
     return {args.split or "input": (args.input, out_for(args.split or "input"))}
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        jobs = plan(args, parser)
-        sources = {}
-        for split, (inp, _) in jobs.items():
-            if inp == "hub":
-                sources[split] = (f"hub:thu-coai/esconv[{split}]", hub_lines(split))
-            else:
-                with open(inp, encoding="utf-8") as f:
-                    sources[split] = (inp, f.readlines())
-        outputs = {s: out for s, (_, out) in jobs.items()}
-        stats = convert_splits(sources, outputs, args.greeting)
-    except (HFFormatError, FileNotFoundError, HubUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except UnicodeDecodeError as e:
-        print(f"error: {inp}: not UTF-8 text ({e.reason} at byte {e.start}); expected HF-form JSON lines",
-              file=sys.stderr)
-        return 2
+    jobs = plan(args, parser)
+    sources = {}
+    for split, (inp, _) in jobs.items():
+        if inp == "hub":
+            sources[split] = (f"hub:thu-coai/esconv[{split}]", hub_lines(split))
+            continue
+        try:
+            with open(inp, encoding="utf-8") as f:
+                sources[split] = (inp, f.readlines())
+        except UnicodeDecodeError as e:
+            raise UserError(f"{inp}: not UTF-8 text ({e.reason} at byte {e.start}); expected HF-form JSON "
+                            "lines") from None
+    outputs = {s: out for s, (_, out) in jobs.items()}
+    stats = convert_splits(sources, outputs, args.greeting)
     for split, st in stats.items():
         out = outputs[split]
         # a single file is enumerated like the split its output is named after (train otherwise)
@@ -100,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{split}: {st.dialogues} dialogues, {st.turns_in} HF turns -> {st.turns_out} turns "
               f"({st.duplicates_dropped} repeated turns dropped), {n} {enum_split} samples -> {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """run() for the command line: bad input, and the hub unavailable, are one line and exit code 2
+    (src/magic/common/errors.py)."""
+    return run_main("convert_hf_esconv.py", lambda: run(argv), extra=(HubUnavailableError,))
 
 
 if __name__ == "__main__":

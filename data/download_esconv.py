@@ -11,6 +11,9 @@ downloaded and validated.
 
 Without internet access, build the same files from the HF-form data instead:
     python data/convert_hf_esconv.py --input_dir <folder with HF train/valid/test.json> --output_dir data/
+
+Exit codes: 0 done, 1 a file could not be downloaded, validated or written (one ``download_esconv.py:
+error: ...`` line naming the URL or file), 2 bad flag, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import urllib.error
 import urllib.request
 
 from magic.common.artifacts import SPLITS
+from magic.common.errors import run_main
 from magic.common.validate import positive_float
 from magic.esconv.dialogues import ESConvFormatError, load_dialogues, load_samples
 
@@ -32,6 +36,8 @@ OFFLINE_HINT = ("Without internet access, build the same files from the HF-form 
                 "    python data/convert_hf_esconv.py --input_dir <folder with HF train/valid/test.json> "
                 "--output_dir data/\n(or `python data/convert_hf_esconv.py --from_hub` where the Hugging Face hub "
                 "is reachable). See data/convert_hf_esconv.py --help.")
+OFFLINE_HINT_LINE = ("without internet access, build the same files from the HF-form ESConv data with "
+                     "data/convert_hf_esconv.py --input_dir DIR --output_dir data/ (see its --help)")
 
 
 class DownloadError(RuntimeError):
@@ -103,19 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths = download_split_files(args.base_url, args.output_dir, args.timeout)
     except DownloadError as e:
-        print(f"error: {e}\n{OFFLINE_HINT}", file=sys.stderr)
-        return 1
+        raise DownloadError(f"{e}; {OFFLINE_HINT_LINE}") from None
     for split, path in paths.items():
         n_dialogues = len(load_dialogues(path))
         note = "" if args.base_url != DEFAULT_BASE_URL or n_dialogues == EXPECTED_DIALOGUES[split] else \
             f" (expected {EXPECTED_DIALOGUES[split]})"
         print(f"{split}: {n_dialogues} dialogues{note}, {len(load_samples(path, split))} samples -> {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """run() for the command line: a download, validation or write that fails is one line and exit code 1
+    (src/magic/common/errors.py)."""
+    return run_main("download_esconv.py", lambda: run(argv), code=1, extra=(DownloadError,))
 
 
 if __name__ == "__main__":

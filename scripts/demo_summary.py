@@ -22,7 +22,8 @@ that does not name the gold strategy is rewritten into that form around the mode
 ``wrong-strategies`` writes a copy of a test.json whose every ``strategy`` is a fixed different one
 (gold id + 4 mod 8), the input of the forced-wrong-strategy evaluation.
 
-Exit codes: 0 written; 1 an artefact is missing or malformed (the message names it).
+Exit codes: 0 written; 1 an artefact is missing or malformed (one ``demo_summary.py: error: ...`` line naming
+it); 2 bad flag.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import sys
 from collections import Counter
 
 from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id
+from magic.common.errors import run_main
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 
 WRONG_SHIFT = 4  # forced wrong strategy = STRATEGIES[(gold id + 4) % 8]: never the gold one
@@ -236,7 +238,7 @@ def build_summary(work: str, llm: str = "smollm2") -> tuple[str, dict]:
     return "\n".join(out) + "\n", checks
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="print and write <work>/SUMMARY.md")
@@ -249,23 +251,25 @@ def main(argv=None) -> int:
     w.add_argument("input")
     w.add_argument("output")
     args = p.parse_args(argv)
-    try:
-        if args.cmd == "name-strategies":
-            k, total = name_strategies(args.train_file, args.motivations_file)
-            print(f"{total - k} of {total} motivations named their gold strategy; the label written into {k} "
-                  f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
-            return 0
-        if args.cmd == "wrong-strategies":
-            n = wrong_strategies(args.input, args.output)
-            print(f"{n} records with a wrong strategy -> {args.output}")
-            return 0
-        text, _ = build_summary(args.work, args.llm)
-    except (SummaryError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"demo_summary: error: {e}", file=sys.stderr)
-        return 1
+    if args.cmd == "name-strategies":
+        k, total = name_strategies(args.train_file, args.motivations_file)
+        print(f"{total - k} of {total} motivations named their gold strategy; the label written into {k} "
+              f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
+        return 0
+    if args.cmd == "wrong-strategies":
+        n = wrong_strategies(args.input, args.output)
+        print(f"{n} records with a wrong strategy -> {args.output}")
+        return 0
+    text, _ = build_summary(args.work, args.llm)
     atomic_write_text(os.path.join(args.work, "SUMMARY.md"), text)
     print(text)
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: a missing or malformed artefact (KeyError: a field it lacks) is one line
+    and exit code 1 (src/magic/common/errors.py)."""
+    return run_main("demo_summary.py", lambda: run(argv), code=1, extra=(SummaryError, KeyError))
 
 
 if __name__ == "__main__":

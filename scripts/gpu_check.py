@@ -24,7 +24,8 @@ bart-base dimensions: d_model 768, 6+6 layers, 50,265-token vocabulary; batch 16
 on the real train split when ``$MAGIC_DATA_DIR`` holds it (``reconstructed/train.txt`` or ``train.txt``),
 else on synthetic samples of the real split's size.
 
-Exit code: 0 when no row is FAIL, 1 otherwise. The table also goes to ``<out>/gpu_check.md`` (and a JSON
+Exit code: 0 when no row is FAIL, 1 otherwise, 2 a bad flag or --device cuda without a CUDA GPU (one
+``gpu_check.py: error: ...`` line). The table also goes to ``<out>/gpu_check.md`` (and a JSON
 copy) when ``--out`` (default ``$OUT``) is set. Needs no network and none of openai, datasets, nltk,
 pycocoevalcap, trl (metric scoring is switched off with test_evaluation.py --no_metrics).
 """
@@ -45,6 +46,7 @@ import time
 from dataclasses import dataclass
 
 from magic.common.artifacts import best_checkpoint, run_dirs
+from magic.common.errors import UserError, run_main
 
 from magic.common.io_utils import load_json
 
@@ -519,7 +521,7 @@ def device_name(device: str) -> str:
     return f"CPU, torch {torch.__version__}"
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=os.environ.get("DEVICE") or None,
                    help="cuda, cuda:1 or cpu (default $DEVICE, else cuda when available)")
@@ -541,8 +543,7 @@ def main(argv=None) -> int:
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA GPU (set DEVICE=cpu for the CPU form)", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda but torch sees no CUDA GPU (set DEVICE=cpu for the CPU form)")
     work = a.work or tempfile.mkdtemp(prefix="gpu_check_")
     os.makedirs(work, exist_ok=True)
     ck = Checker(device, work, a.python)
@@ -565,6 +566,11 @@ def main(argv=None) -> int:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if any(r.status == "FAIL" for r in ck.rows) else 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: user errors are one line and exit code 2 (src/magic/common/errors.py)."""
+    return run_main("gpu_check.py", lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_timing_rows_keep_the_latest_value(tmp_path):
 def test_missing_artefacts_fail_with_one_line(tmp_path, capsys):
     assert main(["summary", "--work", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("demo_summary: error:") and "\n" not in err
+    assert err.startswith("demo_summary.py: error:") and "\n" not in err
     assert not (tmp_path / "SUMMARY.md").exists()
 
 

@@ -16,6 +16,9 @@ tokenised the MultiESC way (``magic.esconv.convert_hf.tokenize_text``: ``I ' m``
 
     python data/demo/make_demo.py            # rewrites the three files
     python data/demo/make_demo.py --check    # exit 1 if the committed files differ from a rebuild
+
+Exit codes: 0 written (or --check: up to date); 1 --check found stale files, or a file cannot be read or
+written (one ``make_demo.py: error: ...`` line naming it); 2 bad flag.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import sys
 
 from magic.esconv.convert_hf import tokenize_text
 from magic.esconv.dialogues import parse_dialogue
+from magic.common.errors import UserError, run_main
 from magic.common.io_utils import atomic_write_text
 
 SEED = 12
@@ -202,7 +206,7 @@ def render(dialogues: list[dict], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description="Write (or --check) data/demo/{train,valid,test}.txt")
     p.add_argument("--out_dir", "--output_dir", dest="out_dir", default=os.path.dirname(os.path.abspath(__file__)),
                    help="where train/valid/test.txt go (default: this folder, i.e. rewrite the bundled files)")
@@ -220,10 +224,14 @@ def main(argv=None) -> int:
             atomic_write_text(path, text)
             print(f"{split}: {len(dialogues)} dialogues -> {path}")
     if stale:
-        print(f"error: {', '.join(stale)} differ from make_demo.py's output; rerun python data/demo/make_demo.py",
-              file=sys.stderr)
-        return 1
+        raise UserError(f"{', '.join(stale)} differ from make_demo.py's output; rerun python data/demo/make_demo.py")
     return 0
+
+
+def main(argv=None) -> int:
+    """run() for the command line: stale files (--check) and unreadable or unwritable ones are one line and
+    exit code 1 (src/magic/common/errors.py)."""
+    return run_main("make_demo.py", lambda: run(argv), code=1)
 
 
 if __name__ == "__main__":

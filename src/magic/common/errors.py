@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
 # Exit codes. argparse exits with 2 on a bad flag; user errors of main.py and test_evaluation.py use the same
-# code. The LLM_inference/ scripts keep their released-compatible codes (see docs/RELIABILITY.md).
+# code. The steps 2-6 scripts (LLM_inference/, data/add_memory_motivation.py) exit with EXIT_BAD_INPUT on bad
+# input and keep 2 for a bad flag, as they always did (see docs/RELIABILITY.md).
 EXIT_OK = 0
+EXIT_BAD_INPUT = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -46,10 +48,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFo
 
 
 def run_main(prog: str, fn: Callable[[], int | None], code: int = EXIT_USER_ERROR,
-             extra: tuple[type[BaseException], ...] = ()) -> int:
+             extra: tuple[type[BaseException], ...] = (),
+             codes: Mapping[type[BaseException], int] | None = None) -> int:
     """Run a script's body: user errors (and ``extra`` exception types, e.g. RuntimeError for "--device cuda
     without CUDA") become one ``<prog>: error: ...`` line and exit code ``code``; Ctrl-C exits 130.
-    ``MAGIC_DEBUG=1`` lets the exception through, with its traceback."""
+    ``codes`` gives a distinct condition its own exit code, reported the same way (e.g. chat.py's
+    ``{StrategyError: 1}``: a turn failed, not the input); the first type that matches wins.
+    ``MAGIC_DEBUG=1`` lets the exception through, with its traceback. The body's own return value (None: 0)
+    is the exit code otherwise; argparse's SystemExit passes through."""
+    codes = dict(codes or {})
     try:
         rc = fn()
         return EXIT_OK if rc is None else rc
@@ -58,9 +65,9 @@ def run_main(prog: str, fn: Callable[[], int | None], code: int = EXIT_USER_ERRO
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except USER_ERRORS + tuple(extra) as e:
+    except USER_ERRORS + tuple(extra) + tuple(codes) as e:
         if os.environ.get("MAGIC_DEBUG"):
             raise
         hint = "" if isinstance(e, (UserError, OSError)) else " (MAGIC_DEBUG=1 shows the traceback)"
         print(f"{prog}: error: {describe(e)}{hint}", file=sys.stderr)
-        return code
+        return next((c for kind, c in codes.items() if isinstance(e, kind)), code)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from magic.common.artifacts import SPLITS
+from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, ESConvFormatError, parse_dialogue
 from magic.common.io_utils import atomic_write_text
 
@@ -75,7 +76,7 @@ _PUNCT_RE = re.compile("([" + re.escape(string.punctuation) + "])")
 _WS_RE = re.compile(r"\s+")
 
 
-class HFFormatError(ValueError):
+class HFFormatError(UserError):
     """An HF-form input line is malformed; the message names file, line and what was expected."""
 
 

@@ -19,13 +19,14 @@ import warnings
 from dataclasses import dataclass
 
 from magic.common.artifacts import SPLITS, strategy_file
+from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Sample, canonical_strategy, enumerate_samples, expand_contractions, load_dialogues, \
     strategy_id
 from magic.common.io_utils import atomic_write_json, load_json
 
 
 
-class DatasetBuildError(ValueError):
+class DatasetBuildError(UserError):
     """An input file does not fit the samples; the message names the file and the entry."""
 
 

@@ -13,6 +13,7 @@ import os
 import warnings
 
 from magic.common.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, prompt_file
+from magic.common.errors import UserError
 from magic.esconv.dialogues import Sample, enumerate_samples, load_dialogues, strategy_mismatches
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.llm.prompts import llama_prompt
@@ -20,8 +21,8 @@ from magic.llm.prompts import llama_prompt
 TRAIN_NAME, VALID_NAME, TEST_NAME = (prompt_file(split) for split in SPLITS)
 
 
-class PromptBuildError(ValueError):
-    pass
+class PromptBuildError(UserError):
+    """The dialogues, motivations or ids sidecars do not fit together; the message names the file."""
 
 
 def load_motivations(path: str, samples: list[Sample]) -> list[str]:
