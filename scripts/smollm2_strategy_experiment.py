@@ -25,7 +25,6 @@ import torch
 
 from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
 from magic.common.errors import UserError, run_main
-from magic.common.errors import UserError, run_main
 from magic.esconv.dialogues import load_samples
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.common.validate import non_negative_float

@@ -32,7 +32,6 @@ from typing import Sequence
 
 from magic.common.artifacts import best_checkpoint, latest_best_checkpoint
 from magic.common.errors import UserError
-from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
 from magic.llm.engines.base import Generation, make_engine
 

@@ -29,8 +29,6 @@ from typing import Iterable, Sequence
 
 from magic.common.errors import UserError
 
-from magic.common.errors import UserError
-
 # --------------------------------------------------------------------------------------------------
 # Strategies. The id is the memory-bank slot of the generator: keep this order.
 STRATEGIES: tuple[str, ...] = (

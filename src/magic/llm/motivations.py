@@ -24,7 +24,6 @@ from typing import Sequence
 
 from magic.common.artifacts import ids_path
 from magic.common.errors import UserError, describe
-from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json
 from magic.llm.engines.cache import ChatRunResult, JsonlCache, chat_prompt_key, local_prompt_key

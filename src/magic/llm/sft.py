@@ -28,7 +28,6 @@ from typing import Sequence
 import torch
 
 from magic.common.errors import UserError
-from magic.common.errors import UserError
 from magic.common.torchrun import end_process_group
 from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, load_json
 from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
