@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from metric.protocol import format_scores
 from magic.common.errors import run_main
 from magic.common.validate import positive_int
-from magic.generator.evaluation import EARLY_STOPPING, add_decoding_flags, evaluate
+from magic.generator.evaluation import add_decoding_flags, evaluate
 
 
 def build_parser() -> ArgumentParser:
@@ -51,7 +51,6 @@ def build_parser() -> ArgumentParser:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    args.early_stopping = EARLY_STOPPING[args.early_stopping]
     record = evaluate(args)
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "
           f"metric tokeniser: {record['metric_tokenizer']}")

@@ -391,13 +391,11 @@ def engine_summary(engine: ChatEngine, model_path: str, source_desc: str) -> str
 
 
 def decoding_settings(args) -> dict:
-    """``generate_responses`` keyword arguments from test_evaluation.py's search flags."""
-    from magic.generator.evaluation import EARLY_STOPPING
+    """``generate_responses`` keyword arguments from test_evaluation.py's search flags (the evaluation's own
+    DecodingSettings, so the chat decodes exactly as step 8 does)."""
+    from magic.generator.evaluation import DecodingSettings
 
-    return {"num_beams": args.num_beams, "num_beam_groups": args.num_beam_groups,
-            "diversity_penalty": args.diversity_penalty, "length_penalty": args.length_penalty,
-            "max_new_tokens": args.max_length_res, "early_stopping": EARLY_STOPPING[args.early_stopping],
-            "max_length": args.max_length}
+    return DecodingSettings.from_args(args).kwargs()
 
 
 def format_turn(res: TurnResult) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -182,6 +183,31 @@ class _Partial:
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
 
 
+@dataclass(frozen=True)
+class DecodingSettings:
+    """The search of step 8, and of the chat: the one translation of ``add_decoding_flags``' values into
+    ``generate_responses`` arguments (test_evaluation.py and chat.py both build it with ``from_args``)."""
+    num_beams: int = 5
+    num_beam_groups: int = 5
+    diversity_penalty: float = 1.0
+    length_penalty: float = 1.0
+    max_new_tokens: int = 64          # --max_length_res
+    early_stopping: bool | str = False
+    max_length: int = 512             # context tokens
+
+    @classmethod
+    def from_args(cls, args) -> "DecodingSettings":
+        early = args.early_stopping
+        return cls(num_beams=args.num_beams, num_beam_groups=args.num_beam_groups,
+                   diversity_penalty=args.diversity_penalty, length_penalty=args.length_penalty,
+                   max_new_tokens=args.max_length_res, max_length=args.max_length,
+                   early_stopping=EARLY_STOPPING[early] if isinstance(early, str) else early)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``generate_responses``."""
+        return asdict(self)
+
+
 def add_decoding_flags(p):
     """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
     the same ones)."""
@@ -262,7 +288,8 @@ def evaluate(args) -> dict:
     from magic.generator.checkpoint import load_checkpoint
     from magic.generator.data import load_records
 
-    group_diversity(args.num_beams, args.num_beam_groups, args.diversity_penalty)  # fail before decoding
+    decoding = DecodingSettings.from_args(args)
+    group_diversity(decoding.num_beams, decoding.num_beam_groups, decoding.diversity_penalty)  # fail before decoding
     if args.seed is not None:
         torch.manual_seed(args.seed)
     no_metrics = getattr(args, "no_metrics", False)
@@ -281,7 +308,8 @@ def evaluate(args) -> dict:
 
     settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
                                               "diversity_penalty", "length_penalty", "max_length",
-                                              "max_length_res", "strategy_source", "limit", "early_stopping")}
+                                              "max_length_res", "strategy_source", "limit")}
+    settings["early_stopping"] = decoding.early_stopping
     settings["model_path"] = os.path.realpath(args.model_path)  # one checkpoint, however it is spelled
     model, tokenizer, train_args = load_checkpoint(args.model_path, bart_base_dir=args.bart_base_dir,
                                                    device=args.device)
@@ -294,11 +322,8 @@ def evaluate(args) -> dict:
     paths = claim_output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty,
                                settings, overwrite=args.overwrite_output_dir)
     partial = _Partial(paths["partial"], settings)
-    hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, num_beams=args.num_beams,
-                                  num_beam_groups=args.num_beam_groups, diversity_penalty=args.diversity_penalty,
-                                  length_penalty=args.length_penalty, max_new_tokens=args.max_length_res,
-                                  early_stopping=args.early_stopping,
-                                  max_length=args.max_length, partial=partial, progress=not args.no_progress)
+    hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, partial=partial,
+                                  progress=not args.no_progress, **decoding.kwargs())
     references = [one_line(r["response"]) for r in records]
     hypotheses = [clean_response(h) for h in hyps_raw]
     write_lines(paths["references"], references)
