@@ -110,14 +110,10 @@ def main(argv=None) -> int:
             time.sleep(2 + 3 * attempt)
         print(f"reproduce.py: warning: could not commit {path}; commit it by hand", file=sys.stderr)
 
-    try:
-        study.run(args.only, on_done=commit if args.commit else None, jobs=jobs)
-    except StudyError as e:
-        print(f"reproduce.py: error: {e}", file=sys.stderr)
-        return 1
+    study.run(args.only, on_done=commit if args.commit else None, jobs=jobs)
     print(f"wrote {write_report(results, output, profile.name)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("reproduce.py", main))
+    sys.exit(run_main("reproduce.py", main, codes={StudyError: 1}))  # a failed cell: exit 1, its log named

@@ -204,6 +204,7 @@ def _bad_inputs(tmp):
         ("chat.py", "main", ["--model_path", missing, "--strategy", "Question"], 2),
         ("main.py", "cli", ["--train_data", missing, "--valid_data", missing, "--output_dir", tmp], 2),
         ("compare_results.py", "__main__", [missing, missing], 2),
+        ("scripts/reproduce.py", "__main__", ["--profile", "paper"], 2),
     ]
 
 
