@@ -256,3 +256,22 @@ def test_chat_input_turn_that_fails_exits_1_through_run_main(bart_dir, tmp_path)
     lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("warning:")]
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("chat.py: error: "), proc.stderr
     assert not (tmp_path / "reply.json").exists()
+
+
+# ---------------------------------------------------------------------------------------- private names
+def _private_imports():
+    """``from magic... import _name`` / ``from metric... import _name`` anywhere outside tests/."""
+    found = []
+    for path in _sources():
+        for n in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] in ("magic", "metric"):
+                found += [f"{os.path.relpath(path, ROOT)}:{n.lineno}: {n.module}.{a.name}" for a in n.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+# strict: the day the last one goes, the XPASS fails and the marker must go with it
+@pytest.mark.xfail(strict=True, reason="LLM_inference/export_model.py imports _resolve_dtype from "
+                   "magic.llm.engines.hf, whose owner renames it (resolve_dtype); then drop this marker")
+def test_no_private_name_is_imported_across_modules():
+    assert not _private_imports(), "\n".join(_private_imports())
