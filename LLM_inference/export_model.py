@@ -19,7 +19,7 @@ import os
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.llm.engines.hf import TEMPLATES, _resolve_dtype
+from magic.llm.engines.hf import TEMPLATES, resolve_dtype
 from magic.llm.sft import export_merged
 from magic.common.validate import positive_int
 
@@ -62,7 +62,7 @@ def parse_args(argv=None):
 def run(argv=None) -> int:
     args = parse_args(argv)
     out = export_merged(args.model_name_or_path, args.adapter_name_or_path, args.export_dir,
-                        args.export_size, dtype=_resolve_dtype(args.export_dtype),
+                        args.export_size, dtype=resolve_dtype(args.export_dtype),
                         overwrite=args.overwrite_output_dir)
     print(f"merged model saved in {out}")
     return 0

@@ -270,8 +270,38 @@ def _private_imports():
     return found
 
 
-# strict: the day the last one goes, the XPASS fails and the marker must go with it
-@pytest.mark.xfail(strict=True, reason="LLM_inference/export_model.py imports _resolve_dtype from "
-                   "magic.llm.engines.hf, whose owner renames it (resolve_dtype); then drop this marker")
 def test_no_private_name_is_imported_across_modules():
     assert not _private_imports(), "\n".join(_private_imports())
+
+
+# ---------------------------------------------------------------------------------------- imports at the top
+# Modules whose imports between magic modules are at the top (issue 21): common, esconv, generator, llm (its own
+# modules) and chat/web.py. The exceptions, each for a reason written where it stands: DialogueModel (model.py
+# loads transformers' BART modules) in the two functions that build one, and add_decoding_flags' own import.
+TOP_IMPORT_MODULES = ("common", "esconv", "generator", "llm", os.path.join("chat", "web.py"))
+FUNCTION_IMPORTS_KEPT = {("generator/checkpoint.py", "load_checkpoint", "magic.generator.model"),
+                         ("generator/train.py", "run_training", "magic.generator.model"),
+                         ("generator/evaluation.py", "add_decoding_flags", "magic.common.validate")}
+NOT_YET = ("generator/pretrain.py", "llm/inference.py")  # being rewritten by others when this was done
+
+
+def test_imports_between_magic_modules_are_at_the_top():
+    package = os.path.join(ROOT, "src", "magic")
+    inside = []
+    for entry in TOP_IMPORT_MODULES:
+        full = os.path.join(package, entry)
+        paths = [full] if entry.endswith(".py") else [os.path.join(full, f) for f in sorted(os.listdir(full))
+                                                       if f.endswith(".py")]
+        for path in paths:
+            rel = os.path.relpath(path, package).replace(os.sep, "/")
+            if rel in NOT_YET:
+                continue
+            for fn in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for n in ast.walk(fn):
+                    names = ([n.module] if isinstance(n, ast.ImportFrom) and n.module else
+                             [a.name for a in n.names] if isinstance(n, ast.Import) else [])
+                    inside += [f"{rel}:{n.lineno} in {fn.name}: {m}" for m in names
+                               if m.startswith(("magic.", "metric")) and (rel, fn.name, m) not in FUNCTION_IMPORTS_KEPT]
+    assert not inside, "imports between magic modules inside functions (move them to the top):\n" + "\n".join(inside)

@@ -31,7 +31,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _resolve_dtype(dtype):
+def resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -71,7 +71,7 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     if os.path.isdir(path):  # the rule fine-tuning saved with the model (released rule if none)
         setattr(tokenizer, RULE_ATTR, EncodingRule.load(path))
     kwargs = {}
-    resolved = _resolve_dtype(dtype)
+    resolved = resolve_dtype(dtype)
     if resolved is not None:
         kwargs["dtype"] = resolved
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
