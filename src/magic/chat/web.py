@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 
+from magic.chat.engine import ChatSetupError, StrategyError
 from magic.common.io_utils import make_temp_dir, remove_stale_temp_dirs
 from magic.esconv.dialogues import STRATEGIES
 
@@ -114,8 +115,6 @@ def _memory_bars(fill: dict, k: int) -> dict:
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     """``"user:pass"`` -> ("user", "pass"); None -> $MAGIC_CHAT_AUTH or no authentication."""
-    from magic.chat.engine import ChatSetupError
-
     value = value if value is not None else os.environ.get("MAGIC_CHAT_AUTH")
     if not value:
         return None
@@ -133,8 +132,6 @@ def build_app(engine, desc: str, situation: str = "", files: PrivateFiles | None
     # exists (each takes its cache folder when it is built)
     files.use_as_gradio_cache()
     import gradio as gr
-
-    from magic.chat.engine import StrategyError
 
     k = engine.model.strategy_memory_max
     live: dict = {}  # session key -> its ChatSession, so that the end of a session clears its conversation
@@ -250,8 +247,6 @@ def serve(engine, desc: str, args) -> int:
         app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                    allowed_paths=[files.folder], ssr_mode=False, css=CSS, quiet=False)
     except OSError as e:  # e.g. the port is taken
-        from magic.chat.engine import ChatSetupError
-
         raise ChatSetupError(f"cannot serve on {args.host}:{args.port}: {e}") from None
     finally:
         files.close()

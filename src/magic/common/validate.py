@@ -24,7 +24,7 @@ import os
 import warnings
 from typing import Iterable, Mapping, Sequence
 
-from magic.common.artifacts import SPLITS
+from magic.common.artifacts import SPLITS, load_ids
 from magic.common.errors import UserError
 from magic.common.io_utils import load_json
 
@@ -212,8 +212,6 @@ def check_split_ids(ids: Iterable[object], split: str, where: str) -> None:
 def check_ids_sidecar(sidecar: str, expected: Sequence[str], data_path: str) -> None:
     """The ids sidecar of ``data_path`` (``sidecar``, as magic.common.artifacts.ids_path names it) must list exactly
     ``expected``, in order (no short, empty or stale sidecar)."""
-    from magic.common.artifacts import load_ids
-
     try:
         ids = load_ids(data_path)
     except (OSError, ValueError) as e:

@@ -145,6 +145,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     The BART config comes from the checkpoint's config.json, else from ``bart_base_dir`` (required for a
     released-code checkpoint). ``model_overrides`` replace recorded model settings (e.g. pool="masked").
     """
+    # not at module load: model.py loads transformers' BART modules, and chat.py / test_evaluation.py import
+    # this module (through magic.generator.evaluation) already to build their parsers
     from transformers import BartConfig
 
     from magic.generator.model import DialogueModel

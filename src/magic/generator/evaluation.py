@@ -22,11 +22,17 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
+from metric import JAVA_INSTALL_HINT, java_available
 from metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
 from magic.generator.beam_search import beam_search, group_diversity
+from magic.generator.checkpoint import load_checkpoint
+from magic.generator.data import DialogueDataset, collator_for, load_records
 from magic.common.artifacts import RUN_NAME_RE
+from magic.common.errors import OutputExistsError
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+from magic.common.validate import check_split_ids
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
 
@@ -70,8 +76,6 @@ def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float,
     ``_2``, ``_3``, ... before ``.txt``). A finished result of the same checkpoint and settings is refused
     (OutputExistsError) unless ``overwrite``. The slot is claimed by creating its ``.partial.jsonl`` (with the
     settings as first line) exclusively, so two evaluations started together never share one."""
-    from magic.common.errors import OutputExistsError
-
     base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
     name = os.path.basename(base["hypotheses"])
     folder = os.path.join(os.path.dirname(base["hypotheses"]), _checkpoint_name(model_path))
@@ -243,10 +247,6 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
     The encoder (context + memory vector (+ motivation)) runs once per batch; the decoder runs once per step
     for all beams with the KV cache. The memory bank is used as loaded (frozen).
     """
-    from tqdm import tqdm
-
-    from magic.generator.data import DialogueDataset, collator_for
-
     model.eval()
     device = model.device
     # the checkpoint's settings (truncation side, memory length); --max_length decides the context tokens
@@ -285,16 +285,12 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
 
 def evaluate(args) -> dict:
     """The whole test_evaluation.py run. ``args`` is its argparse namespace. Returns the scores record."""
-    from magic.generator.checkpoint import load_checkpoint
-    from magic.generator.data import load_records
-
     decoding = DecodingSettings.from_args(args)
     group_diversity(decoding.num_beams, decoding.num_beam_groups, decoding.diversity_penalty)  # fail before decoding
     if args.seed is not None:
         torch.manual_seed(args.seed)
     no_metrics = getattr(args, "no_metrics", False)
     if not args.no_meteor and not no_metrics:
-        from metric import JAVA_INSTALL_HINT, java_available
         if not java_available():  # fail before an hour of decoding, not after
             raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
     records = load_records(args.test_data)
@@ -302,7 +298,6 @@ def evaluate(args) -> dict:
         records = records[:args.limit]
     if not records:
         raise ValueError(f"{args.test_data}: no test records")
-    from magic.common.validate import check_split_ids
     check_split_ids([r.get("id") for r in records], "test", args.test_data)
     records = select_strategy(records, args.strategy_source, args.test_data)
 

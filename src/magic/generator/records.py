@@ -23,6 +23,7 @@ from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Sample, canonical_strategy, enumerate_samples, expand_contractions, load_dialogues, \
     strategy_id
 from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.validate import check_duplicate_dialogues, require_nonempty
 
 
 
@@ -99,8 +100,6 @@ def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: 
     """
     if strategy_source not in ("inferred", "gold"):
         raise ValueError(f"strategy_source must be 'inferred' or 'gold', got {strategy_source!r}")
-    from magic.common.validate import check_duplicate_dialogues, require_nonempty
-
     dialogues = {split: load_dialogues(files[split]) for split in SPLITS}
     check_duplicate_dialogues(dialogues, allow_shared)  # a file given for the wrong split shares its dialogues with it
     samples = {split: enumerate_samples(dialogues[split], split, test_mode) for split in SPLITS}

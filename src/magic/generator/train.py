@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import datetime
 import logging
 import math
@@ -160,9 +162,6 @@ def release_freed_memory() -> None:
     by the next step, which is why it is not done every step."""
     global _malloc_trim
     if _malloc_trim is None:
-        import ctypes
-        import ctypes.util
-
         try:
             _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
         except (OSError, AttributeError):
@@ -344,6 +343,8 @@ def _resume_dirs(path: str) -> tuple[str, str]:
 
 def run_training(args: argparse.Namespace) -> dict:
     """Train as main.py does; returns {"run_dir", "best_checkpoint", "best_val_ppl", "history", "stopped_early"}."""
+    # not at module load: main.py imports this module for its parser (--help), and model.py loads
+    # transformers' BART modules
     from transformers import BartTokenizer
 
     from magic.generator.model import DialogueModel

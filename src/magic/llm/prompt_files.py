@@ -16,6 +16,7 @@ from magic.common.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, prompt_f
 from magic.common.errors import UserError
 from magic.esconv.dialogues import Sample, enumerate_samples, load_dialogues, strategy_mismatches
 from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.validate import check_duplicate_dialogues, check_ids_sidecar, require_nonempty
 from magic.llm.prompts import llama_prompt
 
 TRAIN_NAME, VALID_NAME, TEST_NAME = (prompt_file(split) for split in SPLITS)
@@ -38,7 +39,6 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
             "they must correspond one to one (was the collection partial, or made from another train file?)")
     sidecar = ids_path(path)
     if os.path.exists(sidecar):
-        from magic.common.validate import check_ids_sidecar
         check_ids_sidecar(sidecar, [s.id for s in samples], path)
     return motivations
 
@@ -47,8 +47,6 @@ def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivat
                        allow_empty: frozenset = frozenset(), allow_shared: bool = False) -> dict:
     """Everything to write, keyed by file name (values are JSON-serialisable). A split without samples is an
     error unless it is in ``allow_empty``; a dialogue in two splits is an error (magic.common.validate)."""
-    from magic.common.validate import check_duplicate_dialogues, require_nonempty
-
     files = {"train": train_file, "valid": valid_file, "test": test_file}
     dialogues = {split: load_dialogues(path) for split, path in files.items()}
     check_duplicate_dialogues(dialogues, allow_shared)

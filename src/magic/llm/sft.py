@@ -19,6 +19,7 @@ final adapter and the tokenizer are saved in ``output_dir``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -29,7 +30,8 @@ import torch
 
 from magic.common.errors import UserError
 from magic.common.torchrun import end_process_group
-from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, load_json
+from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, check_replaceable, load_json
+from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
 from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
                            infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
 from magic.llm.engines.hf import prepare_tokenizer
@@ -239,7 +241,6 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
     if cfg.fp16 and cfg.bf16:
         raise ValueError("--fp16 and --bf16 are exclusive")
     if cfg.deepspeed:
-        import importlib.util
         if not os.path.isfile(cfg.deepspeed):
             raise FileNotFoundError(f"--deepspeed {cfg.deepspeed}: config file not found "
                                     "(LLM_inference/ds_configs/ds_z2_config.json or ds_z3_config.json)")
@@ -365,7 +366,6 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     _check_config(cfg, cuda)
     set_seed(cfg.seed)
     pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
-    from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
     check_tokenizer_files(check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path"))
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     prepare_tokenizer(tokenizer)
@@ -458,8 +458,6 @@ def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir
         raise ValueError(f"--finetuning_type {finetuning_type!r} is not supported; only 'lora'")
     if export_size < 1:
         raise ValueError(f"--export_size must be >= 1 (GB), got {export_size}")
-    from magic.common.io_utils import check_replaceable
-    from magic.common.validate import check_model_dir, check_vocab
     check_replaceable(export_dir, overwrite)  # before any work: never replace a folder export did not write
     check_model_dir(model_name_or_path, "base model", "--model_name_or_path")
     model = load_adapter_model(model_name_or_path, adapter_name_or_path, dtype=dtype)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from magic.llm.engines.cache import JsonlCache
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"K/N"`` -> (K, N) with 0 <= K < N; ValueError otherwise."""
@@ -46,8 +48,6 @@ def shard_share(items: Sequence, batch_size: int, k: int, n: int) -> list:
 def union_answers(cache_file: str, n: int, items: Sequence[tuple[str, str]], key_of: Callable[[str, str], str],
                   batch_size: int) -> tuple[dict[str, str], dict[int, int]]:
     """Answers of ``items`` = [(id, prompt)] found in the N shard caches, and {shard: prompts it still lacks}."""
-    from magic.llm.engines.cache import JsonlCache
-
     caches = [JsonlCache(shard_cache_path(cache_file, k, n), readonly=True) for k in range(n)]
     answers: dict[str, str] = {}
     missing: dict[int, int] = {}
