@@ -131,6 +131,113 @@ def group_diversity(num_beams: int, num_beam_groups: int, diversity_penalty: flo
 
 
 @torch.no_grad()
+def _check_search_args(num_beams, num_beam_groups, diversity_penalty, max_new_tokens, num_return_sequences,
+                       early_stopping) -> float:
+    """Refuse impossible settings before any decoding; returns the diversity penalty that acts."""
+    if num_beams < 1 or max_new_tokens < 1:
+        raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams}, {max_new_tokens}")
+    diversity_penalty = group_diversity(num_beams, num_beam_groups, diversity_penalty)
+    if not 1 <= num_return_sequences <= num_beams:
+        raise ValueError(f"num_return_sequences must be in [1, num_beams], got {num_return_sequences}")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    return diversity_penalty
+
+
+@dataclass
+class _Beams:
+    """The search state, laid out (batch B, group G, beam in group S, ...): running beams and the finished
+    pool of each group, and whether a group can still improve its pool."""
+    run_seq: torch.Tensor     # (B, G, S, max_len) token ids, start token first
+    run_score: torch.Tensor   # (B, G, S) summed log-probs
+    fin_seq: torch.Tensor     # (B, G, S, max_len)
+    fin_score: torch.Tensor   # (B, G, S) length-normalised scores (NEG_INF: empty slot)
+    fin_len: torch.Tensor     # (B, G, S) generated tokens
+    fin_flag: torch.Tensor    # (B, G, S) slot holds a finished hypothesis
+    improvable: torch.Tensor  # (B, G)
+
+    @classmethod
+    def start(cls, B: int, G: int, S: int, max_len: int, start_id: int, pad_id: int, device) -> "_Beams":
+        run_seq = torch.full((B, G, S, max_len), pad_id, dtype=torch.long, device=device)
+        run_seq[..., 0] = start_id
+        run_score = torch.zeros((B, G, S), dtype=torch.float, device=device)
+        run_score[:, :, 1:] = NEG_INF  # all beams start identical: expand only the first of each group
+        return cls(run_seq, run_score, run_seq.clone(), torch.full((B, G, S), NEG_INF, dtype=torch.float, device=device),
+                   torch.zeros((B, G, S), dtype=torch.long, device=device),
+                   torch.zeros((B, G, S), dtype=torch.bool, device=device),
+                   torch.ones((B, G), dtype=torch.bool, device=device))
+
+
+def _step_group(st: _Beams, g: int, lp: torch.Tensor, cur_len: int, n_keep: int, top_s: torch.Tensor,
+                eos: torch.Tensor, length_penalty: float, early_stopping, prompt_len: int = 1):
+    """One step of group ``g`` given its (diversity-penalised) log-probs ``lp`` (B, S, V): the next running
+    beams and the merged finished pool. Returns (the beam each new running beam extends (B, S), its tokens
+    (B, S), whether each candidate finished (B, n_keep))."""
+    B, S, V = lp.shape
+    max_len = st.run_seq.shape[-1]
+    acc = (lp + st.run_score[:, g, :, None]).reshape(B, S * V)
+    top_val, top_idx = torch.topk(acc, n_keep, dim=-1)
+    src = top_idx // V  # beam (within group) each candidate extends
+    tok = top_idx % V
+    cand = torch.gather(st.run_seq[:, g], 1, src[..., None].expand(B, n_keep, max_len)).clone()
+    cand[:, :, cur_len] = tok
+    hits = torch.isin(tok, eos) | (cur_len + 1 >= max_len)
+
+    # Next running beams: best S candidates that did not just finish.
+    run_val = top_val + hits.float() * NEG_INF
+    nxt = torch.topk(run_val, S, dim=-1).indices
+    st.run_seq[:, g] = torch.gather(cand, 1, nxt[..., None].expand(B, S, max_len))
+    st.run_score[:, g] = torch.gather(run_val, 1, nxt)
+
+    # Finished pool: merge newly finished top-S candidates, keep the best S (length-normalised).
+    gen_len = cur_len + 1 - prompt_len
+    fin_val = top_val / (gen_len ** length_penalty)
+    full = st.fin_flag[:, g].all(dim=-1, keepdim=True) & (early_stopping is True)
+    fin_val = fin_val + full.float() * NEG_INF
+    fin_val = fin_val + (~st.improvable[:, g, None]).float() * NEG_INF
+    just = hits & top_s[None, :]
+    fin_val = fin_val + (~just).float() * NEG_INF
+    m_seq = torch.cat([st.fin_seq[:, g], cand], dim=1)
+    m_val = torch.cat([st.fin_score[:, g], fin_val], dim=1)
+    m_len = torch.cat([st.fin_len[:, g], torch.full_like(tok, gen_len)], dim=1)
+    m_flag = torch.cat([st.fin_flag[:, g], just], dim=1)
+    keep = torch.topk(m_val, S, dim=-1).indices
+    st.fin_seq[:, g] = torch.gather(m_seq, 1, keep[..., None].expand(B, S, max_len))
+    st.fin_score[:, g] = torch.gather(m_val, 1, keep)
+    st.fin_len[:, g] = torch.gather(m_len, 1, keep)
+    st.fin_flag[:, g] = torch.gather(m_flag, 1, keep)
+    return torch.gather(src, 1, nxt), torch.gather(tok, 1, nxt), hits
+
+
+def _keep_searching(st: _Beams, cur_len: int, max_len: int, length_penalty: float, early_stopping,
+                    hits_all: list, prompt_len: int = 1) -> bool:
+    """HF's stop heuristic: can the best running beam still beat the worst finished one (per group)?"""
+    if early_stopping == "never" and length_penalty > 0.0:
+        best_len = max_len - prompt_len
+    else:
+        best_len = cur_len - prompt_len
+    best_possible = st.run_score[..., :1] / (best_len ** length_penalty)
+    worst_fin = torch.where(st.fin_flag, st.fin_score.min(dim=-1, keepdim=True).values,
+                            torch.full_like(st.fin_score, NEG_INF))
+    st.improvable = st.improvable & (best_possible > worst_fin).any(dim=-1)
+    open_beam = not (bool(st.fin_flag.all()) and early_stopping is True)
+    valid = not bool(torch.stack(hits_all).all())
+    return bool(st.improvable.any()) and open_beam and valid
+
+
+def _best_hypotheses(st: _Beams, n: int) -> BeamSearchOutput:
+    """The ``n`` best finished hypotheses over all groups of each sample, best first."""
+    B, G, S, max_len = st.fin_seq.shape
+    K = G * S
+    all_score = st.fin_score.reshape(B, K)
+    order = torch.sort(all_score, dim=-1, descending=True, stable=True).indices[:, :n]
+    seqs = torch.gather(st.fin_seq.reshape(B, K, max_len), 1, order[..., None].expand(-1, -1, max_len))
+    scores = torch.gather(all_score, 1, order)
+    lengths = torch.gather(st.fin_len.reshape(B, K), 1, order)
+    out_len = 1 + int(lengths.max())
+    return BeamSearchOutput(seqs.reshape(B * n, max_len)[:, :out_len], scores.reshape(-1), lengths.reshape(-1))
+
+
 def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], *,
                 decoder_start_token_id: int, eos_token_id, pad_token_id: int, max_new_tokens: int,
                 num_beams: int = 5, num_beam_groups: int = 1, diversity_penalty: float = 0.0,
@@ -143,14 +250,13 @@ def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torc
     min_new_tokens: EOS is forbidden before this many tokens (HF ``min_length``, which counts the start
     token, equals 1 + min_new_tokens for an encoder-decoder).
     Returns the ``num_return_sequences`` best hypotheses per sample, best first.
+
+    Each step: one decoder call for all beams; per group, its tokens penalised by the tokens earlier groups
+    chose at this step (Hamming diversity), the group's next beams and finished pool (``_step_group``); the
+    cache follows the surviving beams; stop when no group can improve (``_keep_searching``).
     """
-    if num_beams < 1 or max_new_tokens < 1:
-        raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams}, {max_new_tokens}")
-    diversity_penalty = group_diversity(num_beams, num_beam_groups, diversity_penalty)
-    if not 1 <= num_return_sequences <= num_beams:
-        raise ValueError(f"num_return_sequences must be in [1, num_beams], got {num_return_sequences}")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    diversity_penalty = _check_search_args(num_beams, num_beam_groups, diversity_penalty, max_new_tokens,
+                                           num_return_sequences, early_stopping)
     if num_beams == 1:
         return greedy_search(model, encoder_states, encoder_mask, decoder_start_token_id=decoder_start_token_id,
                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
@@ -162,102 +268,30 @@ def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torc
     eos = _eos_tensor(eos_token_id, device)
     n_keep = max(2, 1 + eos.numel()) * S  # candidates per group and step (HF keeps 2K so K stay alive)
     max_len = 1 + max_new_tokens  # sequence length incl. the start token (HF max_length)
-    prompt_len = 1
-
     enc = expand_for_beams(encoder_states, K)
     enc_mask = expand_for_beams(encoder_mask, K)
-
-    # Running beams and finished pools, laid out (batch, group, beam in group, ...).
-    run_seq = torch.full((B, G, S, max_len), pad_token_id, dtype=torch.long, device=device)
-    run_seq[..., 0] = decoder_start_token_id
-    run_score = torch.zeros((B, G, S), dtype=torch.float, device=device)
-    run_score[:, :, 1:] = NEG_INF  # all beams start identical: expand only the first of each group
-    fin_seq = run_seq.clone()
-    fin_score = torch.full((B, G, S), NEG_INF, dtype=torch.float, device=device)
-    fin_len = torch.zeros((B, G, S), dtype=torch.long, device=device)
-    fin_flag = torch.zeros((B, G, S), dtype=torch.bool, device=device)
-    improvable = torch.ones((B, G), dtype=torch.bool, device=device)
+    st = _Beams.start(B, G, S, max_len, decoder_start_token_id, pad_token_id, device)
     top_s = torch.arange(n_keep, device=device) < S  # only top-S candidates may finish (HF)
+    offsets = (torch.arange(B, device=device)[:, None, None] * K + torch.arange(G, device=device)[None, :, None] * S)
 
-    past = None
-    cur_len = 1
+    past, cur_len = None, 1
     while True:
-        tokens = run_seq[..., cur_len - 1].reshape(B * K, 1)
-        log_probs, past = _step(model, tokens, enc, enc_mask, past)
-        V = log_probs.shape[-1]
-        log_probs = log_probs.view(B, G, S, V)
-        if cur_len - prompt_len < min_new_tokens and eos.numel():
+        log_probs, past = _step(model, st.run_seq[..., cur_len - 1].reshape(B * K, 1), enc, enc_mask, past)
+        log_probs = log_probs.view(B, G, S, -1)
+        if cur_len - 1 < min_new_tokens and eos.numel():
             log_probs[..., eos] = -float("inf")
-
-        hits_all = []
-        beam_src = torch.empty((B, G, S), dtype=torch.long, device=device)
-        chosen = torch.zeros((B, V), dtype=torch.float, device=device)  # this step's tokens of groups < g
+        hits_all, beam_src = [], torch.empty((B, G, S), dtype=torch.long, device=device)
+        chosen = torch.zeros((B, log_probs.shape[-1]), dtype=torch.float, device=device)  # tokens of groups < g
         for g in range(G):
             lp = log_probs[:, g]
             if g > 0 and diversity_penalty:
                 lp = lp - diversity_penalty * chosen[:, None, :]
-            acc = (lp + run_score[:, g, :, None]).reshape(B, S * V)
-            top_val, top_idx = torch.topk(acc, n_keep, dim=-1)
-            src = top_idx // V  # beam (within group) each candidate extends
-            tok = top_idx % V
-            cand = torch.gather(run_seq[:, g], 1, src[..., None].expand(B, n_keep, max_len)).clone()
-            cand[:, :, cur_len] = tok
-            hits = torch.isin(tok, eos) | (cur_len + 1 >= max_len)
+            beam_src[:, g], tokens, hits = _step_group(st, g, lp, cur_len, n_keep, top_s, eos, length_penalty,
+                                                       early_stopping)
             hits_all.append(hits)
-
-            # Next running beams: best S candidates that did not just finish.
-            run_val = top_val + hits.float() * NEG_INF
-            nxt = torch.topk(run_val, S, dim=-1).indices
-            run_seq[:, g] = torch.gather(cand, 1, nxt[..., None].expand(B, S, max_len))
-            run_score[:, g] = torch.gather(run_val, 1, nxt)
-            beam_src[:, g] = torch.gather(src, 1, nxt)
-            chosen.scatter_add_(1, torch.gather(tok, 1, nxt), torch.ones((B, S), device=device))
-
-            # Finished pool: merge newly finished top-S candidates, keep the best S (length-normalised).
-            gen_len = cur_len + 1 - prompt_len
-            fin_val = top_val / (gen_len ** length_penalty)
-            full = fin_flag[:, g].all(dim=-1, keepdim=True) & (early_stopping is True)
-            fin_val = fin_val + full.float() * NEG_INF
-            fin_val = fin_val + (~improvable[:, g, None]).float() * NEG_INF
-            just = hits & top_s[None, :]
-            fin_val = fin_val + (~just).float() * NEG_INF
-            m_seq = torch.cat([fin_seq[:, g], cand], dim=1)
-            m_val = torch.cat([fin_score[:, g], fin_val], dim=1)
-            m_len = torch.cat([fin_len[:, g], torch.full_like(tok, gen_len)], dim=1)
-            m_flag = torch.cat([fin_flag[:, g], just], dim=1)
-            keep = torch.topk(m_val, S, dim=-1).indices
-            fin_seq[:, g] = torch.gather(m_seq, 1, keep[..., None].expand(B, S, max_len))
-            fin_score[:, g] = torch.gather(m_val, 1, keep)
-            fin_len[:, g] = torch.gather(m_len, 1, keep)
-            fin_flag[:, g] = torch.gather(m_flag, 1, keep)
-
-        # Reorder the cache to follow the surviving beams.
-        offsets = (torch.arange(B, device=device)[:, None, None] * K
-                   + torch.arange(G, device=device)[None, :, None] * S)
-        past = reorder_past(past, (beam_src + offsets).reshape(-1))
-
+            chosen.scatter_add_(1, tokens, torch.ones((B, S), device=device))
+        past = reorder_past(past, (beam_src + offsets).reshape(-1))  # the cache follows the surviving beams
         cur_len += 1
-        # HF's stop heuristic: can the best running beam still beat the worst finished one?
-        if early_stopping == "never" and length_penalty > 0.0:
-            best_len = max_len - prompt_len
-        else:
-            best_len = cur_len - prompt_len
-        best_possible = run_score[..., :1] / (best_len ** length_penalty)
-        worst_fin = torch.where(fin_flag, fin_score.min(dim=-1, keepdim=True).values,
-                                torch.full_like(fin_score, NEG_INF))
-        improvable = improvable & (best_possible > worst_fin).any(dim=-1)
-        open_beam = not (bool(fin_flag.all()) and early_stopping is True)
-        valid = not bool(torch.stack(hits_all).all())
-        if not (bool(improvable.any()) and open_beam and valid):
+        if not _keep_searching(st, cur_len, max_len, length_penalty, early_stopping, hits_all):
             break
-
-    # Best hypotheses over all groups of each sample.
-    all_score = fin_score.reshape(B, K)
-    order = torch.sort(all_score, dim=-1, descending=True, stable=True).indices[:, :num_return_sequences]
-    seqs = torch.gather(fin_seq.reshape(B, K, max_len), 1, order[..., None].expand(-1, -1, max_len))
-    scores = torch.gather(all_score, 1, order)
-    lengths = torch.gather(fin_len.reshape(B, K), 1, order)
-    out_len = 1 + int(lengths.max())
-    return BeamSearchOutput(seqs.reshape(B * num_return_sequences, max_len)[:, :out_len],
-                            scores.reshape(-1), lengths.reshape(-1))
-
+    return _best_hypotheses(st, num_return_sequences)
