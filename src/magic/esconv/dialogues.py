@@ -246,6 +246,16 @@ def load_dialogues(path: str | os.PathLike) -> list[Dialogue]:
     return dialogues
 
 
+def dialogue_texts(path: str | os.PathLike) -> list[str]:
+    """Every text of a MultiESC dialogue file, in order: each dialogue's situation, then its turns (what the
+    tiny models' tokenizers are trained on)."""
+    texts = []
+    for d in load_dialogues(path):
+        texts.append(d.situation)
+        texts += [t.text for t in d.turns]
+    return texts
+
+
 # --------------------------------------------------------------------------------------------------
 # Samples.
 @dataclass(frozen=True)

@@ -39,13 +39,9 @@ def texts_from_file(path: str | os.PathLike) -> list[str]:
             if r.get("motivation"):
                 texts.append(r["motivation"])
         return texts
-    from magic.esconv.dialogues import load_dialogues
+    from magic.esconv.dialogues import dialogue_texts
 
-    texts = []
-    for d in load_dialogues(path):
-        texts.append(d.situation)
-        texts += [t.text for t in d.turns]
-    return texts
+    return dialogue_texts(path)
 
 
 def train_tokenizer_files(texts: Iterable[str], out_dir: str, vocab_size: int) -> int:

@@ -17,7 +17,7 @@ import argparse
 import os
 from typing import Iterable, Sequence
 
-from magic.esconv.dialogues import STRATEGIES, load_dialogues
+from magic.esconv.dialogues import STRATEGIES, dialogue_texts
 from magic.common.io_utils import atomic_dir, load_json
 from magic.llm.prompts import wrap_default_template
 
@@ -67,11 +67,7 @@ def texts_from_file(path: str | os.PathLike) -> list[str]:
             else:
                 texts.append(str(item))
         return texts
-    texts = []
-    for d in load_dialogues(path):
-        texts.append(d.situation)
-        texts += [t.text for t in d.turns]
-    return texts
+    return dialogue_texts(path)
 
 
 def make_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
