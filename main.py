@@ -8,9 +8,8 @@ import sys
 
 # Set before torch loads (benchmarks/bench_train.py applies the same to its runs of our training).
 # THP_MEM_ALLOC_ENABLE: torch puts CPU tensors of 2 MB and more on transparent huge pages (2 MB aligned,
-# madvise). glibc otherwise keeps the freed middle of its heap between steps: on the benchmark configuration
-# peak RSS 1,517 / 1,597 -> 1,279 / 1,317 MB at 1 / 2 threads, same speed within noise. No effect where THP
-# is off.
+# madvise), so glibc no longer keeps the freed middle of its heap between steps: a lower peak RSS at the same
+# speed (benchmarks/README.md, Training). No effect where THP is off.
 TRAINING_ENV = {"TOKENIZERS_PARALLELISM": "false", "THP_MEM_ALLOC_ENABLE": "1"}
 for _name, _value in TRAINING_ENV.items():
     os.environ.setdefault(_name, _value)

@@ -21,12 +21,11 @@ valid/test dialogues with the real MultiESC valid/test files (same dialogues, sa
    (:data:`GREETING_RE`). ``greeting="opening"`` applies this to the first supporter turn of a
    dialogue only, ``greeting="none"`` never (turns stay "Others").
 
-Measured on valid+test (390 dialogues, 9,219 turns, 4,646 supporter turns; tests/test_convert_hf.py
-prints the report): turn counts equal in 390/390 dialogues; exact turn text 92.9 % (nearly every
-mismatch is a " ." that MultiESC added after a part already ending in punctuation, which the HF text
-cannot predict); supporter labels equal 97.0 % with ``greeting="all"`` (default), 92.0 % with
-"opening", 90.1 % with "none". On train, the converted target labels equal the labels named in MAGIC's
-released motivations for 9,896 of the 10,191 samples (97.1 %).
+How closely the result matches the MultiESC files (turn counts, exact turn text, supporter labels for each
+``greeting`` mode, and on train the labels named in MAGIC's released motivations) is measured on the real
+data by tests/test_convert_hf.py, which prints the report; the figures are in docs/FIDELITY.md. Nearly every
+text mismatch is a " ." that MultiESC added after a part already ending in punctuation, which the HF text
+cannot predict.
 """
 from __future__ import annotations
 

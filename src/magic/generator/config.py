@@ -113,6 +113,7 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-# The released code's settings (src/bart_dialog.py, src/dataset.py of Wh2018/MAGIC): fixed padding, pooling
-# over pads. Used for every checkpoint that carries no generator_config.json.
+# The released code's settings (its model and dataset padded every context and memory response to the fixed
+# lengths and pooled over the pads; docs/FIDELITY.md). Used for every checkpoint that carries no
+# generator_config.json.
 RELEASED = GeneratorConfig(pool="all")

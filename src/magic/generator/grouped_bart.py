@@ -3,7 +3,7 @@
 The masked-pool training pass (src/magic/generator/model.py) cuts a batch into G length groups, each padded only to its own
 longest row. Calling transformers' ``BartEncoder``/``BartDecoder`` once per group ran every op G times on small
 tensors: G weight-gradient matmuls and G - 1 gradient accumulations per linear layer, G launches of every layer
-norm, activation and dropout (on the benchmark batches with G = 8 that was 120 of 1,350 ms per step at 1 thread).
+norm, activation and dropout, a cost of its own in every training step (benchmarks/README.md, Training).
 Here the groups' rows lie end to end on one token axis, ``x [N, d]`` with N = sum of B_g * n_g: embeddings,
 linear layers, layer norms, activations, dropout and residuals run once over it, and only the attention runs per
 group, on views of it.
@@ -75,10 +75,9 @@ class _Dropout(torch.autograd.Function):
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout`` with its keep mask drawn as 31-bit integers. On CPU torch draws a dropout mask through a
-    double-precision Bernoulli: two 32-bit draws per element and a conversion, on one thread (7.4-7.6 ms for a
-    [5333, 256] activation at 1 or 2 threads). One 32-bit draw per element, compared with (1 - p) * 2^31 on every
-    thread, costs 3.1-3.8 ms (a float uniform and its comparison 5.0-5.5 ms), and the mask kept for the backward
-    pass is boolean. Same arithmetic otherwise (x times keep / (1 - p)); the keep probability
+    double-precision Bernoulli: two 32-bit draws per element and a conversion, on one thread. One 32-bit draw per
+    element, compared with (1 - p) * 2^31 on every thread, is faster (and faster than a float uniform with its
+    comparison; benchmarks/README.md, Training), and the mask kept for the backward pass is boolean. Same arithmetic otherwise (x times keep / (1 - p)); the keep probability
     is 1 - p to within 2^-31; the draws come from the default generator, so restoring its state reproduces them."""
     if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)

@@ -1,4 +1,5 @@
-"""The MAGIC generator: a BART encoder-decoder with a strategy memory bank (see ../shared/DESIGN.md).
+"""The MAGIC generator: a BART encoder-decoder with a strategy memory bank (how it differs from the released
+code: docs/FIDELITY.md).
 
 Parameter names and shapes follow the released ``DialogueModel`` so that a ``state_dict`` saved by the
 released code loads with ``strict=True``:
@@ -183,11 +184,10 @@ class DialogueModel(nn.Module):
         self.config = config
         self.generator_config = gcfg
         # length groups of the encoders and the masked-pool training pass (speed only; 1 = the batch as padded).
-        # 16: on the real valid batches (16 samples, ~95 memory responses) padded tokens over real ones are 15%
-        # (contexts) and 34% (memory responses) with 4 groups, 5% and 15% with 8, 0% and 7% with 16 (one context
-        # per group, no attention mask). Since every layer runs once over all groups (src/magic/generator/grouped_bart.py), a
-        # group costs only its attention call: 16 groups against 8, 1.03x per step at 2 threads and 1.14x at 1
-        # (median, in-process A/B); 32 against 16, 1.01x
+        # 16: a batch's contexts one per group (no padding, no attention mask) and its memory responses barely
+        # padded; since every layer runs once over all groups (src/magic/generator/grouped_bart.py), a group
+        # costs only its attention call, so fewer groups were slower and more did not pay (benchmarks/README.md,
+        # Training)
         self.length_groups = 16
         d = config.d_model
 

@@ -157,9 +157,9 @@ def autocast_for(device: torch.device, fp16: bool, bf16: bool):
 
 def release_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op without glibc). On CPU, glibc keeps
-    what a step's variously sized tensors freed and RSS creeps up (about 20 MB per step in
-    benchmarks/bench_train.py); trimming every TRIM_EVERY steps bounds it. Pages trimmed are faulted in again
-    by the next step, which is why it is not done every step."""
+    what a step's variously sized tensors freed and RSS creeps up step after step (benchmarks/README.md, Peak
+    RSS); trimming every TRIM_EVERY steps bounds it. Pages trimmed are faulted in again by the next step, which
+    is why it is not done every step."""
     global _malloc_trim
     if _malloc_trim is None:
         try:
@@ -171,7 +171,7 @@ def release_freed_memory() -> None:
 
 
 _malloc_trim = None
-TRIM_EVERY = 8  # steps; 23 benchmark steps: peak RSS 1,540 -> 1,427 MB for about 3 % more CPU time
+TRIM_EVERY = 8  # steps: a lower peak RSS for a little more CPU time (benchmarks/README.md, Peak RSS)
 _steps_untrimmed = 0
 
 
@@ -305,8 +305,8 @@ def evaluate_ppl(model, loader, device, autocast=contextlib.nullcontext, desc: s
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
     """AdamW as released (torch defaults, weight decay 0.01), as torch's fused kernel where it has one: the same
-    update up to float rounding, one pass over each tensor instead of about ten element-wise ops (on the
-    benchmark model, 12.4M parameters: 61 -> 16 ms per step at 1 thread, 42 -> 9 ms at 2)."""
+    update up to float rounding, one pass over each tensor instead of about ten element-wise ops, so a
+    faster optimizer step (benchmarks/README.md, Training)."""
     params = list(model.parameters())
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, lr=lr, fused=fused or None)

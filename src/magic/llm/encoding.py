@@ -1,8 +1,7 @@
 """How the strategy LLM sees text: the prompt template and the token ids, ONE rule for fine-tuning and inference.
 
-The paper fine-tuned with the LLaMA-Factory version vendored in the released repository
-(``LLM_inference/LLaMA-Factory/src/llmtuner/data/template.py`` and ``data/utils.py``). Its ``default``
-template encodes one (instruction, answer) pair as::
+The paper fine-tuned with the LLaMA-Factory version vendored in the released repository (its template and
+data-preprocessing code; docs/FIDELITY.md). Its ``default`` template encodes one (instruction, answer) pair as::
 
     source = encode("Human: {instruction}\\nAssistant: ", add_special_tokens=False)   # no BOS
     target = encode(answer, add_special_tokens=False) + [EOS]
