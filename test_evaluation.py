@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from metric.protocol import format_scores
 from magic.common.errors import run_main
 from magic.common.validate import positive_int
-from magic.generator.evaluation import add_decoding_flags, evaluate
+from magic.generator.evaluation import EvalConfig, add_decoding_flags, evaluate
 
 
 def build_parser() -> ArgumentParser:
@@ -51,7 +51,7 @@ def build_parser() -> ArgumentParser:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    record = evaluate(args)
+    record = evaluate(EvalConfig(**vars(args)))
     print(f"{record['n_samples']} samples, strategy source: {record['strategy_source']}, "
           f"metric tokeniser: {record['metric_tokenizer']}")
     print(format_scores(record["scores"]) if record["scores"] else "no scores (--no_metrics)")

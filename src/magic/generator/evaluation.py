@@ -283,71 +283,125 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
     return [out[sid] for sid in ids]
 
 
-def evaluate(args) -> dict:
-    """The whole test_evaluation.py run. ``args`` is its argparse namespace. Returns the scores record."""
-    decoding = DecodingSettings.from_args(args)
-    group_diversity(decoding.num_beams, decoding.num_beam_groups, decoding.diversity_penalty)  # fail before decoding
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    no_metrics = getattr(args, "no_metrics", False)
-    if not args.no_meteor and not no_metrics:
-        if not java_available():  # fail before an hour of decoding, not after
-            raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
-    records = load_records(args.test_data)
-    if args.limit is not None:
-        records = records[:args.limit]
+@dataclass
+class EvalConfig:
+    """Everything one evaluation needs (test_evaluation.py's flags; that script owns the parser and builds
+    this with ``EvalConfig(**vars(args))``)."""
+    model_path: str
+    test_data: str = "data/test.json"
+    batch_size: int = 1
+    strategy_memory_max: int = 128
+    max_length_res_memory: int = 64
+    bart_base_dir: str | None = "src/bart_base/"
+    num_beams: int = 5
+    max_length: int = 512
+    max_length_res: int = 64
+    diversity_penalty: float = 1.0
+    length_penalty: float = 1.0
+    num_beam_groups: int = 5
+    early_stopping: bool | str = "false"
+    strategy_source: str = "inferred"
+    limit: int | None = None
+    device: str = "auto"
+    seed: int | None = 42
+    eval_dir: str = "eval_result"
+    no_meteor: bool = False
+    no_metrics: bool = False
+    no_progress: bool = False
+    overwrite_output_dir: bool = False
+
+    def settings(self, decoding: DecodingSettings) -> dict:
+        """What tells two results apart (claim_output_paths and resume compare it)."""
+        out = {k: getattr(self, k) for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
+                                             "diversity_penalty", "length_penalty", "max_length", "max_length_res",
+                                             "strategy_source", "limit")}
+        out["early_stopping"] = decoding.early_stopping
+        out["model_path"] = os.path.realpath(self.model_path)  # one checkpoint, however it is spelled
+        return out
+
+
+def check_before_decoding(cfg: EvalConfig, decoding: DecodingSettings) -> None:
+    """What would fail after an hour of decoding fails now: the search settings, Java for METEOR."""
+    group_diversity(decoding.num_beams, decoding.num_beam_groups, decoding.diversity_penalty)
+    if not cfg.no_meteor and not cfg.no_metrics and not java_available():
+        raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
+
+
+def load_test_records(cfg: EvalConfig) -> list[dict]:
+    """The test records to decode (``--limit`` first ones), with the strategy the model is given."""
+    records = load_records(cfg.test_data)
+    if cfg.limit is not None:
+        records = records[:cfg.limit]
     if not records:
-        raise ValueError(f"{args.test_data}: no test records")
-    check_split_ids([r.get("id") for r in records], "test", args.test_data)
-    records = select_strategy(records, args.strategy_source, args.test_data)
+        raise ValueError(f"{cfg.test_data}: no test records")
+    check_split_ids([r.get("id") for r in records], "test", cfg.test_data)
+    return select_strategy(records, cfg.strategy_source, cfg.test_data)
 
-    settings = {k: vars(args)[k] for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
-                                              "diversity_penalty", "length_penalty", "max_length",
-                                              "max_length_res", "strategy_source", "limit")}
-    settings["early_stopping"] = decoding.early_stopping
-    settings["model_path"] = os.path.realpath(args.model_path)  # one checkpoint, however it is spelled
-    model, tokenizer, train_args = load_checkpoint(args.model_path, bart_base_dir=args.bart_base_dir,
-                                                   device=args.device)
-    if model.strategy_memory_max != args.strategy_memory_max or \
-            model.max_length_res_memory != args.max_length_res_memory:
-        warnings.warn(f"--strategy_memory_max {args.strategy_memory_max} / --max_length_res_memory "
-                      f"{args.max_length_res_memory} differ from the checkpoint's "
+
+def load_model(cfg: EvalConfig):
+    model, tokenizer, train_args = load_checkpoint(cfg.model_path, bart_base_dir=cfg.bart_base_dir, device=cfg.device)
+    if model.strategy_memory_max != cfg.strategy_memory_max or \
+            model.max_length_res_memory != cfg.max_length_res_memory:
+        warnings.warn(f"--strategy_memory_max {cfg.strategy_memory_max} / --max_length_res_memory "
+                      f"{cfg.max_length_res_memory} differ from the checkpoint's "
                       f"{model.strategy_memory_max} / {model.max_length_res_memory}; the checkpoint's are used")
+    return model, tokenizer, train_args
 
-    paths = claim_output_paths(args.eval_dir, args.model_path, args.diversity_penalty, args.length_penalty,
-                               settings, overwrite=args.overwrite_output_dir)
-    partial = _Partial(paths["partial"], settings)
-    hyps_raw = generate_responses(model, tokenizer, records, batch_size=args.batch_size, partial=partial,
-                                  progress=not args.no_progress, **decoding.kwargs())
-    references = [one_line(r["response"]) for r in records]
-    hypotheses = [clean_response(h) for h in hyps_raw]
-    write_lines(paths["references"], references)
-    write_lines(paths["hypotheses"], hypotheses)
 
-    # Score what is on disk, as released (file lines, not in-memory strings).
-    # --no_metrics: decoding only (machines without nltk / pycocoevalcap, e.g. scripts/gpu_check.sh)
-    # per_sample: numbers only, keyed by sample id, for compare_results.py (layout: metric/significance.py)
-    scores, per_sample = ({}, None) if no_metrics else compute_scores_and_samples(
-        read_lines(paths["references"]), read_lines(paths["hypotheses"]), args.no_meteor)
-    record = {
+def scores_record(cfg: EvalConfig, records: list[dict], paths: dict, settings: dict, train_args) -> dict:
+    """Scores of what is on disk, as released (file lines, not in-memory strings), and the record written
+    beside the hypotheses. ``--no_metrics``: decoding only (machines without nltk / pycocoevalcap, e.g.
+    scripts/gpu_check.sh). per_sample: numbers only, keyed by sample id, for compare_results.py (layout:
+    metric/significance.py)."""
+    scores, per_sample = ({}, None) if cfg.no_metrics else compute_scores_and_samples(
+        read_lines(paths["references"]), read_lines(paths["hypotheses"]), cfg.no_meteor)
+    ids = [r.get("id") for r in records]
+    if cfg.num_beam_groups > 1:
+        decoding = "cached group beam search (src/magic/generator/beam_search.py)"
+    else:
+        decoding = "greedy" if cfg.num_beams == 1 else \
+            "cached beam search (src/magic/generator/beam_search.py, = HF generate)"
+    return {
         "scores": scores,
         "scores_x100": {k: round(v * 100, 2) for k, v in scores.items()},
         "n_samples": len(records),
-        "strategy_source": args.strategy_source,
+        "strategy_source": cfg.strategy_source,
         # what the test records say of their strategies ("unrecorded": built by other code)
         "data_strategy_source": sorted({r.get("strategy_source", "unrecorded") for r in records}),
         "run": paths["run"],
         "hypotheses_file": paths["hypotheses"],
         "references_file": paths["references"],
-        "sample_ids": [r.get("id") for r in records],
-        "per_sample": None if per_sample is None else {"ids": [r.get("id") for r in records], **per_sample},
-        "metric_tokenizer": None if no_metrics else tokenizer_name(),
-        "decoding": "cached group beam search (src/magic/generator/beam_search.py)" if args.num_beam_groups > 1 else
-                    ("greedy" if args.num_beams == 1 else "cached beam search (src/magic/generator/beam_search.py, = HF generate)"),
-        "flags": {k: v for k, v in vars(args).items()},
+        "sample_ids": ids,
+        "per_sample": None if per_sample is None else {"ids": ids, **per_sample},
+        "metric_tokenizer": None if cfg.no_metrics else tokenizer_name(),
+        "decoding": decoding,
+        "flags": asdict(cfg),
         "settings": settings,  # what claim_output_paths compares to tell results apart
         "train_args": train_args,
     }
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """The whole test_evaluation.py run; returns the scores record (also written as ``<hypotheses>.scores.json``).
+
+    Check what can fail early; read the test records; load the checkpoint; claim the output name; decode
+    (resumable: every response goes to the ``.partial.jsonl`` as it comes); write references and cleaned
+    hypotheses; score them; write the record; only then drop the partial file."""
+    decoding = DecodingSettings.from_args(cfg)
+    check_before_decoding(cfg, decoding)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+    records = load_test_records(cfg)
+    model, tokenizer, train_args = load_model(cfg)
+    settings = cfg.settings(decoding)
+    paths = claim_output_paths(cfg.eval_dir, cfg.model_path, cfg.diversity_penalty, cfg.length_penalty,
+                               settings, overwrite=cfg.overwrite_output_dir)
+    partial = _Partial(paths["partial"], settings)
+    hyps_raw = generate_responses(model, tokenizer, records, batch_size=cfg.batch_size, partial=partial,
+                                  progress=not cfg.no_progress, **decoding.kwargs())
+    write_lines(paths["references"], [one_line(r["response"]) for r in records])
+    write_lines(paths["hypotheses"], [clean_response(h) for h in hyps_raw])
+    record = scores_record(cfg, records, paths, settings, train_args)
     atomic_write_json(paths["scores"], record)
     partial.finish()  # only now: a crash while scoring resumes from the partial file, into the same name
     return record
