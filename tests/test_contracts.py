@@ -19,7 +19,8 @@ from magic.common.artifacts import (RUN_NAME_RE, SPLITS, best_checkpoint, checkp
                                     run_dirs)
 from magic.common.errors import EXIT_BAD_INPUT, EXIT_USER_ERROR, UserError, run_main
 from magic.common.validate import id_split, parse_split_list
-from magic.generator import train
+from magic.esconv.dialogues import make_sample, parse_dialogue
+from magic.generator import data, records, train
 from tests.chat_fixtures import make_tiny_checkpoint, run_chat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -331,3 +332,17 @@ def test_no_source_file_points_outside_the_repository():
         for m in OUTSIDE_RE.finditer(text):
             bad.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: {m[0]} (outside the repository)")
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------- the generator record
+def test_the_generator_record_is_described_once_beside_its_builder():
+    """records.py's docstring describes every field sample_record writes (and no other); data.py, which reads
+    the records, points to it instead of describing them again."""
+    dialogue = parse_dialogue({"situation": "s", "dialog": [
+        {"speaker": "usr", "text": "hi ."}, {"speaker": "sys", "text": "hello .", "strategy": "Question"},
+        {"speaker": "usr", "text": "I ' m sad ."}, {"speaker": "sys", "text": "why ?", "strategy": "Question"}]},
+        "t", 1, 0)
+    built = records.sample_record(make_sample(dialogue, 3, "train"))
+    described = re.findall(r'^\s+[{ ]"(\w+)":', records.__doc__, re.M)
+    assert described == list(built), (described, list(built))
+    assert not re.search(r'"response_memory":', data.__doc__) and "records.py" in data.__doc__

@@ -1,12 +1,8 @@
 """Dataset and collator for the generator's data/{train,valid,test}.json records.
 
-A record (written by data/add_memory_motivation.py) is::
-
-    {"id": str, "context": [situation, turn1, ...], "response": str, "strategy": str,
-     "gold_strategy": str, "strategy_source": "inferred" | "gold" | "forced", "response_memory": [str],
-     "strategy_memory": [str], "motivation": str}
-
-(built by magic.generator.records.sample_record; id, gold_strategy and strategy_source are ours and optional here)
+A record (written by data/add_memory_motivation.py) is described once, in src/magic/generator/records.py beside
+its builder (``sample_record``); ``validate_record`` below checks it (id, gold_strategy and strategy_source are
+optional here).
 
 Everything is tokenised once, when the dataset is built (the released code re-tokenised every sample and
 every memory response in every step). Batches are padded to their own longest sequence; the

@@ -1,12 +1,25 @@
 """Step 6: ESConv samples (+ LLM-inferred strategies and motivations) -> data/{train,valid,test}.json.
 
-Each record has the released keys ``context``, ``response``, ``strategy``, ``response_memory``,
-``strategy_memory``, ``motivation`` plus ``id`` (the sample id of magic.esconv.dialogues) and ``gold_strategy``.
-Contractions are expanded in the context, the response and the response memory, as released.
+The generator record, the one description of it (``sample_record`` builds it; ``build_datasets`` fills
+``strategy``, ``strategy_source`` and ``motivation`` from the LLM files; magic.generator.data reads it)::
 
-Each record also says where its ``strategy`` came from: ``"strategy_source": "inferred"`` (the LLM files)
-or ``"gold"`` (the annotation: --strategy_source gold, or no LLM files, as released); test_evaluation.py
-refuses ``--strategy_source inferred`` on gold records.
+    {"id": str,                          # the sample id of magic.esconv.dialogues, <split>-<dialogue>-<turn>
+     "context": [situation, turn1, ...], # the dialogue before the target turn, situation first, turns stripped
+     "response": str,                    # the target supporter turn
+     "strategy": str,                    # the strategy the generator is conditioned on (one of the 8)
+     "gold_strategy": str,               # the annotated strategy of the target turn
+     "strategy_source": "inferred" | "gold" | "forced",
+     "response_memory": [str],           # every earlier supporter turn of the dialogue ...
+     "strategy_memory": [str],           # ... and its strategy, one each
+     "motivation": str}                  # why the LLM chose the strategy ("" when there is none)
+
+``context``, ``response``, ``strategy``, ``response_memory``, ``strategy_memory`` and ``motivation`` are the
+released keys; ``id``, ``gold_strategy`` and ``strategy_source`` are ours (optional for the reader, which
+checks every record: magic.generator.data.validate_record). Contractions are expanded in the context, the
+response and the response memory, as released. ``strategy_source`` says where ``strategy`` came from:
+``"inferred"`` (the LLM files), ``"gold"`` (the annotation: --strategy_source gold, or no LLM files, as
+released; test_evaluation.py refuses ``--strategy_source inferred`` on gold records) or ``"forced"`` (a fixed
+wrong one, the forced-wrong-strategy baseline: magic.esconv.dialogues.wrong_strategy).
 
 The LLM files (``strategy_with_motivation{,_valid,_test}.json`` from LLM_inference/infer_strategy.py) are
 merged by sample id; every entry must carry its ``id``. Any mismatch, a missing id or an answer whose
