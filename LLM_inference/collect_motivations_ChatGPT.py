@@ -13,8 +13,8 @@ released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: an
     # a local transformers chat model:
     python collect_motivations_ChatGPT.py --backend local --model_name_or_path ../models/smollm2-135m-instruct
 
-The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/client.py. Exit codes: 0 complete
-(or partial with --allow_partial), 1 incomplete, 2 bad flag, bad input (one
+The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/ (openai.py, cache.py). Exit codes:
+0 complete (or partial with --allow_partial), 1 incomplete, 2 bad flag, bad input (one
 ``collect_motivations_ChatGPT.py: error: ...`` line) or a non-retryable API error, 130 interrupted.
 """
 import argparse

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 from magic.common.artifacts import best_checkpoint, run_dirs
 from magic.common.errors import UserError, run_main
-
 from magic.common.io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
