@@ -25,6 +25,8 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -341,28 +343,157 @@ def _resume_dirs(path: str) -> tuple[str, str]:
                             "by main.py (one completed epoch at least)")
 
 
-def run_training(args: argparse.Namespace) -> dict:
-    """Train as main.py does; returns {"run_dir", "best_checkpoint", "best_val_ppl", "history", "stopped_early"}."""
+def resume_from(args: argparse.Namespace):
+    """(args, run_dir, last_dir, state) of ``--resume``: the saved arguments merged with the ones given (only
+    the honoured overrides may differ), the last epoch's training state; what a kill -9 during a save left
+    (.last.*, .epoch_*.*) is removed, and said."""
+    run_dir, last_dir = _resume_dirs(args.resume)
+    saved = load_json(os.path.join(last_dir, "args.json"), "JSON object of training arguments")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{os.path.join(last_dir, 'args.json')}: expected a JSON object of training arguments")
+    saved.pop("model", None)
+    defaults = vars(build_parser().parse_args([]))
+    args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES, RESUME_HONOURED,
+                                                  run_dir))
+    state = load_weights(os.path.join(last_dir, STATE_FILE))
+    remove_stale_temp_dirs(run_dir)
+    return args, run_dir, last_dir, state
+
+
+def build_model(args: argparse.Namespace, last_dir: str | None, device, dp):
+    """(model, tokenizer): the last epoch's checkpoint when resuming, else the initial BART weights."""
     # not at module load: main.py imports this module for its parser (--help), and model.py loads
     # transformers' BART modules
     from transformers import BartTokenizer
 
     from magic.generator.model import DialogueModel
 
-    resume_state = None
+    if last_dir is not None:
+        model, tokenizer, _ = load_checkpoint(last_dir, device="cpu")
+    else:
+        tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
+        model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
+        check_finite(model.state_dict(), f"{args.bart_base_dir} (--bart_base_dir)")
+    model.to(device)
+    if dp.enabled:
+        model.memory_gather = dp.gather_memory
+    return model, tokenizer
+
+
+@dataclass
+class TrainData:
+    train_ds: DialogueDataset
+    valid_loader: DataLoader
+    train_collate: Any
+    global_batch: int      # --batch_size x processes
+    drop_last: bool        # a last global batch smaller than the world would leave a rank without samples
+    steps_per_epoch: int
+
+    def train_loader(self, args: argparse.Namespace, epoch: int) -> DataLoader:
+        """The epoch's batches: the shuffle order depends only on (seed, epoch), so a resumed run sees the
+        same batches."""
+        gen = torch.Generator().manual_seed(args.seed + epoch)
+        if args.group_by_length:
+            sampler = LengthGroupedBatchSampler([len(x) for x in self.train_ds.context_ids], self.global_batch, gen)
+            return DataLoader(self.train_ds, batch_sampler=sampler, collate_fn=self.train_collate,
+                              num_workers=args.num_workers)
+        return DataLoader(self.train_ds, batch_size=self.global_batch, shuffle=True, generator=gen,
+                          collate_fn=self.train_collate, num_workers=args.num_workers, drop_last=self.drop_last)
+
+
+def build_data(args: argparse.Namespace, model, tokenizer, dp, log) -> TrainData:
+    allow = args.allow_empty_responses
+    train_records = load_records(args.train_data, args.max_train_samples, allow, "--allow_empty_responses")
+    valid_records = load_records(args.valid_data, args.max_valid_samples, allow, "--allow_empty_responses")
+    check_split_ids([r.get("id") for r in train_records], "train", args.train_data)
+    check_split_ids([r.get("id") for r in valid_records], "valid", args.valid_data)
+    log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")
+    train_ds = DialogueDataset(train_records, tokenizer, model.generator_config)
+    valid_ds = DialogueDataset(valid_records, tokenizer, model.generator_config)
+    if len(train_ds) == 0 or len(valid_ds) == 0:
+        raise ValueError("empty training or validation data")
+    train_collate = collator_for(model, with_memory=model.use_memory)
+    valid_collate = collator_for(model, with_memory=False)
+    if dp.enabled:  # each rank validates its contiguous chunk; the NLL sums are reduced
+        valid_ds = torch.utils.data.Subset(valid_ds, range(*dp.chunk(len(valid_ds))))
+        train_collate = distributed.ChunkCollator(train_collate, dp)
+    valid_loader = DataLoader(valid_ds, batch_size=args.batch_size, shuffle=False, collate_fn=valid_collate,
+                              num_workers=args.num_workers)
+    global_batch = args.batch_size * dp.world  # --batch_size is per process
+    drop_last = 0 < len(train_ds) % global_batch < dp.world
+    steps = len(train_ds) // global_batch if drop_last else math.ceil(len(train_ds) / global_batch)
+    return TrainData(train_ds, valid_loader, train_collate, global_batch, drop_last, steps)
+
+
+@dataclass
+class TrainProgress:
+    """Where training stands between epochs (saved in last/ for --resume)."""
+    start_epoch: int = 0
+    best: float = float("inf")
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    best_dir: str | None = None
+
+    @classmethod
+    def restore(cls, state: dict, optimizer, scheduler, scaler) -> "TrainProgress":
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        return cls(state["epoch"] + 1, state["best_val_ppl"], state["bad_epochs"], list(state["history"]),
+                   state.get("best_dir"))
+
+
+def log_setup(log, args, model, device, data: TrainData) -> None:
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(f"Model: DialogueModel ({n_params / 1e6:.1f}M parameters), device {device}, "
+             f"pool {model.pool}, memory {model.use_memory}, motivation {model.use_motivation}")
+    for k, v in sorted(vars(args).items()):
+        log.info(f"{k}: {v}")
+    log.info(f"Size-train_data: {len(data.train_ds)}  Size-val_data: {len(data.valid_loader.dataset)}")
+
+
+def end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler, prog: TrainProgress, dp,
+              log) -> bool:
+    """Keep the best checkpoint, count epochs without improvement, save history, curves and the resume
+    state; returns whether to stop early."""
+    stop = False
+    if val["ppl"] < prog.best:
+        prog.best, prog.bad_epochs, previous = val["ppl"], 0, prog.best_dir
+        prog.best_dir = os.path.join(run_dir, checkpoint_dir_name(epoch, val["ppl"]))
+        if dp.main:
+            save_checkpoint(model, tokenizer, args, prog.best_dir)
+        log.info(f"Model saved to {prog.best_dir}")
+        if args.keep_best_only and previous:
+            remove_own_checkpoint(run_dir, previous, prog.best_dir, log)
+    else:
+        prog.bad_epochs += 1
+        stop = prog.bad_epochs >= args.patience
+    if args.scheduler_step == "epoch":
+        scheduler.step()
+    if dp.main:
+        atomic_write_json(os.path.join(run_dir, "history.json"), prog.history)
+        plot_curves(prog.history, os.path.join(run_dir, "training_curves.png"))
+        save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
+                            {"epoch": epoch, "best_val_ppl": prog.best, "bad_epochs": prog.bad_epochs,
+                             "history": prog.history, "best_dir": prog.best_dir})
+    dp.barrier()  # a resumed run finds last/ complete on every rank
+    if stop:
+        log.info(f"Early stopping: no improvement for {args.patience} epochs")
+    return stop
+
+
+def run_training(args: argparse.Namespace) -> dict:
+    """Train as main.py does; returns {"run_dir", "best_checkpoint", "best_val_ppl", "history", "stopped_early"}.
+
+    The workflow: resume state (if --resume); the device and the process group; the run folder; model,
+    data, optimizer and schedule; then per epoch: train, validate, keep the best checkpoint, save the resume
+    state, stop after --patience epochs without improvement."""
+    resume_state, last_dir = None, None
     if args.resume:
-        run_dir, last_dir = _resume_dirs(args.resume)
-        saved = load_json(os.path.join(last_dir, "args.json"), "JSON object of training arguments")
-        if not isinstance(saved, dict):
-            raise ValueError(f"{os.path.join(last_dir, 'args.json')}: expected a JSON object of training arguments")
-        saved.pop("model", None)
-        defaults = vars(build_parser().parse_args([]))
-        args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES,
-                                                      RESUME_HONOURED, run_dir))
-        resume_state = load_weights(os.path.join(last_dir, STATE_FILE))
-        remove_stale_temp_dirs(run_dir)  # what a kill -9 during a save left (.last.*, .epoch_*.*): removed, and said
-    # check the device before anything is written
-    device = resolve_device(args.device)
+        args, run_dir, last_dir, resume_state = resume_from(args)
+    device = resolve_device(args.device)  # checked before anything is written
     dp = distributed.setup(args.device)  # torchrun: one process per device, rank 0 writes
     device = dp.device or device
     autocast = autocast_for(device, args.fp16, args.bf16)
@@ -376,115 +507,42 @@ def run_training(args: argparse.Namespace) -> dict:
         torch.manual_seed(args.seed)
         if dp.main:
             atomic_write_json(os.path.join(run_dir, "args.json"), {**vars(args), "world_size": dp.world})
-
+        model, tokenizer = build_model(args, last_dir, device, dp)
         if resume_state is not None:
-            model, tokenizer, _ = load_checkpoint(last_dir, device="cpu")
             log.info(f"Resuming {run_dir} after epoch {resume_state['epoch']}")
-        else:
-            tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
-            model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
-            check_finite(model.state_dict(), f"{args.bart_base_dir} (--bart_base_dir)")
-        model.to(device)
-        if dp.enabled:
-            model.memory_gather = dp.gather_memory
-
-        allow = args.allow_empty_responses
-        train_records = load_records(args.train_data, args.max_train_samples, allow, "--allow_empty_responses")
-        valid_records = load_records(args.valid_data, args.max_valid_samples, allow, "--allow_empty_responses")
-        check_split_ids([r.get("id") for r in train_records], "train", args.train_data)
-        check_split_ids([r.get("id") for r in valid_records], "valid", args.valid_data)
-        log.info(f"Tokenising {len(train_records)} training and {len(valid_records)} validation records")
-        train_ds = DialogueDataset(train_records, tokenizer, model.generator_config)
-        valid_ds = DialogueDataset(valid_records, tokenizer, model.generator_config)
-        if len(train_ds) == 0 or len(valid_ds) == 0:
-            raise ValueError("empty training or validation data")
-        train_collate = collator_for(model, with_memory=model.use_memory)
-        valid_collate = collator_for(model, with_memory=False)
-        if dp.enabled:  # each rank validates its contiguous chunk; the NLL sums are reduced
-            valid_ds = torch.utils.data.Subset(valid_ds, range(*dp.chunk(len(valid_ds))))
-            train_collate = distributed.ChunkCollator(train_collate, dp)
-        valid_loader = DataLoader(valid_ds, batch_size=args.batch_size, shuffle=False, collate_fn=valid_collate,
-                                  num_workers=args.num_workers)
-        global_batch = args.batch_size * dp.world  # --batch_size is per process
-        # a last global batch smaller than the world would leave a rank without samples: dropped
-        drop_last = 0 < len(train_ds) % global_batch < dp.world
-        steps_per_epoch = len(train_ds) // global_batch if drop_last else math.ceil(len(train_ds) / global_batch)
-
+        data = build_data(args, model, tokenizer, dp, log)
         optimizer = make_optimizer(model, args.learning_rate)
-        scheduler = make_scheduler(optimizer, args, steps_per_epoch)
+        scheduler = make_scheduler(optimizer, args, data.steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
-
-        start_epoch, best, bad_epochs, history, best_dir = 0, float("inf"), 0, [], None
         if resume_state is not None:
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
-            if scaler is not None and resume_state.get("scaler"):
-                scaler.load_state_dict(resume_state["scaler"])
-            set_rng_state(resume_state["rng"])
-            start_epoch = resume_state["epoch"] + 1
-            best, bad_epochs = resume_state["best_val_ppl"], resume_state["bad_epochs"]
-            history, best_dir = list(resume_state["history"]), resume_state.get("best_dir")
+            prog = TrainProgress.restore(resume_state, optimizer, scheduler, scaler)
         else:
-            n_params = sum(p.numel() for p in model.parameters())
-            log.info(f"Model: DialogueModel ({n_params / 1e6:.1f}M parameters), device {device}, "
-                     f"pool {model.pool}, memory {model.use_memory}, motivation {model.use_motivation}")
-            for k, v in sorted(vars(args).items()):
-                log.info(f"{k}: {v}")
-            log.info(f"Size-train_data: {len(train_ds)}  Size-val_data: {len(valid_ds)}")
+            prog = TrainProgress()
+            log_setup(log, args, model, device, data)
 
-        stopped_early = bad_epochs >= args.patience and start_epoch > 0
+        stopped_early = prog.bad_epochs >= args.patience and prog.start_epoch > 0
         started = True
-        for epoch in range(start_epoch, args.num_epochs):
+        for epoch in range(prog.start_epoch, args.num_epochs):
             if stopped_early:
                 break
             log.info(f"Epoch {epoch + 1}/{args.num_epochs}")
-            # the shuffle order depends only on (seed, epoch), so a resumed run sees the same batches
-            gen = torch.Generator().manual_seed(args.seed + epoch)
-            if args.group_by_length:
-                sampler = LengthGroupedBatchSampler([len(x) for x in train_ds.context_ids], global_batch, gen)
-                train_loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=train_collate,
-                                          num_workers=args.num_workers)
-            else:
-                train_loader = DataLoader(train_ds, batch_size=global_batch, shuffle=True, generator=gen,
-                                          collate_fn=train_collate, num_workers=args.num_workers,
-                                          drop_last=drop_last)
             t0 = time.time()
-            tr = train_epoch(model, train_loader, optimizer, scheduler, scaler, device, args.l_strategy,
-                             autocast, per_step_scheduler=args.scheduler_step == "step",
+            tr = train_epoch(model, data.train_loader(args, epoch), optimizer, scheduler, scaler, device,
+                             args.l_strategy, autocast, per_step_scheduler=args.scheduler_step == "step",
                              desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp)
             log.info(f"Training loss: {tr['loss']:.4f}  loss_gen: {tr['gen_loss']:.4f}  "
                      f"loss_aux: {tr['strategy_loss']:.4f}  ({time.time() - t0:.0f} s)")
-            val = evaluate_ppl(model, valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}",
+            val = evaluate_ppl(model, data.valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}",
                                dp=dp)
             log.info(f"Validation perplexity: {val['ppl']:.4f} ({val['tokens']} tokens)")
-            history.append({"epoch": epoch, "train_loss": tr["loss"], "train_gen_loss": tr["gen_loss"],
-                            "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
-                            "lr": optimizer.param_groups[0]["lr"]})
-            if val["ppl"] < best:
-                best, bad_epochs, previous = val["ppl"], 0, best_dir
-                best_dir = os.path.join(run_dir, checkpoint_dir_name(epoch, val["ppl"]))
-                if dp.main:
-                    save_checkpoint(model, tokenizer, args, best_dir)
-                log.info(f"Model saved to {best_dir}")
-                if args.keep_best_only and previous:
-                    remove_own_checkpoint(run_dir, previous, best_dir, log)
-            else:
-                bad_epochs += 1
-                stopped_early = bad_epochs >= args.patience
-            if args.scheduler_step == "epoch":
-                scheduler.step()
-            if dp.main:
-                atomic_write_json(os.path.join(run_dir, "history.json"), history)
-                plot_curves(history, os.path.join(run_dir, "training_curves.png"))
-                save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
-                                    {"epoch": epoch, "best_val_ppl": best, "bad_epochs": bad_epochs,
-                                     "history": history, "best_dir": best_dir})
-            dp.barrier()  # a resumed run finds last/ complete on every rank
-            if stopped_early:
-                log.info(f"Early stopping: no improvement for {args.patience} epochs")
-        log.info(f"Best validation perplexity {best:.4f}: {best_dir}")
-        return {"run_dir": run_dir, "best_checkpoint": best_dir, "best_val_ppl": best, "history": history,
-                "stopped_early": stopped_early}
+            prog.history.append({"epoch": epoch, "train_loss": tr["loss"], "train_gen_loss": tr["gen_loss"],
+                                 "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
+                                 "lr": optimizer.param_groups[0]["lr"]})
+            stopped_early = end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler,
+                                      prog, dp, log)
+        log.info(f"Best validation perplexity {prog.best:.4f}: {prog.best_dir}")
+        return {"run_dir": run_dir, "best_checkpoint": prog.best_dir, "best_val_ppl": prog.best,
+                "history": prog.history, "stopped_early": stopped_early}
     except BaseException:
         if dp.main and not started and not args.resume:  # refused before training: leave no empty bs_* folder behind
             close_logger(log)
