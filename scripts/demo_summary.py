@@ -34,11 +34,11 @@ import re
 import sys
 from collections import Counter
 
-from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id
+from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id, \
+    wrong_strategy
 from magic.common.errors import run_main
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 
-WRONG_SHIFT = 4  # forced wrong strategy = STRATEGIES[(gold id + 4) % 8]: never the gold one
 FIRST_N = 8  # "distinct responses among the first 8 test samples"
 
 
@@ -49,7 +49,7 @@ class SummaryError(RuntimeError):
 def wrong_strategies(in_path: str, out_path: str) -> int:
     """Copy of the records of ``in_path`` with a strategy that is never the gold one; returns the count."""
     records = load_json(in_path, "JSON list of generator records")
-    out = [{**r, "strategy": STRATEGIES[(strategy_id(r["gold_strategy"]) + WRONG_SHIFT) % len(STRATEGIES)]}
+    out = [{**r, "strategy": wrong_strategy(r["gold_strategy"])}
            for r in records]
     atomic_write_json(out_path, out, indent=4)
     return len(out)
