@@ -9,9 +9,10 @@ and the generator's response. Thin wrapper: the logic is in src/magic/chat/engin
     python chat.py --demo --input dialogue.json --output reply.json
 
 Commands in the terminal: /strategy LABEL (force the next turn), /reset, /history, /save FILE, /help, /quit.
-Exit codes: 0 done (/quit, Ctrl-D, --output written), 2 a model folder, flag or input file cannot be used (one
-line on stderr naming it), 1 a non-interactive turn failed (e.g. the strategy server is unreachable),
-130 interrupted (Ctrl-C).
+Exit codes: 0 done (/quit, Ctrl-D, --output written), 2 a model folder, flag or input file cannot be used, --output
+cannot be written or $OPENAI_API_KEY cannot be sent (one line on stderr naming it, the key never shown), 1 a
+non-interactive turn failed (e.g. the strategy server is unreachable), 130 interrupted (Ctrl-C). The terminal chat
+writes nothing to disk unless asked (/save FILE, --history_file FILE); see README.md, "What the chat stores".
 """
 import argparse
 import os
@@ -20,11 +21,13 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the web app
 
-from magic.chat.engine import ChatSetupError, StrategyError
+from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
 from magic.common.errors import run_main
+from magic.common.validate import check_api_key, check_output_file
 
 DEMO_MAX_NEW_TOKENS = 48  # scripts/demo.sh runs step 5 with MAX_NEW_TOKENS=48
 EXIT_TURN_FAILED = 1  # --input: the strategy source failed for the turn (e.g. the server is down)
+HISTORY_LENGTH = 1000  # lines kept in --history_file
 
 HELP = """commands:
   /strategy LABEL   force the strategy of the next supporter turn (one of the 8, any case); /strategy alone lists them
@@ -75,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="a MultiESC dialogue (JSON) ending with a seeker turn: answer it "
                    "and exit (no chat)")
     p.add_argument("--output", default=None, help="with --input: the reply as JSON (default: stdout)")
-    p.add_argument("--history_file", default=os.path.join(os.path.expanduser("~"), ".magic_chat_history"),
-                   help="readline history of the terminal chat ('' = none)")
+    p.add_argument("--history_file", default=None, metavar="FILE",
+                   help="keep the lines typed in the terminal chat in FILE (readline history, its owner only, the "
+                        f"last {HISTORY_LENGTH} lines, across sessions; e.g. ~/.magic_chat_history). Default: none "
+                        "is written; the up arrow recalls the lines of this session only")
     web = p.add_argument_group("web app")
     web.add_argument("--web", action="store_true", help="serve the chat as a Gradio page instead of the terminal")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
@@ -117,6 +122,8 @@ def build_engine(args):
             source, desc = FixedStrategy(args.strategy), f"--strategy {parse_label(args.strategy)}"
     except ValueError as e:
         raise ChatSetupError(str(e)) from None
+    if args.base_url:  # before the models load: a key that cannot be sent is one line, no part of it shown
+        check_api_key(os.environ.get("OPENAI_API_KEY"))
     device = None if args.device == "auto" else args.device
     model, tokenizer = load_generator(args.model_path, args.bart_base_dir, args.device)
     if args.llm_path:
@@ -135,8 +142,9 @@ def build_engine(args):
     return engine, desc
 
 
-def setup_readline(path: str):
-    """Line editing and a history file for an interactive terminal; returns a function saving the history."""
+def setup_readline(path: str | None):
+    """Line editing for an interactive terminal, and with ``path`` (--history_file, opt-in: what a seeker types
+    is private) a history file readable by its owner only; returns a function saving the history."""
     try:
         import readline
     except ImportError:  # not on every platform; the chat works without it
@@ -146,12 +154,15 @@ def setup_readline(path: str):
             readline.read_history_file(path)
         except OSError:
             pass
-        readline.set_history_length(1000)
+        readline.set_history_length(HISTORY_LENGTH)
 
     def save():
         if path:
             try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # created private, before any line
                 readline.write_history_file(path)
+                os.chmod(path, 0o600)  # also a file of an earlier version, whatever the readline library keeps
             except OSError as e:
                 print(f"warning: cannot write the history file {path}: {e.strerror}", file=sys.stderr)
     return save
@@ -200,20 +211,25 @@ def command(session, line: str) -> bool:
 
 
 def run_terminal(engine, desc: str, args) -> int:
-    from magic.chat.engine import format_turn
+    from magic.chat.engine import format_turn, read_typed_line
 
     session = engine.session(args.situation)
     interactive = sys.stdin.isatty()
     save_history = setup_readline(args.history_file) if interactive else (lambda: None)
     print(f"MAGIC chat: {desc}.\nType what the seeker says; /help lists the commands, /quit (or Ctrl-D) leaves.",
           flush=True)
+    n = 0
     try:
         while True:
+            n += 1
             try:
-                line = input("seeker> " if interactive else "")
+                line = read_typed_line(sys.stdin, "seeker> ", interactive)
             except EOFError:
                 print()
                 return 0
+            except ValueError as e:  # not UTF-8: this line costs one line of output, the chat goes on
+                print(f"error: line {n} is {e}; not answered, type it again", flush=True)
+                continue
             line = line.strip()
             if not line:
                 continue
@@ -228,6 +244,9 @@ def run_terminal(engine, desc: str, args) -> int:
             except StrategyError as e:
                 print(f"error: {e}\n  (the message was not answered; type it again, or /strategy LABEL first)")
                 continue
+            except ValueError as e:  # e.g. nothing left of the line once tokenised
+                print(f"error: line {n}: {e}; not answered", flush=True)
+                continue
             print("\n".join(format_turn(res)), flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted")
@@ -236,16 +255,15 @@ def run_terminal(engine, desc: str, args) -> int:
         save_history()
 
 
-def run_once(engine, args) -> int:
-    """--input: answer the dialogue's last seeker turn; --output (or stdout) gets the reply as JSON."""
+def run_once(engine, args, obj) -> int:
+    """--input: answer the dialogue ``obj`` (read from args.input)'s last seeker turn; --output (or stdout) gets
+    the reply as JSON."""
     import json
 
-    from magic.chat.engine import load_input_dialogue
     from magic.esconv.dialogues import ESConvFormatError
     from magic.common.io_utils import atomic_write_json
 
     session = engine.session()
-    obj = load_input_dialogue(args.input)
     try:
         session.load(obj, args.input)
         res = session.respond()
@@ -271,9 +289,13 @@ def run(argv=None) -> int:
         raise ChatSetupError("--output needs --input (the dialogue to answer)")
     if args.web and args.input:
         raise ChatSetupError("--web and --input exclude each other")
+    # the input read and the output checked before any model is loaded: a reply is never computed to be lost
+    dialogue = load_input_dialogue(args.input) if args.input else None
+    if args.output:
+        check_output_file(args.output, "--output")
     engine, desc = build_engine(args)
     if args.input:
-        return run_once(engine, args)
+        return run_once(engine, args, dialogue)
     if args.web:
         from magic.chat.web import serve
 

@@ -15,7 +15,9 @@ released) and ``motivations_4_LLaMA.ids.json`` (their sample ids). Resumable: an
 
 The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/ (openai.py, cache.py). Exit codes:
 0 complete (or partial with --allow_partial), 1 incomplete, 2 bad flag, bad input (one
-``collect_motivations_ChatGPT.py: error: ...`` line) or a non-retryable API error, 130 interrupted.
+``collect_motivations_ChatGPT.py: error: ...`` line), an OPENAI_API_KEY that cannot be sent (a line break or
+another character no HTTP header holds: refused before the first request, the key not shown) or a
+non-retryable API error, 130 interrupted.
 """
 import argparse
 import os

@@ -21,7 +21,8 @@ no chat template needed); --backend vllm runs vllm.LLM in process (prefix cachin
 Many GPUs or machines: run `--shard K/N` for K = 0..N-1 (one process each, same other arguments); the
 last to finish, or a later `--merge_shards N`, writes the files, identical to one unsharded run.
 Exit codes: 0 done; 1 bad input or an incomplete run (one ``infer_strategy.py: error: ...`` line); 2 bad
-flag; 130 interrupted (the cache keeps the answers).
+flag, or (--backend openai) an OPENAI_API_KEY that cannot be sent (a line break in it: refused before the first
+request, the key not shown); 130 interrupted (the cache keeps the answers).
 """
 import argparse
 import os
@@ -29,11 +30,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 from magic.common.artifacts import SPLITS, prompt_file
-from magic.common.errors import EXIT_BAD_INPUT, UserError, run_main
+from magic.common.errors import EXIT_BAD_INPUT, EXIT_USER_ERROR, UserError, run_main
 from magic.common.io_utils import plain_warnings
 from magic.llm.inference import InferenceConfig, run_strategy_inference
 from magic.llm.shards import parse_shard
-from magic.common.validate import parse_split_list, positive_float, positive_int
+from magic.common.validate import ApiKeyError, check_api_key, parse_split_list, positive_float, positive_int
 
 RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("train"),
             "prompt_path_valid": prompt_file("valid"), "prompt_path_test": prompt_file("test"), "output_dir": "."}
@@ -107,6 +108,8 @@ def run(argv=None) -> int:
     splits = [s for s in SPLITS if s in chosen]
     if args.backend == "openai" and args.top_k is not None:
         print("warning: --top_k is not sent to OpenAI-compatible servers", file=sys.stderr)
+    if args.backend == "openai":
+        check_api_key(os.environ.get("OPENAI_API_KEY"))  # before anything is read or sent; exit 2, key not shown
     paths = {"train": args.prompt_path, "valid": args.prompt_path_valid, "test": args.prompt_path_test}
     golds = {"train": args.train_file, "valid": args.valid_file, "test": args.test_file}
     cfg = InferenceConfig(
@@ -134,8 +137,10 @@ def run(argv=None) -> int:
 
 def main(argv=None) -> int:
     """run() for the command line: bad input, and RuntimeError (an incomplete run: InferenceIncomplete; a
-    server or device that fails), are one line and exit code 1 (src/magic/common/errors.py)."""
-    return run_main("infer_strategy.py", lambda: run(argv), code=EXIT_BAD_INPUT, extra=(RuntimeError,))
+    server or device that fails), are one line and exit code 1; an OPENAI_API_KEY that cannot be sent is a
+    bad setting like a bad flag: one line, exit code 2 (src/magic/common/errors.py)."""
+    return run_main("infer_strategy.py", lambda: run(argv), code=EXIT_BAD_INPUT, extra=(RuntimeError,),
+                    codes={ApiKeyError: EXIT_USER_ERROR})
 
 
 if __name__ == "__main__":

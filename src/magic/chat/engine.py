@@ -367,11 +367,16 @@ def save_line(path: str, line: str) -> str:
 
 def load_input_dialogue(path: str) -> dict:
     """A MultiESC dialogue from a file: one JSON object (pretty-printed or one line) or a JSON-lines file
-    whose last non-blank line is used."""
+    whose last non-blank line is used. A file that is not UTF-8 is a ChatSetupError naming it and the byte."""
     if not os.path.exists(path):
         raise ChatSetupError(f"{path}: input dialogue not found (expected a MultiESC JSON object)")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ChatSetupError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); expected a MultiESC dialogue "
+                             "in UTF-8") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -382,6 +387,45 @@ def load_input_dialogue(path: str) -> dict:
     except json.JSONDecodeError as e:
         raise ChatSetupError(f"{path}: not JSON ({e.msg}, line {len(lines)}); expected a MultiESC dialogue "
                              '{"situation": ..., "dialog": [{"speaker": "usr", "text": ...}, ...]}') from None
+
+
+def typed_text(line: str | bytes) -> str:
+    """One line the seeker typed, as text. Bytes are decoded as UTF-8; a string read under a UTF-8 locale with
+    Python's surrogateescape (stdin in the C.UTF-8 or POSIX locale) carries each undecodable byte as a lone
+    surrogate, which no tokenizer takes. Either way a line that is not UTF-8 is a ValueError naming the first
+    bad byte (its offset in the line), so the chat can say so in one line and go on."""
+    if isinstance(line, str):
+        try:
+            line.encode("utf-8")
+            return line
+        except UnicodeEncodeError:
+            try:
+                line = line.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as e:  # a surrogate that is no escaped byte: say where it is
+                raise ValueError(f"not UTF-8 text (character {e.start}: {e.reason})") from None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def read_typed_line(stream, prompt: str = "", interactive: bool = False) -> str:
+    """The next line the seeker typed, without its line break: from a terminal through ``input(prompt)``
+    (readline line editing), from a pipe or file as bytes (so that a line that is not UTF-8 spoils only itself,
+    not the block of input read with it). EOFError at the end; ValueError (typed_text) for a line that is not
+    UTF-8, which is consumed."""
+    if interactive:
+        try:
+            line = input(prompt)
+        except UnicodeDecodeError as e:  # a strict decoder of the terminal's line
+            raise ValueError(f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+        return typed_text(line)
+    raw = stream.buffer.readline() if hasattr(stream, "buffer") else stream.readline()
+    if not raw:
+        raise EOFError
+    nl = b"\n" if isinstance(raw, bytes) else "\n"
+    cr = b"\r" if isinstance(raw, bytes) else "\r"
+    return typed_text(raw.rstrip(nl).rstrip(cr))
 
 
 def engine_summary(engine: ChatEngine, model_path: str, source_desc: str) -> str:

@@ -13,7 +13,9 @@ and fails with a ``UserError`` naming the file (and entry) and what was expected
 * ``check_split_ids`` / ``check_ids_sidecar`` / ``check_duplicate_dialogues``: files mixed up between splits,
   a short or stale ids sidecar, a dialogue given twice;
 * ``require_nonempty``: an empty input is an error unless the user asked for that split to be empty;
-* ``merge_resume_args``: which flags --resume honours and which it refuses, by name.
+* ``merge_resume_args``: which flags --resume honours and which it refuses, by name;
+* ``check_output_file``: an output file that could not be written is refused before the work;
+* ``check_api_key``: an API key that cannot be an HTTP header value is refused before the first request.
 """
 from __future__ import annotations
 
@@ -313,3 +315,59 @@ class _Rows:
 
     def __init__(self, vocab_size: int):
         self.vocab_size = int(vocab_size)
+
+
+# ---------------------------------------------------------------------------------------- output files
+def check_output_file(path: str | os.PathLike, flag: str = "--output") -> None:
+    """Before any work: ``path`` can be written as a file by atomic_write_text / atomic_write_json (a temporary
+    file in its folder, then a rename; missing folders are created). Refused, naming the flag: an existing
+    folder, a path under a file, a folder this process cannot write in (permissions, a read-only disk)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a folder; expected a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # created by the writer; what counts is the first folder that exists
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {folder} (permission denied or a read-only disk)")
+
+
+# ---------------------------------------------------------------------------------------- API keys
+class ApiKeyError(UserError):
+    """The API key cannot be sent (it holds a character no HTTP header value may hold); the message shows no
+    part of it."""
+
+
+def _key_character(c: str) -> str:
+    if c in "\r\n":
+        return "a line break"
+    if c in " \t":
+        return "a space or tab"
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return "a control character"
+    return "a non-ASCII character"
+
+
+def check_api_key(key: str | None, source: str = "OPENAI_API_KEY") -> None:
+    """An API key goes into an HTTP header (``Authorization: Bearer <key>``): it must be printable ASCII without
+    spaces (what every provider issues). Otherwise an ApiKeyError before the first request, saying which kind of
+    character and where (start, end, inside), never the key or a part of it: a key pasted with its line break,
+    or two values pasted together, would else be printed by the HTTP library's "Illegal header value" error and
+    retried as a connection error. ``None`` (no key) passes: the callers decide whether one is needed."""
+    if not key:
+        return
+    bad = [i for i, c in enumerate(key) if not "\x21" <= c <= "\x7e"]
+    if not bad:
+        return
+    kinds = sorted({_key_character(key[i]) for i in bad})
+    if all(i == k for k, i in enumerate(bad)):
+        where = "at its start"
+    elif all(i == len(key) - 1 - k for k, i in enumerate(reversed(bad))):
+        where = "at its end"
+    else:
+        where = "inside it"
+    raise ApiKeyError(f"{source} holds {' and '.join(kinds)} ({where}); an API key is one word of printable ASCII "
+                      "and cannot be sent as an HTTP header otherwise: set it to the key alone (its value is not "
+                      "shown)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
@@ -32,7 +33,13 @@ from magic.generator.data import DialogueDataset, collator_for, load_records
 from magic.common.artifacts import RUN_NAME_RE
 from magic.common.errors import OutputExistsError
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+from magic.common.jsonl import parse_jsonl
 from magic.common.validate import check_split_ids
+
+try:
+    import fcntl  # POSIX: the lock that tells an evaluation being decoded from an interrupted one
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 REFERENCE_FILE = "response_lables.txt"  # sic, the released name
 
@@ -68,14 +75,18 @@ def _checkpoint_name(model_path: str) -> str:
     return parts[-1] if parts else "checkpoint"
 
 
-def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
-                       settings: dict, overwrite: bool = False) -> Dict[str, str]:
-    """``output_paths``, made unique per checkpoint and settings: the released name
-    ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds the result (finished, or being decoded)
-    of another checkpoint or other settings; then ``<eval_dir>/<run>/<checkpoint>/<same name>`` (then with
-    ``_2``, ``_3``, ... before ``.txt``). A finished result of the same checkpoint and settings is refused
-    (OutputExistsError) unless ``overwrite``. The slot is claimed by creating its ``.partial.jsonl`` (with the
-    settings as first line) exclusively, so two evaluations started together never share one."""
+def claim_output(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
+                 settings: dict, overwrite: bool = False, ids: Optional[Sequence[str]] = None):
+    """``(paths, partial)``: ``output_paths`` made unique per checkpoint and settings, and the claim of that name
+    (a ``_Partial`` holding its ``.partial.jsonl`` open and locked until ``finish`` or ``close``).
+
+    The name is the released ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds the result
+    (finished, being decoded, or interrupted) of another checkpoint or other settings; then
+    ``<eval_dir>/<run>/<checkpoint>/<same name>`` (then with ``_2``, ``_3``, ... before ``.txt``). A finished
+    result of the same checkpoint and settings is refused (OutputExistsError) unless ``overwrite``; so is one
+    being decoded now by another evaluation (its partial file is locked): refused at once, before any decoding.
+    An interrupted one (a kill releases the lock) is resumed. The partial file is created exclusively, so two
+    evaluations started together never share one name. ``ids``: the samples to decode (see _Partial)."""
     base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
     name = os.path.basename(base["hypotheses"])
     folder = os.path.join(os.path.dirname(base["hypotheses"]), _checkpoint_name(model_path))
@@ -84,37 +95,100 @@ def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float,
         hyp = base["hypotheses"] if k == 1 else os.path.join(
             folder, name if k == 2 else name[:-len(".txt")] + f"_{k - 1}.txt")
         paths = {**base, "hypotheses": hyp, "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
-        if os.path.exists(paths["scores"]):
+        for _ in range(100):  # look again when the slot changed under us (its evaluation finished meanwhile)
+            if os.path.exists(paths["scores"]):
+                try:
+                    done = load_json(paths["scores"], "scores record")
+                except ValueError:
+                    done = None
+                if not (isinstance(done, dict) and done.get("settings") == settings):
+                    break  # another checkpoint's or other settings' finished result: keep it
+                if not overwrite:
+                    raise OutputExistsError(f"{hyp}: this checkpoint was already evaluated with these settings "
+                                            f"(scores in {paths['scores']}); pass --overwrite_output_dir to redo it")
+            elif os.path.exists(hyp) and not os.path.exists(paths["partial"]):
+                break  # a result without scores (e.g. the released code's): keep it
+            os.makedirs(os.path.dirname(hyp), exist_ok=True)
             try:
-                done = load_json(paths["scores"], "scores record")
-            except ValueError:
-                done = None
-            if isinstance(done, dict) and done.get("settings") == settings:
-                if overwrite:
-                    return paths
-                raise OutputExistsError(f"{hyp}: this checkpoint was already evaluated with these settings "
-                                        f"(scores in {paths['scores']}); pass --overwrite_output_dir to redo it")
-            continue  # another checkpoint's or other settings' finished result: keep it
-        if os.path.exists(hyp) and not os.path.exists(paths["partial"]):
-            continue  # a result without scores (e.g. the released code's): keep it
-        os.makedirs(os.path.dirname(hyp), exist_ok=True)
-        try:
-            fd = os.open(paths["partial"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            if _partial_header(paths["partial"]) == header:
-                return paths  # our own interrupted run: resume it
-            continue  # another evaluation is decoding into this name
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(header) + "\n")
-        return paths
+                fh, state = _open_claim(paths["partial"])
+            except FileNotFoundError:
+                continue  # removed since we looked: that evaluation finished; look at its result
+            if state == "created":
+                return paths, _Partial(paths["partial"], settings, ids=ids, handle=fh)
+            owner = _partial_header(fh)
+            if state == "busy":
+                fh.close()
+                if owner is None:  # created an instant ago: its settings line is being written
+                    time.sleep(0.01)
+                    continue
+                if owner == header:
+                    raise OutputExistsError(
+                        f"{hyp}: another evaluation of this checkpoint with these settings is decoding into this "
+                        f"name now ({paths['partial']} is locked by it); wait for it to finish (its result is "
+                        "then in this name), or evaluate with other settings")
+                break  # another checkpoint or other settings being decoded here: keep it
+            if owner == header:
+                return paths, _Partial(paths["partial"], settings, ids=ids, handle=fh)  # our interrupted run
+            fh.close()
+            break  # another checkpoint's or other settings' interrupted run: keep it, it can be resumed
+        else:
+            raise OutputExistsError(f"{hyp}: the result changes too fast to be claimed; rerun")
     raise OutputExistsError(f"{os.path.dirname(hyp)}: too many results; choose another --eval_dir")
 
 
-def _partial_header(path: str):
+def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
+                       settings: dict, overwrite: bool = False) -> Dict[str, str]:
+    """The paths ``claim_output`` chooses, its claim given up again at once (the partial file stays, with the
+    settings as first line, and is resumed by the next claim of the same checkpoint and settings)."""
+    paths, partial = claim_output(eval_dir, model_path, diversity_penalty, length_penalty, settings, overwrite)
+    partial.close()
+    return paths
+
+
+def _lock(fh, wait: bool = False) -> bool:
+    """An exclusive flock on the open file ``fh`` (released when it is closed, also by a kill); False when
+    another open file holds it and not ``wait``. Without fcntl (Windows) always True: names are then claimed
+    by exclusive creation only."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.loads(f.readline())
-    except (OSError, ValueError):
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _open_claim(path: str):
+    """``(file, state)`` for the partial file ``path``, opened read-write: "created" (new, empty, locked by us),
+    "resumable" (an existing one, locked by us: nobody is decoding into it) or "busy" (an existing one that a live
+    evaluation holds locked; not locked by us). FileNotFoundError when it was removed while we looked."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+    except FileExistsError:
+        pass
+    else:
+        fh = os.fdopen(fd, "r+b")
+        _lock(fh, wait=True)  # a second evaluation looking at the new file may hold the lock for an instant
+        return fh, "created"
+    fh = open(path, "r+b")
+    if not _lock(fh):
+        return fh, "busy"
+    try:
+        same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:  # removed (or replaced) between our open and our lock: its evaluation finished
+        fh.close()
+        raise FileNotFoundError(path)
+    return fh, "resumable"
+
+
+def _partial_header(fh):
+    """The first line of an open partial file, decoded (None when it is not JSON)."""
+    fh.seek(0)
+    try:
+        return json.loads(fh.readline().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         return None
 
 
@@ -153,35 +227,89 @@ def select_strategy(records: Sequence[dict], source: str, path: str = "test data
 
 
 class _Partial:
-    """Resumable decoding: finished responses are appended to a JSON-lines file whose first line records
-    the decoding settings; a rerun with the same settings skips them, other settings start over."""
+    """Resumable decoding: finished responses are appended to a JSON-lines file whose first line records the
+    decoding settings; a rerun with the same settings skips them, other settings start over.
 
-    def __init__(self, path: str, settings: dict):
+    The file is held open and locked (flock) while this object holds it, so that another evaluation can tell a
+    live run from an interrupted one (claim_output). Its lines are read by the resume-file rule of
+    magic.common.jsonl: a torn last line is dropped, any other line that is not ``{"id": <a sample of ids>,
+    "response": <string>}`` (``[1, 2]``, a non-string response, an id of no test sample, a second line for
+    one sample) is skipped with a warning naming ``file:line`` and its sample decoded again; the file is then
+    rewritten with the lines kept. ``handle``: the file already opened and locked by claim_output; without it
+    the file at ``path`` is opened (created) and locked here (OutputExistsError when another process holds it).
+    """
+
+    def __init__(self, path: str, settings: dict, ids: Optional[Sequence[str]] = None, handle=None):
         self.path, self.settings, self.done = path, settings, {}
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                lines = [ln for ln in f if ln.strip()]
+        if handle is None:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            handle = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o666), "r+b")
+            if not _lock(handle):
+                handle.close()
+                raise OutputExistsError(f"{path}: another evaluation is decoding into it now (the file is locked); "
+                                        "wait for it to finish")
+        self._f = handle
+        handle.seek(0)
+        raw = handle.read()
+        head, newline, body = raw.partition(b"\n")
+        header = {"settings": settings}
+        resumed = None
+        if newline:
             try:
-                header = json.loads(lines[0]) if lines else None
-                if header == {"settings": settings}:
-                    for ln in lines[1:]:
-                        rec = json.loads(ln)
-                        self.done[rec["id"]] = rec["response"]
-            except (json.JSONDecodeError, KeyError):
-                self.done = {}  # a torn last line from a kill: start over rather than trust it
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if not self.done:
-            atomic_write_text(path, json.dumps({"settings": settings}) + "\n")
-        self._f = open(path, "a", encoding="utf-8")
+                resumed = json.loads(head.decode("utf-8")) == header
+            except (UnicodeDecodeError, ValueError):
+                resumed = False
+        if resumed:
+            known, seen = (set(ids) if ids is not None else None), set()
+
+            def parse(obj):
+                if not isinstance(obj, dict):
+                    raise ValueError(f"not a JSON object, got {type(obj).__name__}")
+                sid, response = obj.get("id"), obj.get("response")
+                if not isinstance(sid, str):
+                    raise ValueError(f"'id' must be a string, got {json.dumps(sid)[:40]}")
+                if not isinstance(response, str):
+                    raise ValueError(f"'response' must be a string, got {json.dumps(response)[:40]}")
+                if known is not None and sid not in known:
+                    raise ValueError(f"{sid!r} is not a sample of the test data being evaluated")
+                if sid in seen:
+                    raise ValueError(f"duplicate line for sample {sid} (its first response is kept)")
+                seen.add(sid)
+                return sid, response
+
+            read = parse_jsonl(body, path, parse, on_bad="skip", first_line=2, what="decoded response",
+                               skipped_note="skipped (that sample is decoded again)")
+            self.done = dict(read.records)
+            if read.skipped or read.torn:  # keep only the good lines, so the next append starts a line of its own
+                self._rewrite()
+            else:
+                handle.seek(0, os.SEEK_END)
+        else:  # a new file, other settings or a torn header: start over
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The file = the settings line and the responses kept (in place: the lock stays on this file)."""
+        lines = [json.dumps({"settings": self.settings})] + [
+            json.dumps({"id": sid, "response": r}, ensure_ascii=False) for sid, r in self.done.items()]
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self._f.flush()
+        os.fsync(self._f.fileno())
 
     def add(self, sid: str, response: str) -> None:
         self.done[sid] = response
-        self._f.write(json.dumps({"id": sid, "response": response}, ensure_ascii=False) + "\n")
+        self._f.write((json.dumps({"id": sid, "response": response}, ensure_ascii=False) + "\n").encode("utf-8"))
         self._f.flush()
 
-    def finish(self) -> None:
+    def close(self) -> None:
+        """Give the claim up, keeping the file (a later run resumes it)."""
         self._f.close()
+
+    def finish(self) -> None:
+        """The result is complete: remove the file, then release it."""
         os.unlink(self.path)
+        self._f.close()
 
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
@@ -394,14 +522,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     records = load_test_records(cfg)
     model, tokenizer, train_args = load_model(cfg)
     settings = cfg.settings(decoding)
-    paths = claim_output_paths(cfg.eval_dir, cfg.model_path, cfg.diversity_penalty, cfg.length_penalty,
-                               settings, overwrite=cfg.overwrite_output_dir)
-    partial = _Partial(paths["partial"], settings)
-    hyps_raw = generate_responses(model, tokenizer, records, batch_size=cfg.batch_size, partial=partial,
-                                  progress=not cfg.no_progress, **decoding.kwargs())
-    write_lines(paths["references"], [one_line(r["response"]) for r in records])
-    write_lines(paths["hypotheses"], [clean_response(h) for h in hyps_raw])
-    record = scores_record(cfg, records, paths, settings, train_args)
-    atomic_write_json(paths["scores"], record)
+    # the name is ours (its partial file locked) until the end: a second evaluation of it is refused at once
+    paths, partial = claim_output(cfg.eval_dir, cfg.model_path, cfg.diversity_penalty, cfg.length_penalty,
+                                  settings, overwrite=cfg.overwrite_output_dir,
+                                  ids=[r.get("id", str(i)) for i, r in enumerate(records)])
+    try:
+        hyps_raw = generate_responses(model, tokenizer, records, batch_size=cfg.batch_size, partial=partial,
+                                      progress=not cfg.no_progress, **decoding.kwargs())
+        write_lines(paths["references"], [one_line(r["response"]) for r in records])
+        write_lines(paths["hypotheses"], [clean_response(h) for h in hyps_raw])
+        record = scores_record(cfg, records, paths, settings, train_args)
+        atomic_write_json(paths["scores"], record)
+    except BaseException:
+        partial.close()  # interrupted or failed: the claim is given up, the partial file kept for a rerun
+        raise
     partial.finish()  # only now: a crash while scoring resumes from the partial file, into the same name
     return record

@@ -26,6 +26,7 @@ from magic.common.artifacts import ids_path
 from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json
+from magic.common.validate import check_api_key
 from magic.llm.engines.cache import ChatRunResult, JsonlCache, chat_prompt_key, local_prompt_key
 from magic.llm.engines.hf import run_local_requests
 from magic.llm.engines.openai import FatalRequestError, run_chat_requests, scrub
@@ -137,13 +138,17 @@ def write_outputs(output_file: str, samples: Sequence[Sample], answers: dict[str
 
 
 def resolve_api_key(cli_key: str | None, base_url: str | None, environ=os.environ) -> str:
-    """The key from OPENAI_API_KEY (or the deprecated --openai_api_key); "EMPTY" for a local server."""
+    """The key from OPENAI_API_KEY (or the deprecated --openai_api_key); "EMPTY" for a local server. A key that
+    cannot be an HTTP header value is refused here, before the cache is opened or anything is sent
+    (ApiKeyError: one line, no part of the key)."""
     if cli_key:
         eprint("warning: --openai_api_key leaks the key into your shell history and the process list; "
                "export OPENAI_API_KEY instead")
+        check_api_key(cli_key, "--openai_api_key")
         return cli_key
     key = environ.get("OPENAI_API_KEY")
     if key:
+        check_api_key(key)
         return key
     if base_url:
         return "EMPTY"  # servers without auth (vLLM, llama.cpp, Ollama) accept any key

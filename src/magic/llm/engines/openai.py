@@ -13,6 +13,7 @@ Secrets: every error text that may be printed or stored goes through ``scrub`` f
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import re
@@ -22,6 +23,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Sequence
 
+from magic.common.validate import check_api_key
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, JsonlCache, Progress, chat_prompt_key
 
@@ -38,18 +40,38 @@ _SECRET_PATTERNS = (
 DUMMY_KEYS = frozenset({"EMPTY"})
 
 
+# Where a key is cut into fragments: the characters a rendering escapes (repr, JSON, bytes) or a header splits at
+# (line breaks, spaces, control and non-ASCII characters), quotes and backslashes.
+_KEY_SPLIT = re.compile(r"[^\x21-\x7e]+|[\\'\"]+")
+
+
+def secret_forms(secret: str) -> list[str]:
+    """Every text under which ``secret`` may stand in a message, longest first: itself, as repr, JSON and a
+    bytes repr write it (escaped line breaks, control and non-ASCII characters), and each fragment of these
+    between the characters such renderings escape or a header splits at (``sk-AB\\nCD`` -> ``sk-AB``, ``CD``)."""
+    whole = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret.encode("utf-8", "backslashreplace"))[2:-1]}
+    forms = set(whole)
+    for form in whole:
+        forms.update(p for p in _KEY_SPLIT.split(form) if p)
+    return sorted(forms, key=len, reverse=True)
+
+
 def scrub(text: object, secrets: Iterable[str | None] = ()) -> str:
-    """``str(text)`` with every given secret (and anything that looks like an API key) replaced by ``***``."""
+    """``str(text)`` with every given secret (and anything that looks like an API key) replaced by ``***``:
+    the whole secret and every fragment of it (``secret_forms``: a key with a line break shows in errors as
+    ``b'Bearer sk-AB\\nCD'``, or split at the break)."""
     s = str(text)
     for secret in secrets:
         if not secret or secret in DUMMY_KEYS:
             continue
-        # whatever its length, a key is never printed: from 4 characters every occurrence is replaced (a
-        # garbled word is cheaper than a leaked key); shorter ones wherever they stand as a token of their own
-        if len(secret) >= 4:
-            s = s.replace(secret, "***")
-        else:
-            s = re.sub(r"(?<![A-Za-z0-9_\-])" + re.escape(secret) + r"(?![A-Za-z0-9_\-])", "***", s)
+        for form in secret_forms(secret):
+            # whatever its length, a key is never printed: from 4 characters every occurrence is replaced (a
+            # garbled word is cheaper than a leaked key); shorter ones wherever they stand as a token of their own
+            if len(form) >= 4:
+                s = s.replace(form, "***")
+            else:
+                s = re.sub(r"(?<![A-Za-z0-9_\-])" + re.escape(form) + r"(?![A-Za-z0-9_\-])", "***", s)
     s = _SECRET_PATTERNS[0].sub("sk-***", s)
     s = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
     return s
@@ -151,6 +173,7 @@ def make_openai_client(base_url: str | None, api_key: str, timeout: float, concu
     """An ``openai.OpenAI`` client without its own retries (ours count, jitter and report them)."""
     from openai import OpenAI
 
+    check_api_key(api_key)  # a key that cannot be a header value: refused here, never sent nor printed
     kwargs = {"api_key": api_key, "max_retries": 0, "timeout": timeout}
     if base_url:
         kwargs["base_url"] = base_url
@@ -375,6 +398,7 @@ class OpenAIEngine(Engine):
             raise ValueError("--backend openai needs --base_url (e.g. http://localhost:8000/v1)")
         self.base_url, self.model, self.endpoint, self.concurrency = base_url, model or model_path, endpoint, concurrency
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
+        check_api_key(self.api_key)  # before the first request (ApiKeyError: one line, no part of the key)
         self.timeout, self.max_retries, self.backoff_cap = timeout, max_retries, backoff_cap
         self._tokenizer = None
 
