@@ -79,6 +79,25 @@ def test_an_interrupted_cell_restarts_cleanly(tmp_path):
     assert not os.path.exists(os.path.join(work, "half-written.bin")) and os.path.exists(os.path.join(work, DONE))
 
 
+def test_a_resumable_cell_continues_in_its_folder(tmp_path):
+    kept = []
+
+    def run(ctx):
+        kept.append(os.path.exists(os.path.join(ctx.work, "answer_cache.jsonl")))
+        return {}
+
+    study = Study([Cell("s1/infer", {}, run, resumable=True)], str(tmp_path / "w"), str(tmp_path / "r"),
+                  log=lambda m: None)
+    work = study.work_dir(study.cells["s1/infer"])
+    os.makedirs(work)
+    open(os.path.join(work, MARKER), "w").close()
+    open(os.path.join(work, "answer_cache.jsonl"), "w").write("{}\n")  # what an interrupted run had answered
+    study.run()
+    assert kept == [True]
+    assert all(study.cells[c].resumable for c in ("s1/zero_shot", "s1/lora_label/eval", "s1/best_on_addition")
+               for study in [build_study(PROFILES["cpu"], str(tmp_path), str(tmp_path))])
+
+
 def test_a_folder_the_study_did_not_write_is_never_removed(tmp_path):
     study = _study(tmp_path, [])
     work = study.work_dir(study.cells["a"])

@@ -48,20 +48,23 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
     add("prompts", stage1.build_prompts, pick("lora_train_pairs", "valid_subset", "test_subset", "test_all_subset"), ["data"],
         est["prompts"])
     add("s1/majority", stage1.majority, pick("bootstrap"), ["data", "prompts"], est["small"])
+    # inference cells continue an interrupted run from step 5's answer cache in their folder (exactly: fixed batches)
     add("s1/zero_shot", stage1.zero_shot, pick(*llm_keys, "llm_batch", "bootstrap"), ["data", "llm", "prompts"],
-        est["infer"])
+        est["infer"], resumable=True)
     lora_keys = ("lora_epochs", "lora_lr", "lora_batch", "lora_grad_acc", "lora_layers", "lora_target",
                  "lora_rank", "cutoff_len", "llm_dtype", "device")
     for target in ("label", "motivation"):
         add(f"s1/lora_{target}/train", functools.partial(stage1.train_lora, target=target, seed=p.seeds_llm[0]),
             {**pick(*lora_keys), "target": target, "seed": p.seeds_llm[0]}, ["data", "llm", "prompts"], est["lora"])
         add(f"s1/lora_{target}/eval", functools.partial(stage1.lora_eval, train_cell=f"s1/lora_{target}/train"),
-            pick(*llm_keys, "llm_batch", "bootstrap"), ["data", "prompts", f"s1/lora_{target}/train"], est["infer"])
+            pick(*llm_keys, "llm_batch", "bootstrap"), ["data", "prompts", f"s1/lora_{target}/train"], est["infer"],
+            resumable=True)
     add("s1/compare", functools.partial(stage1.compare_lora, a="s1/lora_label/eval", b="s1/lora_motivation/eval"),
         pick("bootstrap"), ["data", "s1/lora_label/eval", "s1/lora_motivation/eval"], est["small"])
     add("s1/best_on_addition", functools.partial(stage1.addition_strategies, candidates=S1_SYSTEMS),
         pick(*llm_keys, "llm_batch", "bootstrap"),
-        ["data", "llm", "prompts", *S1_SYSTEMS, "s1/lora_label/train", "s1/lora_motivation/train"], est["addition"])
+        ["data", "llm", "prompts", *S1_SYSTEMS, "s1/lora_label/train", "s1/lora_motivation/train"], est["addition"],
+        resumable=True)
     # -- stage 2
     add("records", functools.partial(stage2.build_records, addition_cell="s1/best_on_addition",
                                      motivation_cell="s1/lora_motivation/eval"),
