@@ -68,3 +68,11 @@ def make_records(n_dialogues: int = 3, turns: int = 6, seed: int = 0) -> list[di
                 "motivation": "" if t == 1 else f"The seeker needs {labels[t].lower()}.",
             })
     return recs
+
+
+def records_with_ids(n, split, seed=0):
+    """``make_records`` with sample ids of ``split`` (three targets per dialogue: turns 1, 3, 5)."""
+    recs = make_records(n, seed=seed)
+    for k, r in enumerate(recs):
+        r["id"] = f"{split}-{k // 3}-{2 * (k % 3) + 1}"
+    return recs

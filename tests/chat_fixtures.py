@@ -8,8 +8,10 @@ Seconds, no training.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +54,21 @@ def run_chat(args: list[str], stdin: str = "", timeout: float = 300, cwd=None) -
     """``python chat.py ARGS`` with ``stdin`` as the typed lines (not a terminal)."""
     return subprocess.run([sys.executable, str(REPO / "chat.py"), *args], input=stdin, capture_output=True,
                           text=True, timeout=timeout, env=chat_env(), cwd=cwd or REPO)
+
+
+def read_until(fd, needle: str, timeout: float = 120) -> str:
+    """What a pty printed until ``needle`` appeared (AssertionError after ``timeout`` seconds)."""
+    buf, end = "", time.time() + timeout
+    while needle not in buf:
+        if time.time() > end:
+            raise AssertionError(f"timed out waiting for {needle!r}; got:\n{buf}")
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data.decode("utf-8", "replace")
+    return buf

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.chat_fixtures import REPO, FILL, chat_env, make_tiny_checkpoint, make_tiny_llm, run_chat
+from tests.chat_fixtures import REPO, FILL, chat_env, make_tiny_checkpoint, make_tiny_llm, read_until as _read_until, \
+    run_chat
 from magic.esconv.dialogues import STRATEGIES
 
 
@@ -54,21 +55,6 @@ def test_two_turns_forced_strategy_and_save(models, tmp_path):
     assert len(load_dialogues(saved)) == 2
 
 
-def _read_until(fd, needle: str, timeout: float = 120) -> str:
-    buf, end = "", time.time() + timeout
-    while needle not in buf:
-        if time.time() > end:
-            raise AssertionError(f"timed out waiting for {needle!r}; got:\n{buf}")
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            buf += data.decode("utf-8", "replace")
-    return buf
 
 
 def _pty_chat(args):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bart_fixtures import records_with_ids as _records
+
 from magic.common.errors import OutputExistsError, UserError
 from tests.dialogues import make_dialogue
 
@@ -56,15 +58,6 @@ def _prompts_cli(esconv_files, motivations, out, *extra):
     return ["--train_file", str(esconv_files["train"]), "--valid_file", str(esconv_files["valid"]),
             "--test_file", str(esconv_files["test"]), "--motivations_file", str(motivations),
             "--output_dir", str(out), *extra]
-
-
-def _records(n, split, seed=0):
-    from tests.bart_fixtures import make_records
-
-    recs = make_records(n, seed=seed)
-    for k, r in enumerate(recs):
-        r["id"] = f"{split}-{k // 3}-{2 * (k % 3) + 1}"
-    return recs
 
 
 @pytest.fixture(scope="module")

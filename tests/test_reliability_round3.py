@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from magic.common.errors import UserError
+from tests.bart_fixtures import records_with_ids as _records
 
 REPO = Path(__file__).resolve().parents[1]
 # project sources every class-wide check walks: the package, the metric package and every script
@@ -41,15 +42,6 @@ def _sources():
         yield from sorted((REPO / d).rglob("*.py"))
     for s in ROOT_SCRIPTS:
         yield REPO / s
-
-
-def _records(n, split, seed=0):
-    from tests.bart_fixtures import make_records
-
-    recs = make_records(n, seed=seed)
-    for k, r in enumerate(recs):
-        r["id"] = f"{split}-{k // 3}-{2 * (k % 3) + 1}"
-    return recs
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import pytest
 from magic.common.errors import OutputExistsError, UserError
 from magic.generator import evaluation as ev
 from magic.testing.openai_stub import StubServer
+from tests.chat_fixtures import read_until as _read_until
 from tests.dialogues import make_dialogue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,21 +315,6 @@ def test_a_typed_line_with_undecodable_bytes_is_refused_with_the_byte(monkeypatc
 
 
 # ------------------------------------------------------------------------------- terminal history: opt-in
-def _read_until(fd, needle, timeout=120.0):
-    buf, end = "", time.time() + timeout
-    while needle not in buf:
-        if time.time() > end:
-            raise AssertionError(f"timed out waiting for {needle!r}; got:\n{buf}")
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            buf += data.decode("utf-8", "replace")
-    return buf
 
 
 def _pty_session(ckpt, home, extra, lines):
