@@ -4,12 +4,10 @@ decoder (checked against a dialogue saved with /save and read back by magic.esco
 import json
 import os
 import pty
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 

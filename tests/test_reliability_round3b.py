@@ -16,7 +16,6 @@ import json
 import os
 import pty
 import random
-import select
 import signal
 import stat
 import subprocess
