@@ -138,9 +138,9 @@ class Study:
                 state = "redo files" if self.done(c) else "to run"
                 left += c.estimate_s
             else:
-                state = "done"
+                state = "done" if self.done(c) else "not now"  # not done, and not asked for (--only)
             rows.append(f"  {c.name:<44} {state:<10} ~{c.estimate_s / 60:6.1f} min   key {c.key}")
-        done = len(self.cells) - len(todo)
+        done = sum(self.done(c) for c in self.cells.values())
         rows.append(f"  {len(self.cells)} cells, {done} done, {len(todo)} to run, estimated {left / 60:.0f} min")
         return rows
 
