@@ -233,6 +233,14 @@ def encode_labels(*arrays: Sequence) -> tuple:
     return [np.array([code[str(v)] for v in x], dtype=np.int64) for x in arrays], labels
 
 
+def f1_per_class(confusion) -> np.ndarray:
+    """Per-class F1 = 2 TP / (2 TP + FP + FN) of confusion matrices [..., gold, pred] (0 where undefined)."""
+    conf = np.asarray(confusion, dtype=np.float64)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    denom = conf.sum(axis=-1) + conf.sum(axis=-2)
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+
+
 def confusion_reduce(n_labels: int, metric: str) -> Callable[[np.ndarray, int], np.ndarray]:
     """``metric`` of summed one-hot (gold, pred) pair columns (gold * K + pred). Macro- and weighted-F1 follow
     sklearn's ``f1_score`` without ``labels``: classes absent from both gold and prediction of the
@@ -249,7 +257,7 @@ def confusion_reduce(n_labels: int, metric: str) -> Callable[[np.ndarray, int], 
         if metric == "accuracy":
             return tp.sum(axis=-1) / total
         denom = support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+        f1 = f1_per_class(conf)
         if metric == "weighted_f1":
             return (f1 * support).sum(axis=-1) / total
         present = denom > 0

@@ -55,7 +55,6 @@ def preload() -> None:
     """Import here, once, what cells use in process: lazy imports (transformers, sklearn) are not safe in
     two threads at once."""
     import sklearn.metrics  # noqa: F401
-    import transformers
     from transformers import BartConfig, BartModel, BartTokenizer  # noqa: F401
 
     import magic.generator.checkpoint  # noqa: F401
@@ -63,8 +62,6 @@ def preload() -> None:
     import magic.generator.evaluation  # noqa: F401
     import metric.protocol  # noqa: F401
     import metric.significance  # noqa: F401
-
-    del transformers
 
 
 def main(argv=None) -> int:

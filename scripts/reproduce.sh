@@ -4,14 +4,8 @@
 # Creates .venv if needed; every cell is cached, so rerunning continues where it stopped. See
 # scripts/reproduce.py --help for the flags (--plan, --report, --only CELL, --commit).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-  sed -n '2,/^set -/p' "$0" | sed -e '/^set -/d' -e 's/^# \{0,1\}//'
-  exit 0
-fi
+source "$(dirname "$0")/_common.sh"  # --help, the repository root, $PY (creating .venv if needed)
 PROFILE=cpu
 case "${1:-}" in smoke|cpu|gpu-small|paper) PROFILE="$1"; shift ;; esac
-[ -x "${VENV:-.venv}/bin/python" ] || bash scripts/setup_env.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "${VENV:-.venv}/bin/python" scripts/reproduce.py --profile "$PROFILE" "$@"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec "$PY" scripts/reproduce.py --profile "$PROFILE" "$@"

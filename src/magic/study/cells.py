@@ -35,21 +35,33 @@ def settings_key(settings: dict, dep_keys: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def machine() -> dict:
-    """What a wall time was measured on (the CPU model, cores, whether bf16 matrix units exist)."""
-    cpu = platform.processor() or "unknown"
-    flags = ""
+def _cpuinfo() -> tuple[str, list[str]]:
+    """(CPU model name, CPU flags) of /proc/cpuinfo's first processor; ("", []) where there is none."""
+    model, flags = "", []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and cpu in ("unknown", "", "x86_64"):
-                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
-                    flags = line
+                    flags = line.split(":", 1)[1].split()
                     break
     except OSError:
         pass
-    units = [u for u in ("amx_bf16", "avx512_bf16") if u in flags.split()]
+    return model, flags
+
+
+def bf16_units() -> list[str]:
+    """The CPU's bfloat16 matrix units (AMX, AVX512-BF16), as /proc/cpuinfo names them."""
+    return [u for u in ("amx_bf16", "avx512_bf16") if u in _cpuinfo()[1]]
+
+
+def machine() -> dict:
+    """What a wall time was measured on (the CPU model, cores, whether bf16 matrix units exist)."""
+    cpu = platform.processor() or "unknown"
+    if cpu in ("unknown", "", "x86_64"):
+        cpu = _cpuinfo()[0] or cpu
+    units = bf16_units()
     out = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
            "bf16_units": units or None}
     try:

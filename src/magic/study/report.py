@@ -8,6 +8,7 @@ import statistics
 
 from magic.common.io_utils import atomic_save_figure, atomic_write_text, load_json
 from magic.esconv.dialogues import STRATEGIES
+from metric.significance import f1_per_class
 
 S1_ROWS = [("s1/majority", "majority class"), ("s1/zero_shot", "base LLM, zero-shot (released prompt)"),
            ("s1/lora_label/eval", "LoRA, label only"), ("s1/lora_motivation/eval", "LoRA, ChatGPT motivations (MAGIC)")]
@@ -82,23 +83,13 @@ def table1(res: dict) -> list[str]:
         out += ["**Per-strategy F1 on the valid subset** (%)", "",
                 "| model | " + " | ".join(STRATEGIES) + " |", "|---" * (len(STRATEGIES) + 1) + "|"]
         for name, r in rows:
-            out.append(f"| {name} | " + " | ".join(_pct(f) for f in _per_class_f1(r["confusion"])) + " |")
+            out.append(f"| {name} | " + " | ".join(_pct(float(f)) for f in f1_per_class(r["confusion"])) + " |")
         out.append("")
     return out
 
 
 def _delta(d: dict) -> str:
     return f"{100 * d['delta']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], p {_p(d['p'])}"
-
-
-def _per_class_f1(confusion: list[list[int]]) -> list[float]:
-    out = []
-    for k in range(len(confusion)):
-        tp = confusion[k][k]
-        gold = sum(confusion[k])
-        pred = sum(row[k] for row in confusion)
-        out.append(0.0 if tp == 0 else 2 * tp / (gold + pred))
-    return out
 
 
 def plot_distribution(res: dict, path: str) -> str | None:
@@ -132,7 +123,7 @@ def plot_distribution(res: dict, path: str) -> str | None:
 def _s2_rows(res: dict, set_name: str) -> list[tuple[str, list[dict]]]:
     rows = []
 
-    def cells(system, suffix, seeds=None):
+    def cells(system, suffix):
         found = []
         for c, rec in res.items():
             parts = c.split("/")

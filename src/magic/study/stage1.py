@@ -18,6 +18,7 @@ from magic.common.io_utils import atomic_write_json, load_json
 from magic.esconv.dialogues import STRATEGIES, parse_strategy, strategy_id
 from magic.llm.prompts import llama_prompt
 from magic.llm.report import strategy_metrics
+from magic.study.cells import bf16_units
 from magic.study.data import data_dir, evenly_spaced, python, run_logged, split_samples
 from magic.study.profiles import Profile
 
@@ -25,21 +26,12 @@ EVAL_SETS = ("test", "valid")  # Table 1; "test_all" (the addition) only for the
 LABEL_TARGET = "[{label}]"     # the label-only LoRA's answer: the bracketed label, as the motivations name it
 
 
-def bf16_cpu() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def llm_dtype(profile: Profile) -> str:
     if profile.llm_dtype != "auto":
         return profile.llm_dtype
     if profile.device.startswith("cuda"):
         return "bfloat16"
-    return "bfloat16" if bf16_cpu() else "float32"
+    return "bfloat16" if bf16_units() else "float32"
 
 
 # ------------------------------------------------------------------------------------------------ cells

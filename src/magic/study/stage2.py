@@ -12,10 +12,11 @@ from __future__ import annotations
 import glob
 import math
 import os
+import shutil
 import threading
 from collections import Counter
 
-from magic.common.artifacts import best_of, checkpoint_dirs, parse_checkpoint_dir, run_dirs
+from magic.common.artifacts import latest_best_checkpoint, parse_checkpoint_dir, run_dirs
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.esconv.dialogues import canonical_strategy, wrong_strategy
 from magic.generator.records import sample_record
@@ -127,10 +128,9 @@ def train(ctx, profile: Profile, system: str, seed: int) -> dict:
     """Step 7 (main.py) of one system and seed; an interrupted run continues with --resume."""
     records = ctx.dep_work("records")
     out = os.path.join(ctx.work, "out_model")
-    runs = sorted(glob.glob(os.path.join(out, "bs_*")))
+    runs = run_dirs(out)
     resume = ["--resume", runs[-1]] if runs and os.path.isdir(os.path.join(runs[-1], "last")) else []
     if runs and not resume:  # started but no epoch finished: start over
-        import shutil
         for r in runs:
             shutil.rmtree(r)
     run_logged([python(), "main.py", "--train_data", os.path.join(records, "train.json"),
@@ -141,7 +141,7 @@ def train(ctx, profile: Profile, system: str, seed: int) -> dict:
                 "--patience", str(profile.patience), "--seed", str(seed), "--device", profile.device,
                 "--keep_best_only", *SYSTEMS[system], *resume], os.path.join(ctx.work, "log.txt"),
                f"training {system} seed {seed}", env=_threads(profile))
-    run = sorted(glob.glob(os.path.join(out, "bs_*")))[-1]
+    run = run_dirs(out)[-1]
     history = load_json(os.path.join(run, "history.json"), "training history")
     best = best_checkpoint(ctx.work)
     return {"system": system, "seed": seed, "best_checkpoint": os.path.basename(best),
@@ -151,9 +151,9 @@ def train(ctx, profile: Profile, system: str, seed: int) -> dict:
 
 
 def best_checkpoint(train_work: str) -> str:
-    """The checkpoint with the lowest validation PPL of every run under ``train_work/out_model``."""
-    runs = run_dirs(os.path.join(train_work, "out_model"))
-    found = best_of(ckpt for run in runs for ckpt in checkpoint_dirs(run))
+    """The best checkpoint of a training cell (its one run under ``train_work/out_model``: an unfinished
+    first try is removed before the next)."""
+    found = latest_best_checkpoint(os.path.join(train_work, "out_model"))
     if not found:
         raise StudyError(f"{train_work}: no checkpoint epoch_*_val_ppl_* written")
     return found
