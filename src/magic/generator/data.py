@@ -193,7 +193,8 @@ def keep_largest_lists(lists: Sequence[Sequence]) -> list[int]:
     return kept
 
 
-def _pad(seqs: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
+def pad_ids(seqs: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
+    """(B, length or the longest) long tensor of the sequences, cut to ``length``, right-padded with ``value``."""
     n = max((len(s) for s in seqs), default=0) if length is None else length
     out = torch.full((len(seqs), n), value, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -230,7 +231,7 @@ class DialogueCollator:
 
     def _pad_with_mask(self, seqs, fixed: int | None):
         n = fixed if fixed is not None else max((len(s) for s in seqs), default=0)
-        return _pad(seqs, self.pad, n), _mask(seqs, n)
+        return pad_ids(seqs, self.pad, n), _mask(seqs, n)
 
     def __call__(self, items: Sequence[dict]) -> dict:
         fixed = self.pool == "all"
@@ -238,8 +239,8 @@ class DialogueCollator:
         mot, mot_mask = self._pad_with_mask([it["motivation_ids"] for it in items],
                                             self.max_length if fixed else None)
         dec_seqs = [it["decoder_input_ids"] for it in items]
-        dec = _pad(dec_seqs, self.pad)
-        labels = _pad([it["target_ids"] for it in items], -100)
+        dec = pad_ids(dec_seqs, self.pad)
+        labels = pad_ids([it["target_ids"] for it in items], -100)
         batch = {
             "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
             "input_ids": ids, "attention_mask": mask,

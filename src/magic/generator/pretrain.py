@@ -20,7 +20,7 @@ from tqdm import tqdm
 from magic.common.errors import run_main
 from magic.common.io_utils import atomic_dir
 from magic.common.validate import positive_float, positive_int
-from magic.generator.data import load_records
+from magic.generator.data import load_records, pad_ids
 
 
 def utterances(records: list[dict]) -> list[str]:
@@ -94,8 +94,8 @@ def pretrain(bart_dir: str, texts: list[str], output_dir: str, epochs: float = 2
                 break
             batch = [encoded[i] for i in order[b:b + batch_size]]
             noisy = [infill(ids, tok.mask_token_id, rng) for ids in batch]
-            src = _pad(noisy, tok.pad_token_id)
-            labels = _pad(batch, -100)
+            src = pad_ids(noisy, tok.pad_token_id)
+            labels = pad_ids(batch, -100)
             out = model(input_ids=src.to(device), attention_mask=(src != tok.pad_token_id).to(device),
                         labels=labels.to(device))
             out.loss.backward()
@@ -113,11 +113,6 @@ def pretrain(bart_dir: str, texts: list[str], output_dir: str, epochs: float = 2
         tok.save_pretrained(tmp)
     tail = losses[-max(1, steps_per_epoch // 10):]
     return {"steps": step, "texts": len(texts), "first_loss": losses[0], "final_loss": sum(tail) / len(tail)}
-
-
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
 def build_parser() -> argparse.ArgumentParser:
