@@ -19,7 +19,6 @@ from magic.common.io_utils import atomic_write_json, load_json
 from magic.llm.encoding import TEMPLATES
 from magic.llm.engines.base import Engine, Generation, make_engine
 from magic.llm.engines.cache import JsonlCache
-from magic.llm.engines.hf import HFEngine
 from magic.llm.report import entries_from_answers, format_table, gold_strategies, report_split
 from magic.llm.shards import shard_cache_path, shard_share, union_answers
 
@@ -153,18 +152,19 @@ def log_stats(split: str, stats: dict, cfg: InferenceConfig, log) -> None:
             f"{stats['prompt_tokens']:,} prompt tokens ({'shared prefixes' if cfg.share_prefix else 'padded batches'})")
 
 
-def answer_split(cfg: InferenceConfig, engine: Engine, split: str, items: list, cache, log) -> tuple[dict | None, int]:
+def answer_split(cfg: InferenceConfig, engine: Engine, split: str, items: list, cache,
+                 log) -> tuple[dict | None, int, int]:
     """(every answer of one split (id -> answer), from this process and, when sharded, from every shard's
     cache -- None when other shards have not finished yet: the last one writes the files; the number of
-    prompts this process answers)."""
+    prompts this process answers; how many answers came from a cache)."""
     n_shards = cfg.merge_shards or (cfg.shard[1] if cfg.shard else None)
     mine = shard_share(items, cfg.batch_size, *cfg.shard) if cfg.shard else items
-    answers, missing, run = {}, [], None
+    answers, missing, run, from_cache = {}, [], None, 0
     if not cfg.merge_shards:
         stats: dict = {}
         run = engine.answer(mine, cache=cache, desc=f"strategy {split}", progress=cfg.progress, stats=stats)
         log_stats(split, stats, cfg, log)
-        answers = run.answers
+        answers, from_cache = run.answers, run.from_cache
         missing = [i for i, _ in mine if i not in run.answers]
     if n_shards and (cfg.merge_shards or not missing):
         # every shard's answers, from the shard caches: complete -> this process writes the files
@@ -176,14 +176,14 @@ def answer_split(cfg: InferenceConfig, engine: Engine, split: str, items: list, 
                                           "missing shards with the same arguments, then merge again")
             log(f"{split}: shard {cfg.shard[0]}/{n_shards} answered its {len(mine)} prompts; others "
                 f"still missing ({what}): the last shard to finish, or --merge_shards {n_shards}, writes the output")
-            return None, len(mine)
-        missing = []
+            return None, len(mine), from_cache
+        missing, from_cache = [], len(answers)
     if missing:
         some = "; ".join(f"{i}: {run.failed.get(i, 'not attempted')}" for i in missing[:3])
         raise InferenceIncomplete(
             f"{split}: {len(missing)} of {len(items)} prompts have no answer ({some}); answers so far are "
             f"cached in {cfg.cache_file}, rerun the same command to finish")
-    return answers, len(mine)
+    return answers, len(mine), from_cache
 
 
 def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
@@ -197,18 +197,14 @@ def run_strategy_inference(cfg: InferenceConfig, log=print) -> dict:
     engine = make_inference_engine(cfg)
     splits = read_splits(cfg)
     golds = read_golds(cfg, splits)
-    if isinstance(engine, HFEngine) and not cfg.merge_shards:
-        engine.load()  # a model that cannot be loaded fails before any split is read further
     results = {}
     cache_file = shard_cache_path(cfg.cache_file, *cfg.shard) if cfg.shard else cfg.cache_file
     with JsonlCache(cache_file, readonly=bool(cfg.merge_shards)) as cache:
         for split, (path, ids, prompts) in splits.items():
-            before = sum(cache.get(i, engine.key(p)) is not None for i, p in zip(ids, prompts))
-            answers, n_mine = answer_split(cfg, engine, split, batch_order(cfg, ids, prompts), cache, log)
+            answers, n_mine, from_cache = answer_split(cfg, engine, split, batch_order(cfg, ids, prompts), cache, log)
             if answers is None:
-                results[split] = {"path": None, "n": n_mine, "unparsed": None, "from_cache": before}
+                results[split] = {"path": None, "n": n_mine, "unparsed": None, "from_cache": from_cache}
                 continue
-            from_cache = len(answers) if cfg.merge_shards or cfg.shard else before
             entries, unparsed = entries_from_answers(ids, [answers[i] for i in ids])
             out = os.path.join(cfg.output_dir, strategy_file(split))
             write_entries(out, entries)

@@ -360,8 +360,7 @@ class HFEngine(Engine):
 
     def answer(self, items, *, cache=None, desc="", progress=None, stats=None) -> ChatRunResult:
         g = self.generation
-        if any(cache is None or cache.get(i, self.key(p)) is None for i, p in items):
-            self.load()
+        self.load()  # as step 5 always did for this backend (a fully cached split still loads it once)
         return run_local_requests(items, model_name_or_path=self.model_path, template=g.template,
                                   max_new_tokens=g.max_new_tokens, batch_size=self.batch_size, do_sample=g.do_sample,
                                   top_k=g.top_k, temperature=g.temperature, cache=cache, desc=desc or "local",
