@@ -188,3 +188,48 @@ def test_models_without_a_plain_cache_are_generated_the_padded_way(tmp_path):
     batched = generate_batch(model, tok, texts, max_new_tokens=5, stats=stats)
     assert stats["computed_tokens"] == len(texts) * max(len(x) for x in tokenize_prompts(tok, texts))
     assert batched == [generate_batch(model, tok, [t], max_new_tokens=5)[0] for t in texts]
+
+
+# --- bfloat16 on CPU: a decoding step's attention computed directly in float32 (engines.hf._sdpa_or_direct_decode)
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
+def test_direct_decode_attention_equals_float32_sdpa(mask_kind):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from magic.llm.engines.hf import _sdpa_or_direct_decode
+
+    torch.manual_seed(0)
+    B, H, H_kv, T, d = 3, 6, 2, 40, 16
+    q = torch.randn(B, H, 1, d).bfloat16()
+    k, v = torch.randn(B, H_kv, T, d).bfloat16(), torch.randn(B, H_kv, T, d).bfloat16()
+    keep = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    keep[0, ..., :7] = False   # left padding of the first row
+    keep[:, ..., 35:] = False  # static-cache columns not written yet
+    mask = {"bool": keep, "additive": torch.zeros(B, 1, 1, T).masked_fill(~keep, float("-inf")).bfloat16(),
+            "none": None}[mask_kind]
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = H // H_kv, True
+    ours, _ = _sdpa_or_direct_decode(module, q, k, v, mask, scaling=0.3)
+    ref_mask = None if mask is None else (mask if mask.dtype == torch.bool else mask.float())
+    ref, _ = sdpa_attention_forward(module, q.float(), k.float(), v.float(), ref_mask, scaling=0.3)
+    assert ours.shape == ref.shape == (B, 1, H, d) and ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref, atol=1e-2, rtol=1e-2)
+    if mask_kind == "none":  # no mask: every column counts, so the result must differ from the masked one
+        masked, _ = _sdpa_or_direct_decode(module, q, k, v, keep, scaling=0.3)
+        assert not torch.allclose(masked.float(), ours.float(), atol=1e-2)
+
+
+def test_bf16_cpu_model_uses_direct_decode_and_answers_as_float32_attention(tiny_gqa, tmp_path):
+    from magic.llm.engines.hf import CPU_BF16_ATTENTION
+
+    path = make_tiny_llama(tmp_path / "gqa_bf16", kv_heads=2, seed=1)
+    model, tok = load_causal_lm(path, device="cpu", dtype="bfloat16")
+    assert model.config._attn_implementation == CPU_BF16_ATTENTION
+    fp32_model, _ = load_causal_lm(path, device="cpu", dtype="float32")
+    assert fp32_model.config._attn_implementation == "sdpa"  # only bfloat16 on CPU is switched
+    texts = _dialogue_prompts(tok)
+    ours = generate_batch(model, tok, texts, max_new_tokens=8)
+    model.set_attn_implementation("sdpa")
+    plain = generate_batch(model, tok, texts, max_new_tokens=8)
+    assert ours == plain

@@ -54,6 +54,53 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
+# Attention for bfloat16 models on CPU: PyTorch's CPU SDPA kernel is about 4x slower in bfloat16 than plain
+# matmul + softmax for one query row (a decoding step; measured on an AMD EPYC with AVX512-BF16: 33 against 8 ms
+# per layer at batch 16 over a 1,100-token cache), while for prefill (many query rows) SDPA is the faster one.
+# So a decoding step's attention is computed directly (grouped-query heads read their shared key/value head
+# without copying it, softmax in float32); every other call goes to SDPA as before.
+CPU_BF16_ATTENTION = "magic_sdpa_cpu_bf16"
+
+
+def _sdpa_or_direct_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """query (B, H, 1, d), key/value (B, H_kv, T, d), attention_mask None, bool (True = attend) or additive,
+    broadcastable to (B, 1, 1, T). Returns ((B, 1, H, d), None) as transformers' attention functions do."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or query.dtype != torch.bfloat16 or query.device.type != "cpu" or (
+            module.training and dropout):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    B, H, _, d = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(B, kv_heads, H // kv_heads, d).float()             # heads grouped by their key/value head
+    scores = torch.matmul(q, key.float().transpose(-1, -2))              # (B, H_kv, H / H_kv, T), float32
+    scores = scores * (scaling if scaling is not None else d ** -0.5)
+    if attention_mask is not None:
+        mask = attention_mask[..., -scores.shape[-1]:].reshape(attention_mask.shape[0], 1, 1, -1)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    out = torch.matmul(scores.softmax(dim=-1), value.float())           # (B, H_kv, H / H_kv, d)
+    return out.reshape(B, 1, H, d).to(query.dtype), None
+
+
+def use_fast_cpu_attention(model) -> bool:
+    """Switch a bfloat16 model on CPU that uses SDPA to ``_sdpa_or_direct_decode``; True if switched."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    cfg = model.config
+    if (next(model.parameters()).device.type != "cpu" or model.dtype != torch.bfloat16
+            or getattr(cfg, "_attn_implementation", None) != "sdpa"):
+        return False
+    AttentionInterface.register(CPU_BF16_ATTENTION, _sdpa_or_direct_decode)
+    AttentionMaskInterface.register(CPU_BF16_ATTENTION, sdpa_mask)  # the masks SDPA takes
+    try:
+        model.set_attn_implementation(CPU_BF16_ATTENTION)
+    except (ValueError, AttributeError):  # a model class that cannot switch: keep plain SDPA
+        return False
+    return True
+
+
 def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = None, dtype=None):
     """Load ``(model, tokenizer)``; the model is in eval mode on ``device`` (default: cuda if available).
 
@@ -78,6 +125,7 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     check_vocab(tokenizer, model, path)
     model.to(device or default_device())
     model.eval()
+    use_fast_cpu_attention(model)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
