@@ -123,6 +123,30 @@ def test_every_profile_has_every_cell(tmp_path):
     assert PROFILES["cpu"].test_all_subset >= 1000 and PROFILES["cpu"].test_subset is None
 
 
+def test_generators_train_while_stage1_runs(tmp_path):
+    """Only the motivation-fused system's training and the evaluations wait for stage 1 (its strategies and
+    motivations); the other trainings need the data, the prompts' subsets and the pre-trained BART only."""
+    study = build_study(PROFILES["cpu"], str(tmp_path), str(tmp_path))
+
+    def upstream(name):
+        seen, todo = set(), list(study.cells[name].deps)
+        while todo:
+            d = todo.pop()
+            if d not in seen:
+                seen.add(d)
+                todo += study.cells[d].deps
+        return seen
+
+    trains = [n for n in study.cells if n.startswith("s2/") and n.endswith("/train")]
+    assert len(trains) == 8
+    for name in trains:
+        from_stage1 = {d for d in upstream(name) if d.startswith("s1/")}
+        assert bool(from_stage1) == name.startswith("s2/motivation/"), (name, from_stage1)
+    for name in study.cells:
+        if name.startswith("s2/") and name.count("/") == 3 and not name.endswith("/train"):
+            assert "s1/best_on_addition" in upstream(name), name
+
+
 class _Stop(Exception):
     pass
 

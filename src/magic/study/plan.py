@@ -66,10 +66,14 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
         ["data", "llm", "prompts", *S1_SYSTEMS, "s1/lora_label/train", "s1/lora_motivation/train"], est["addition"],
         resumable=True)
     # -- stage 2
-    add("records", functools.partial(stage2.build_records, addition_cell="s1/best_on_addition",
-                                     motivation_cell="s1/lora_motivation/eval"),
-        pick("train_samples", "gen_valid_subset"), ["data", "prompts", "s1/best_on_addition",
-                                                    "s1/lora_motivation/eval"], est["records"])
+    # training records need nothing of stage 1 (the generators train while the LLM is evaluated); the test
+    # records carry stage 1's strategies and motivations
+    add("records", stage2.build_records, pick("train_samples", "gen_valid_subset"), ["data", "prompts"],
+        est["records"])
+    add("records_inferred", functools.partial(stage2.build_inferred_records, addition_cell="s1/best_on_addition",
+                                              motivation_cell="s1/lora_motivation/eval"),
+        pick("gen_valid_subset"), ["data", "prompts", "s1/best_on_addition", "s1/lora_motivation/eval"],
+        est["small"])
     add("bart", stage2.small_bart, pick("bart", "bart_d_model", "bart_layers", "bart_heads", "bart_vocab",
                                         "max_length"), ["records"], est["bart"])
     add("pretrain", stage2.pretrain, pick("pretrain_epochs", "pretrain_lr", "device"), ["bart", "records"],
@@ -82,17 +86,18 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
         for seed in stage2.seeds_of(system, p):
             tcell = f"s2/{system}/seed{seed}/train"
             add(tcell, functools.partial(stage2.train, system=system, seed=seed),
-                {**pick(*train_keys), "system": system, "seed": seed}, ["records", "pretrain"], est["train"],
+                {**pick(*train_keys), "system": system, "seed": seed},
+                ["records", "pretrain", *(["records_inferred"] if system == "motivation" else [])], est["train"],
                 resumable=True)
             for record_set, source in stage2.eval_plan(system, seed, p):
                 ecell = f"s2/{system}/seed{seed}/{record_set}_{source}"
                 add(ecell, functools.partial(stage2.evaluate, train_cell=tcell, record_set=record_set, source=source),
-                    {**pick(*eval_keys), "set": record_set, "source": source}, ["records", tcell],
+                    {**pick(*eval_keys), "set": record_set, "source": source}, ["records_inferred", tcell],
                     est["eval_all" if record_set.startswith("test_all") else "eval"])
                 if system != "magic" and seed == p.seeds[0]:
                     base = f"s2/magic/seed{seed}/{record_set}_{source}"
                     pairs.append((f"{system}@{record_set}", base, ecell))
-    add("s2/frequent", stage2.frequent_response, pick("meteor"), ["records"], est["small"])
+    add("s2/frequent", stage2.frequent_response, pick("meteor"), ["records", "records_inferred"], est["small"])
     for record_set in stage2.TEST_SETS:
         pairs.append((f"frequent@{record_set}", f"s2/magic/seed{p.seeds[0]}/{record_set}_inferred", "s2/frequent"))
         pairs.append((f"gold@{record_set}", f"s2/magic/seed{p.seeds[0]}/{record_set}_inferred",

@@ -30,7 +30,6 @@ SYSTEMS = {"magic": [], "no_memory": ["--no_memory"], "no_aux": ["--l_strategy",
 SYSTEM_NAMES = {"magic": "MAGIC", "no_memory": "w/o strategy memory", "no_aux": "w/o auxiliary loss",
                 "motivation": "with motivation fused"}
 TEST_SETS = ("test", "test_all")
-RECORD_SETS = ("train", "valid", "test", "test_all", "test_wrong", "test_all_wrong")
 
 
 def seeds_of(system: str, profile: Profile) -> tuple[int, ...]:
@@ -46,28 +45,41 @@ def eval_plan(system: str, seed: int, profile: Profile) -> list[tuple[str, str]]
 
 
 # ------------------------------------------------------------------------------------------------ cells
-def build_records(ctx, profile: Profile, addition_cell: str, motivation_cell: str) -> dict:
-    """Generator records (step 6's record builder) for every set: training samples with the gold strategy and
-    the released ChatGPT motivation; the validation subset with the gold strategy; test and addition with the
-    best stage-1 model's strategies (gold kept beside them for the oracle); motivations of the
-    motivation-trained LoRA where it answered (valid subset, test); forced wrong strategies for the baseline."""
+def build_records(ctx, profile: Profile) -> dict:
+    """Generator records for training (step 6's record builder): the training samples with the gold strategy and
+    the released ChatGPT motivation, the validation subset with the gold strategy. Needs nothing of stage 1, so
+    the generators train while the strategy LLM is still being evaluated."""
     data = os.path.join(ctx.dep_work("data"), "data")
-    answers = stage1.load_answers(ctx, addition_cell)                 # best model: test, test_all, valid
-    motivations = stage1.load_answers(ctx, motivation_cell)           # motivation LoRA: test, valid
     train = split_samples(data, "train")
     chatgpt = load_json(os.path.join(data, "motivations_4_LLaMA.json"), "released motivations")
     by_id = {s.id: m for s, m in zip(train, chatgpt)}
-    out = {}
-    recs = []
-    for s in evenly_spaced(train, profile.train_samples):
-        r = sample_record(s)
-        r["motivation"] = by_id[s.id]
-        recs.append(r)
-    out["train"] = recs
-    valid_ids = load_json(os.path.join(ctx.dep_work("prompts"), "eval_valid.ids.json"), "ids")
+    out = {"train": [dict(sample_record(s), motivation=by_id[s.id]) for s in evenly_spaced(train, profile.train_samples)]}
     valid = {s.id: s for s in split_samples(data, "valid")}
-    out["valid"] = [dict(sample_record(valid[i]), motivation=motivations["valid"].get(i, {}).get("motivation", ""))
-                    for i in evenly_spaced(valid_ids, profile.gen_valid_subset)]
+    out["valid"] = [sample_record(valid[i]) for i in _valid_ids(ctx, profile)]
+    for name, recs in out.items():
+        atomic_write_json(os.path.join(ctx.work, f"{name}.json"), recs, indent=1)
+    return {"sizes": {n: len(v) for n, v in out.items()}}
+
+
+def _valid_ids(ctx, profile: Profile) -> list[str]:
+    """The generator's validation subset: evenly spaced over the stage-1 valid prompts."""
+    ids = load_json(os.path.join(ctx.dep_work("prompts"), "eval_valid.ids.json"), "ids")
+    return evenly_spaced(ids, profile.gen_valid_subset)
+
+
+def build_inferred_records(ctx, profile: Profile, addition_cell: str, motivation_cell: str) -> dict:
+    """Generator records that need stage 1: test and addition with the best stage-1 model's strategies (gold
+    kept beside them for the oracle), forced wrong strategies for the baseline, and the motivations of the
+    motivation-trained LoRA where it answered (test; and the validation subset, for the motivation-fused system's
+    early stopping: ``valid_motivation.json``)."""
+    data = os.path.join(ctx.dep_work("data"), "data")
+    answers = stage1.load_answers(ctx, addition_cell)                 # best model: test, test_all, valid
+    motivations = stage1.load_answers(ctx, motivation_cell)           # motivation LoRA: test, valid
+    out = {}
+    valid = {s.id: s for s in split_samples(data, "valid")}
+    out["valid_motivation"] = [dict(sample_record(valid[i]),
+                                    motivation=motivations["valid"].get(i, {}).get("motivation", ""))
+                               for i in _valid_ids(ctx, profile)]
     for name in TEST_SETS:
         ids = load_json(os.path.join(ctx.dep_work("prompts"), f"eval_{name}.ids.json"), "ids")
         samples = {s.id: s for s in split_samples(data, name)}
@@ -127,6 +139,8 @@ def _threads(profile: Profile) -> dict:
 def train(ctx, profile: Profile, system: str, seed: int) -> dict:
     """Step 7 (main.py) of one system and seed; an interrupted run continues with --resume."""
     records = ctx.dep_work("records")
+    valid = os.path.join(ctx.dep_work("records_inferred"), "valid_motivation.json") if system == "motivation" \
+        else os.path.join(records, "valid.json")
     out = os.path.join(ctx.work, "out_model")
     runs = run_dirs(out)
     resume = ["--resume", runs[-1]] if runs and os.path.isdir(os.path.join(runs[-1], "last")) else []
@@ -134,7 +148,7 @@ def train(ctx, profile: Profile, system: str, seed: int) -> dict:
         for r in runs:
             shutil.rmtree(r)
     run_logged([python(), "main.py", "--train_data", os.path.join(records, "train.json"),
-                "--valid_data", os.path.join(records, "valid.json"),
+                "--valid_data", valid,
                 "--bart_base_dir", os.path.join(ctx.dep_work("pretrain"), "bart"), "--output_dir", out,
                 "--batch_size", str(profile.batch_size), "--num_epochs", str(profile.epochs),
                 "--learning_rate", str(profile.lr), "--max_length", str(profile.max_length),
@@ -166,7 +180,7 @@ def _ppl_from_name(path: str) -> float:
 
 def evaluate(ctx, profile: Profile, train_cell: str, record_set: str, source: str) -> dict:
     """Step 8 (test_evaluation.py) on one record set, then the references' token-level perplexity per sample."""
-    records = os.path.join(ctx.dep_work("records"), f"{record_set}.json")
+    records = os.path.join(ctx.dep_work("records_inferred"), f"{record_set}.json")
     ckpt = best_checkpoint(ctx.dep_work(train_cell))
     eval_dir = os.path.join(ctx.work, "eval_result")
     run_logged([python(), "test_evaluation.py", "--model_path", ckpt, "--test_data", records,
@@ -228,7 +242,7 @@ def frequent_response(ctx, profile: Profile) -> dict:
     top, count = Counter(r["response"] for r in train).most_common(1)[0]
     out = {"train_count": count, "words": len(top.split()), "sets": {}}
     for name in TEST_SETS:
-        recs = load_json(os.path.join(ctx.dep_work("records"), f"{name}.json"), "records")
+        recs = load_json(os.path.join(ctx.dep_work("records_inferred"), f"{name}.json"), "records")
         refs = [one_line(r["response"]) for r in recs]
         scores, per_sample = compute_scores_and_samples(refs, [top] * len(refs), no_meteor=not (profile.meteor and _java()))
         out["sets"][name] = {"scores": scores, "n": len(refs), "distinct_responses": 1,
