@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: no memory-enhanced vector, no memory bank, no auxiliary loss")
     p.add_argument("--group_by_length", action="store_true",
                    help="batch samples of similar context length together (faster; not released behaviour)")
+    p.add_argument("--train_path", choices=["auto", "grouped", "padded"], default="auto",
+                   help="the training pass: grouped (length groups, built for CPUs), padded (padded batches, "
+                        "SDPA, the memory bank on the device, no host synchronisation in a step: built for GPUs; "
+                        "src/magic/generator/padded.py); auto: padded on CUDA, grouped elsewhere. Same model "
+                        "and losses (up to float rounding); --pool all always runs the released padded pass")
     p.add_argument("--pool", choices=list(POOL_MODES), default=d.pool,
                    help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
                         "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
@@ -242,19 +247,34 @@ def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logge
 
 
 # ------------------------------------------------------------------------------------------ train / eval
+def padded_path(train_path: str, device: torch.device, model) -> bool:
+    """Whether --train_path runs src/magic/generator/padded.py's pass (auto: on CUDA; never with --pool all)."""
+    if model.pool != "masked":
+        return False
+    return train_path == "padded" or (train_path == "auto" and device.type == "cuda")
+
+
 def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy: float, autocast,
-                per_step_scheduler: bool, desc: str = "train", dp=None) -> dict:
+                per_step_scheduler: bool, desc: str = "train", dp=None, padded: bool = False) -> dict:
     """One pass over ``loader``; returns mean total, generation and auxiliary loss over the batches.
-    ``dp``: a magic.generator.distributed.DataParallel (losses normalised over the global batch, gradients averaged)."""
+    ``dp``: a magic.generator.distributed.DataParallel (losses normalised over the global batch, gradients averaged).
+    ``padded``: the GPU pass (magic.generator.padded): the bank lives on the device for the epoch, and the
+    losses are summed on the device and read every ``SHOW_EVERY`` steps only (each read waits for the device)."""
+    from magic.generator.padded import DeviceBank, padded_step  # loads model.py (transformers' BART), as build_model
+
     dp = dp or distributed.DataParallel()
     model.train()
     sums = {"loss": 0.0, "gen_loss": 0.0, "strategy_loss": 0.0}
     n = 0
+    bank = DeviceBank.from_list(model.memory_bank, model.strategy_memory_max, device) if padded else None
     bar = tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not dp.main)
     for batch in bar:
         batch = to_device(batch, device)
         with autocast():
-            out = model(**batch, l_strategy=l_strategy, return_logits=False)
+            if padded:
+                out, bank = padded_step(model, bank, batch, l_strategy)
+            else:
+                out = model(**batch, l_strategy=l_strategy, return_logits=False)
         if dp.enabled:  # token mean over the global batch, not a mean of per-rank means (src/magic/generator/distributed.py)
             nll, tokens = dp.sum(float(out["nll_sum"]), float(out["n_tokens"]))
             gen = out["gen_loss"] * (out["n_tokens"].clamp(min=1) * dp.world / max(tokens, 1.0))
@@ -271,18 +291,30 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
             out["loss"].backward()
             dp.average_gradients(model.parameters())
             optimizer.step()
-        dp.check_bank(model.memory_bank, n)
+        if padded:
+            bank = bank.detach()  # this step's entries join the history: no graph kept across steps
+            if dp.enabled:
+                dp.check_bank(bank.to_list(), n)
+        else:
+            dp.check_bank(model.memory_bank, n)
         if per_step_scheduler:
             scheduler.step()
         n += 1
         if device.type == "cpu":
             _trim_now_and_then()
-        for k in sums:
-            sums[k] += float(out["shown_loss" if k == "loss" and dp.enabled else k].detach())
-        bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", gen=f"{sums['gen_loss'] / n:.3f}",
-                        aux=f"{sums['strategy_loss'] / n:.3f}")
+        for k in sums:  # device tensors on the padded path (no wait), floats on the grouped one
+            v = out["shown_loss" if k == "loss" and dp.enabled else k].detach()
+            sums[k] = sums[k] + (v.float() if padded else float(v))
+        if not padded or n % SHOW_EVERY == 0:
+            bar.set_postfix(loss=f"{float(sums['loss']) / n:.3f}", gen=f"{float(sums['gen_loss']) / n:.3f}",
+                            aux=f"{float(sums['strategy_loss']) / n:.3f}")
+    if padded:
+        model.memory_bank = bank.to_list()
     model.detach_memory()  # keep no autograd graph alive in the bank after the epoch
-    return {k: v / max(n, 1) for k, v in sums.items()}
+    return {k: float(v) / max(n, 1) for k, v in sums.items()}
+
+
+SHOW_EVERY = 50  # padded path: steps between progress-bar loss updates
 
 
 @torch.no_grad()
@@ -388,6 +420,7 @@ class TrainData:
     global_batch: int      # --batch_size x processes
     drop_last: bool        # a last global batch smaller than the world would leave a rank without samples
     steps_per_epoch: int
+    pin_memory: bool = False  # on CUDA: page-locked batches, so to_device's non_blocking copies overlap compute
 
     def train_loader(self, args: argparse.Namespace, epoch: int) -> DataLoader:
         """The epoch's batches: the shuffle order depends only on (seed, epoch), so a resumed run sees the
@@ -396,9 +429,10 @@ class TrainData:
         if args.group_by_length:
             sampler = LengthGroupedBatchSampler([len(x) for x in self.train_ds.context_ids], self.global_batch, gen)
             return DataLoader(self.train_ds, batch_sampler=sampler, collate_fn=self.train_collate,
-                              num_workers=args.num_workers)
+                              num_workers=args.num_workers, pin_memory=self.pin_memory)
         return DataLoader(self.train_ds, batch_size=self.global_batch, shuffle=True, generator=gen,
-                          collate_fn=self.train_collate, num_workers=args.num_workers, drop_last=self.drop_last)
+                          collate_fn=self.train_collate, num_workers=args.num_workers, drop_last=self.drop_last,
+                          pin_memory=self.pin_memory)
 
 
 def build_data(args: argparse.Namespace, model, tokenizer, dp, log) -> TrainData:
@@ -422,7 +456,8 @@ def build_data(args: argparse.Namespace, model, tokenizer, dp, log) -> TrainData
     global_batch = args.batch_size * dp.world  # --batch_size is per process
     drop_last = 0 < len(train_ds) % global_batch < dp.world
     steps = len(train_ds) // global_batch if drop_last else math.ceil(len(train_ds) / global_batch)
-    return TrainData(train_ds, valid_loader, train_collate, global_batch, drop_last, steps)
+    return TrainData(train_ds, valid_loader, train_collate, global_batch, drop_last, steps,
+                     pin_memory=model.device.type == "cuda")
 
 
 @dataclass
@@ -529,7 +564,8 @@ def run_training(args: argparse.Namespace) -> dict:
             t0 = time.time()
             tr = train_epoch(model, data.train_loader(args, epoch), optimizer, scheduler, scaler, device,
                              args.l_strategy, autocast, per_step_scheduler=args.scheduler_step == "step",
-                             desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp)
+                             desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp,
+                             padded=padded_path(getattr(args, "train_path", "auto"), device, model))
             log.info(f"Training loss: {tr['loss']:.4f}  loss_gen: {tr['gen_loss']:.4f}  "
                      f"loss_aux: {tr['strategy_loss']:.4f}  ({time.time() - t0:.0f} s)")
             val = evaluate_ppl(model, data.valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}",
