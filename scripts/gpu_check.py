@@ -426,7 +426,6 @@ def ddp_row(ck: Checker, fx: dict, cuda: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------ epoch timing
-PAPER_BART = dict(d_model=768, layers=6, heads=12, vocab=50265)
 
 
 def real_train_file() -> str | None:
@@ -444,10 +443,7 @@ REAL_TRAIN_SAMPLES = 10191  # samples of the reconstructed train split (magic.es
 
 def epoch_timing(ck: Checker, max_samples: int | None = None) -> None:
     """One timed bf16 epoch of the paper's generator configuration (main.py, 1 epoch, batch 16)."""
-    import torch
-    from transformers import BartConfig, BartModel, BartTokenizer
-
-    from magic.testing.make_small_bart import train_tokenizer_files
+    from magic.testing.make_small_bart import make_paper_shaped_bart
 
     w = os.path.join(ck.work, "epoch_timing")
     os.makedirs(w, exist_ok=True)
@@ -464,29 +460,7 @@ def epoch_timing(ck: Checker, max_samples: int | None = None) -> None:
         what = f"{len(records)} synthetic samples (MAGIC_DATA_DIR has no train split)"
     bart = f"{w}/bart"
     if not os.path.exists(f"{bart}/config.json"):
-        os.makedirs(bart)
-        # a byte-level BPE of at most 50k tokens trained on the split itself (bart-base's is not downloadable
-        # here): sequence lengths close to bart-base's on this text; the embedding has bart-base's 50,265 rows
-        texts = [x for r in records for x in r["context"] + [r["response"]]]
-        train_tokenizer_files(texts, bart, PAPER_BART["vocab"])
-        # the trained BPE stops short of 50,265 tokens on these texts: fill the vocabulary with tokens no merge
-        # produces (bart-base's size, so the model passes the tokenizer/embedding check and keeps its
-        # 50,265-row embedding and output projection), <mask> last as in bart-base
-        vocab = load_json(f"{bart}/vocab.json", "vocabulary")
-        mask = vocab.pop("<mask>")
-        for i in range(mask, PAPER_BART["vocab"] - 1):
-            vocab[f"<unused{i}>"] = i
-        vocab["<mask>"] = PAPER_BART["vocab"] - 1
-        with open(f"{bart}/vocab.json", "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        BartTokenizer.from_pretrained(bart).save_pretrained(bart)
-        d = PAPER_BART["d_model"]
-        cfg = BartConfig(vocab_size=PAPER_BART["vocab"], d_model=d, encoder_layers=6, decoder_layers=6,
-                         encoder_attention_heads=12, decoder_attention_heads=12, encoder_ffn_dim=4 * d,
-                         decoder_ffn_dim=4 * d, max_position_embeddings=1024, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
-        torch.manual_seed(0)
-        BartModel(cfg).save_pretrained(bart)
+        make_paper_shaped_bart(bart, [x for r in records for x in r["context"] + [r["response"]]])
     if max_samples:
         records = records[:max_samples]
         what += f", first {len(records)} only"

@@ -95,6 +95,42 @@ def make_small_bart(output_dir: str | os.PathLike, texts: Sequence[str], vocab_s
     return output_dir
 
 
+# bart-base's shapes: what the paper trains (speed does not depend on the weights' values)
+PAPER_BART = dict(d_model=768, layers=6, heads=12, vocab=50265)
+
+
+def make_paper_shaped_bart(output_dir: str | os.PathLike, texts: Sequence[str], seed: int = 0) -> str:
+    """A random BART of bart-base's shapes (d 768, 6+6 layers, 12 heads, FFN 3072, 50,265 tokens) with a
+    byte-level BPE trained on ``texts``, for timing the paper configuration where bart-base cannot be
+    downloaded. The trained BPE stops short of 50,265 tokens: the vocabulary is filled with tokens no merge
+    produces (<mask> last, as in bart-base), so the embedding and output projection keep bart-base's size and
+    the sequence lengths stay close to bart-base's on this text."""
+    import torch
+    from transformers import BartConfig, BartModel, BartTokenizer
+
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    n = PAPER_BART["vocab"]
+    with atomic_dir(output_dir) as tmp:
+        train_tokenizer_files(texts, tmp, n)
+        vocab = load_json(os.path.join(tmp, "vocab.json"), "vocabulary")
+        mask = vocab.pop("<mask>")
+        for i in range(mask, n - 1):
+            vocab[f"<unused{i}>"] = i
+        vocab["<mask>"] = n - 1
+        with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        BartTokenizer.from_pretrained(tmp).save_pretrained(tmp)
+        d = PAPER_BART["d_model"]
+        cfg = BartConfig(vocab_size=n, d_model=d, encoder_layers=PAPER_BART["layers"],
+                         decoder_layers=PAPER_BART["layers"], encoder_attention_heads=PAPER_BART["heads"],
+                         decoder_attention_heads=PAPER_BART["heads"], encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d,
+                         max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                         decoder_start_token_id=2, forced_eos_token_id=2)
+        torch.manual_seed(seed)
+        BartModel(cfg).save_pretrained(tmp)
+    return output_dir
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True)
