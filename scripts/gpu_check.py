@@ -290,6 +290,7 @@ def export_logit_diff(adapter: str, base: str, merged: str, device: str) -> floa
 
 
 PARTS = ("generator", "llm", "ddp")  # generator: main.py + test_evaluation.py; llm: LoRA, export, inference
+EXTRA_PARTS = ("paper_timing",)  # asked for by name only: the paper pipeline's time (scripts/paper_timing.py)
 
 
 def run_checks(ck: Checker, fx: dict, parts=PARTS) -> None:
@@ -300,6 +301,22 @@ def run_checks(ck: Checker, fx: dict, parts=PARTS) -> None:
         llm_rows(ck, fx)
     if "ddp" in parts:
         ddp_row(ck, fx, ck.device.startswith("cuda"))
+    if "paper_timing" in parts:
+        paper_timing_row(ck)
+
+
+def paper_timing_row(ck: Checker) -> None:
+    """scripts/paper_timing.py on the device (paper shapes on CUDA, tiny on CPU); its table is in the log and
+    its figures in <work>/paper_timing.json (copied to --out)."""
+    out = os.path.join(ck.logs, "paper_timing.json")
+    ok, dt, tail = ck.run("paper timing", ["scripts/paper_timing.py", "--device", ck.device, "--json", out],
+                          timeout=540)
+    note = ""
+    if ok:
+        r = load_json(out, "paper timing")
+        note = (f"{r['size']} shapes, {r['data']} data: projected steps 3-8 {r['projected_total_s'] / 3600:.2f} h "
+                f"(table in gpu_check_logs/paper_timing.log)")
+    ck.judged(f"paper_timing ({ck.device})", ok, dt, None, None, note=note)
 
 
 def generator_rows(ck: Checker, fx: dict) -> None:
@@ -506,12 +523,12 @@ def run(argv=None) -> int:
     p.add_argument("--epoch_timing_samples", type=int, default=int(os.environ.get("EPOCH_TIMING_SAMPLES") or 0),
                    help="cap the timed epoch at N samples (a smoke run of the timing path; 0 = all)")
     p.add_argument("--parts", default=os.environ.get("PARTS") or ",".join(PARTS),
-                   help=f"comma-separated subset of {','.join(PARTS)} (default $PARTS, else all); 'none' with "
-                        "--epoch_timing times the epoch alone")
+                   help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)} (default $PARTS, else "
+                        f"{','.join(PARTS)}); 'none' with --epoch_timing times the epoch alone")
     a = p.parse_args(argv)
     parts = [x for x in a.parts.split(",") if x and x != "none"]
-    if any(x not in PARTS for x in parts):
-        p.error(f"--parts: expected a subset of {','.join(PARTS)}, got {a.parts!r}")
+    if any(x not in PARTS + EXTRA_PARTS for x in parts):
+        p.error(f"--parts: expected a subset of {','.join(PARTS + EXTRA_PARTS)}, got {a.parts!r}")
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -9,7 +9,9 @@
 # Variables:
 #   PYTHON        interpreter (default .venv/bin/python if present, else python3)
 #   DEVICE        cuda (default when a GPU is visible), cuda:1, or cpu (CI form: fp16 rows SKIP)
-#   PARTS         subset of generator,llm,ddp (default all; none + EPOCH_TIMING=1: the timing alone)
+#   PARTS         subset of generator,llm,ddp,paper_timing (default generator,llm,ddp; none + EPOCH_TIMING=1:
+#                 the timing alone; paper_timing: scripts/paper_timing.py, the paper pipeline's time on
+#                 Llama-2-7b / bart-base shapes, a few minutes on one GPU, tiny shapes with DEVICE=cpu)
 #   OUT           if set, the table goes to $OUT/gpu_check.md (+ .json and the logs)
 #   WORK          keep the working files here (default: a temporary folder, removed)
 #   EPOCH_TIMING  1: also time one bf16 epoch of the paper generator config (bart-base dims, batch 16,

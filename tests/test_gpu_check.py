@@ -49,3 +49,22 @@ def test_failed_path_is_a_fail_row(tmp_path):
     assert ck.judged("too far", True, 0.1, rel_diff([1.5], [1.0]), 0.1).status == "FAIL"
     assert ck.judged("close", True, 0.1, rel_diff([1.05], [1.0]), 0.1).status == "OK"
     assert ck.judged("nan", True, 0.1, rel_diff([float("nan")], [1.0]), 0.1).status == "FAIL"
+
+
+@pytest.mark.slow
+def test_paper_timing_part_cpu_form(tmp_path):
+    """PARTS=paper_timing: scripts/paper_timing.py's tiny form on CPU through the check, one OK row with the
+    projected total, and its JSON with every step's projection."""
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "WORK": str(tmp_path / "work"), "PARTS": "paper_timing"}
+    r = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    row = [x for x in rows if x["path"].startswith("paper_timing")][0]
+    assert row["status"] == "OK" and "projected steps 3-8" in row["note"]
+    timing = json.loads((tmp_path / "work" / "logs" / "paper_timing.json").read_text())
+    assert timing["size"] == "tiny"
+    for step in ("step3_lora", "step5_inference", "step7_generator", "step8_decoding"):
+        assert timing[step]["projected_s"] > 0, step
+    assert timing["step5_inference"]["released_projected_s"] > timing["step5_inference"]["projected_s"]
