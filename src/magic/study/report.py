@@ -233,6 +233,58 @@ def claims(res: dict) -> list[str]:
     return out
 
 
+def sizing(res: dict) -> list[str]:
+    """How the profile was sized, from the result files: the sizes it cut (never cells) and what each kind of
+    cell cost per unit on the machine it ran on (the rates the next sizing starts from)."""
+    out = ["## How this profile was sized", ""]
+    sizes = res.get("prompts", {}).get("result", {})
+    train = [r for c, r in res.items() if c.startswith("s2/") and c.endswith("/train")]
+    if sizes:
+        out.append(f"Sizes cut (every cell kept): LoRA on {sizes.get('train_pairs')} training prompts; stage 1 scored "
+                   f"on {sizes.get('test')} test and {sizes.get('valid')} evenly spaced valid samples; the addition "
+                   f"on {sizes.get('test_all')} evenly spaced test-dialogue samples"
+                   + (f"; generators for at most {train[0]['settings']['epochs']} epochs over all training samples "
+                      f"(context {train[0]['settings']['max_length']} tokens)" if train else "") + ".")
+    rates = []
+    for c in ("s1/zero_shot", "s1/lora_label/eval", "s1/lora_motivation/eval"):
+        if c in res:
+            n = sum(v["n"] for v in res[c]["result"]["sets"].values())
+            rates.append(f"{c}: {res[c]['wall_s'] / n:.2f} s per prompt ({n} prompts)")
+    if "s1/best_on_addition" in res:
+        n = res["s1/best_on_addition"]["result"]["sets"]["test_all"]["n"]
+        rates.append(f"s1/best_on_addition: {res['s1/best_on_addition']['wall_s'] / n:.2f} s per prompt ({n})")
+    for c in ("s1/lora_label/train", "s1/lora_motivation/train"):
+        if c in res and sizes.get("train_pairs"):
+            rates.append(f"{c}: {res[c]['wall_s'] / sizes['train_pairs']:.2f} s per training prompt (merge included)")
+    if train:
+        per_epoch = [r["wall_s"] / max(1, r["result"]["epochs_run"]) for r in train]
+        rates.append(f"generator training: {statistics.mean(per_epoch) / 60:.1f} min per epoch "
+                     f"(mean of {len(train)} runs, validation included)")
+    for name in ("test", "test_all"):
+        walls = [r["wall_s"] for c, r in res.items() if c.startswith("s2/") and r["settings"].get("set") == name]
+        if walls:
+            rates.append(f"evaluations on {name}: {statistics.mean(walls) / 60:.1f} min each ({len(walls)} runs)")
+    if rates:
+        out += ["", "Measured cost per unit (each cell on one thread, two cells at a time; the machine is in the "
+                "table below):", ""] + [f"- {r}" for r in rates]
+    return out + [""]
+
+
+def elapsed(res: dict) -> list[str]:
+    """First start to last finish of the cells finished on each day (cells ran two at a time, so this, not the
+    sum of the cells' times, is how long the profile took)."""
+    import datetime
+
+    days: dict[str, list[tuple[float, float]]] = {}
+    for rec in res.values():
+        if not rec.get("finished"):
+            continue
+        end = datetime.datetime.strptime(rec["finished"], "%Y-%m-%d %H:%M:%S").timestamp()
+        days.setdefault(rec["finished"][:10], []).append((end - rec["wall_s"], end))
+    return [f"Elapsed on {day}: {(max(e for _, e in spans) - min(b for b, _ in spans)) / 60:.0f} min "
+            f"({len(spans)} cells)." for day, spans in sorted(days.items())]
+
+
 def wall_times(res: dict) -> list[str]:
     out = ["## Wall time per cell", "", "| cell | seconds | machine | finished |", "|---|---|---|---|"]
     total = 0.0
@@ -241,7 +293,7 @@ def wall_times(res: dict) -> list[str]:
         where = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
         out.append(f"| {c} | {rec['wall_s']:.0f} | {where} | {rec.get('finished', '')} |")
         total += rec["wall_s"]
-    out += ["", f"Total: {total / 60:.1f} min over {len(res)} cells.", ""]
+    out += ["", f"Total: {total / 60:.1f} min of cell time over {len(res)} cells.", *elapsed(res), ""]
     return out
 
 
@@ -258,6 +310,7 @@ def write_report(results_root: str, output: str, profile: str) -> str:
         lines += [f"![predicted against gold strategy distribution]({os.path.basename(plot)})", ""]
     lines += table2(res)
     lines += claims(res)
+    lines += sizing(res)
     lines += wall_times(res)
     atomic_write_text(output, "\n".join(lines))
     return output
