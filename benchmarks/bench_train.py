@@ -15,6 +15,9 @@ does our collate).
 
 Modes:
     ours        our default (magic.generator.train.train_epoch; dynamic padding, masked pooling)
+    bf16        ours under bfloat16 autocast on the CPU (main.py --bf16); with ``ours`` in the same run it also
+                prints the speed ratio and the validation loss of both after the same steps (token NLL on the
+                first 64 records, frozen bank): the check that bf16 stays within 1 % of fp32
     grouped     ours + --group_by_length (batches of similar context length; its own batch order)
     all         ours with --pool all (the released padding and pooling)
     released    the released code as released: its src/ and main.py read from the bare mirror of the
@@ -53,7 +56,7 @@ import time
 from magic.common.io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved")
+MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved", "bf16")
 DEFAULT_MODES = ("released", "released_noanomaly", "ours", "grouped", "all")
 RELEASED_FILES = ("main.py", "src/__init__.py", "src/bart_dialog.py", "src/dataset.py")
 DEFAULT_RELEASED_REPO = "/work/.mirror/Wh2018+MAGIC/repo"
@@ -160,14 +163,17 @@ def flop_counter():
 
 
 # ---------------------------------------------------------------------------------------------- modes
-def measure(epoch, batches, warmup, count_flops):
+def measure(epoch, batches, warmup, count_flops, after_timed=None):
     """(seconds of ``epoch(batches, warmup)``'s timed steps, FLOPs per batch over the first ``count_flops``
     timed batches re-run under the FLOP counter or None, peak RSS in MB before that pass). ``epoch(batch_list,
-    start)`` trains on ``batch_list`` and returns the seconds from its batch ``start`` on."""
+    start)`` trains on ``batch_list`` and returns the seconds from its batch ``start`` on. ``after_timed()``
+    runs between the timed steps and the FLOP pass (the validation loss of the bf16 check)."""
     import torch
 
     secs = epoch(batches, warmup)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the FLOP pass
+    if after_timed is not None:
+        after_timed()
     flops = None
     if count_flops:
         torch.autograd.set_detect_anomaly(False)  # FLOPs do not depend on it; with it the pass ran out of memory
@@ -222,13 +228,29 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5) if mode == "emulated" else make_optimizer(model, 5e-5)
     sched = get_linear_schedule_with_warmup(opt, 0, 10 ** 6)
 
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "bf16" else contextlib.nullcontext
+
     def epoch(batch_list, start):
         loader = TimedLoader(DataLoader(ds, batch_sampler=batch_list, collate_fn=collate), start)
-        train_epoch(model, loader, opt, sched, None, torch.device("cpu"), 0.2, contextlib.nullcontext,
+        train_epoch(model, loader, opt, sched, None, torch.device("cpu"), 0.2, autocast,
                     per_step_scheduler=True, desc=mode)
         return time.perf_counter() - loader.t_start
 
-    return measure(epoch, batches, warmup, count_flops)
+    held_out = {}
+
+    def validation_loss():  # the bf16 check: token NLL on the first VALID_SAMPLES records, bank frozen
+        from magic.generator.train import evaluate_ppl
+
+        valid = DataLoader(torch.utils.data.Subset(ds, range(VALID_SAMPLES)), batch_size=16,
+                           collate_fn=collator_for(model, with_memory=False))
+        r = evaluate_ppl(model, valid, torch.device("cpu"), autocast, desc="held-out")
+        held_out["val_loss"] = r["nll"] / r["tokens"]
+
+    secs, flops, rss = measure(epoch, batches, warmup, count_flops, validation_loss)
+    return secs, flops, rss, held_out.get("val_loss")
+
+
+VALID_SAMPLES = 64  # records the bf16 check scores after the timed steps (the same for every mode)
 
 
 def run_released(mode, records, bart, batches, warmup, count_flops, released_dir):
@@ -348,12 +370,13 @@ def child(a) -> None:
         return
     if mode.startswith("released"):
         secs, flops, rss = run_released(mode, records, bart, batches, a.warmup, a._count_flops, released_dir)
+        val_loss = None
     else:
-        secs, flops, rss = run_ours(mode, records, bart, batches, a.warmup, a._count_flops)
+        secs, flops, rss, val_loss = run_ours(mode, records, bart, batches, a.warmup, a._count_flops)
     print("RESULT " + json.dumps({
         "mode": mode, "threads": a._threads, "samples_per_s": a.steps * a.batch_size / secs, "secs": secs,
         "flops": flops, "mm_peak_gflops": peak,
-        "peak_rss_mb": rss}))
+        "peak_rss_mb": rss, "val_loss": val_loss}))
 
 
 def main() -> None:
@@ -439,6 +462,13 @@ def main() -> None:
             achieved = per_sample * r["samples_per_s"] / 1e9
             parts.append(f"{t} thr {achieved:5.1f} GFLOP/s = {achieved / r['mm_peak_gflops']:.0%}")
         print(f"{mode:19s} {per_sample / 1e9:5.2f} GFLOP/sample; " + "; ".join(parts))
+    for t in threads:
+        if ("bf16", t) in results and ("ours", t) in results:
+            a32, a16 = results[("ours", t)], results[("bf16", t)]
+            rel = abs(a16["val_loss"] - a32["val_loss"]) / a32["val_loss"]
+            print(f"bf16 vs fp32 ({t} thr): {a16['samples_per_s'] / a32['samples_per_s']:.2f}x; validation loss after "
+                  f"{a.warmup + a.steps} steps {a16['val_loss']:.4f} vs {a32['val_loss']:.4f} "
+                  f"({100 * rel:.2f} %: {'within' if rel <= 0.01 else 'NOT within'} 1 %)")
     print("\nspeed-ups:")
     for ours in ("ours", "grouped"):
         for other in ("released", "released_noanomaly", "emulated", "all"):
