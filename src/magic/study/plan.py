@@ -15,16 +15,17 @@ S1_SYSTEMS = {"s1/zero_shot": "llm", "s1/lora_label/eval": "s1/lora_label/train"
 
 def _estimates(p: Profile) -> dict[str, float]:
     """Planned seconds per cell on the 2-core project machine, from CPU-time measurements of the cells'
-    steps (AMD EPYC with AVX512-BF16, no AMX; one thread per cell, two cells at a time; docs/RESULTS.md):
-    SmolLM2 bf16 ~3 s per prompt (32 new tokens, batch 32), a LoRA step ~1.8 s, a generator epoch of
-    10,191 samples (d_model 128, 2+2 layers, lengths 256/64) ~8 min; the other profiles scaled."""
+    steps (AMD EPYC with AVX512-BF16, no AMX; one thread per cell, two cells at a time; docs/RESULTS.md,
+    "How this profile was sized"): SmolLM2 bf16 ~1.7 s per prompt (32 new tokens, batch 32), a LoRA step
+    ~3.5 s, a generator epoch of 10,191 samples (d_model 128, 2+2 layers, lengths 256/64) ~8 min; the other
+    profiles scaled."""
     scale = {"smoke": 0.05, "cpu": 1.0, "gpu-small": 0.05, "paper": 1.0}.get(p.name, 1.0)
     n_eval = (p.test_subset or 195) + (p.valid_subset or 2156)
     n_train = p.train_samples or 10191
     return {k: v * scale for k, v in {
-        "data": 5, "llm": 60, "prompts": 30, "infer": 3.0 * n_eval, "lora": 1.8 * (p.lora_train_pairs or 10191),
-        "addition": 3.0 * (p.test_all_subset or 2000), "records": 30, "bart": 30,
-        "pretrain": 240 * p.pretrain_epochs, "train": 0.047 * n_train * p.epochs,
+        "data": 5, "llm": 60, "prompts": 30, "infer": 1.7 * n_eval, "lora": 3.5 * (p.lora_train_pairs or 10191),
+        "addition": 1.7 * (p.test_all_subset or 2000), "records": 30, "bart": 30,
+        "pretrain": 240 * p.pretrain_epochs, "train": 0.047 * n_train * p.epochs + 30,
         "eval": 0.25 * (p.test_subset or 195) + 30, "eval_all": 0.25 * (p.test_all_subset or 2000) + 30,
         "small": 20}.items()}
 

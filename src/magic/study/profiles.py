@@ -42,7 +42,7 @@ class Profile:
     pretrain_lr: float = 1e-3
     train_samples: int | None = None    # generator training samples, evenly spaced (None: all 10,191)
     gen_valid_subset: int | None = 500  # validation records for early stopping (the stage-1 valid subset)
-    epochs: int = 2                     # cpu: what fits the session beside stage 1 (docs/RESULTS.md, sizing)
+    epochs: int = 1                     # cpu: what fits one session beside stage 1 (docs/RESULTS.md, sizing)
     batch_size: int = 16
     lr: float = 1e-3
     max_length: int = 256
