@@ -28,14 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from magic.common.errors import UserError, run_main
+from magic.common.io_utils import load_json
 
-from magic.common.errors import UserError, run_main  # noqa: E402 (benchmarks/ on the path first)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # what the projections scale to: the released data sizes and settings
 TRAIN_PAIRS, ALL_PROMPTS, TRAIN_SAMPLES, TEST_SAMPLES = 10191, 12542, 10191, 195
@@ -158,24 +159,20 @@ def time_inference(size, device, dtype, tok, n_prompts: int) -> dict:
 
 
 def time_generator(size, device, n_steps: int) -> dict:
-    import bench_gpu_train
-
-    a = argparse.Namespace(steps=n_steps, warmup=2, batch_size=16, max_length=512 if size == "paper" else 128,
-                           max_length_res=64, group_by_length=True, no_bf16=device.type != "cuda",
-                           peak_tflops=None)
-    records, _ = bench_gpu_train.training_records()
-    records = records[:: max(1, len(records) // ((n_steps + 2) * 64))]
+    """benchmarks/bench_gpu_train.py (run by path, its own process) on the padded pass; its BART is kept for
+    the decoding step."""
     with tempfile.TemporaryDirectory() as tmp:
-        bart = os.path.join(tmp, "bart")
-        texts = [x for r in records for x in r["context"] + [r["response"]]]
-        from magic.testing.make_small_bart import make_paper_shaped_bart, make_small_bart
-
-        if size == "paper":
-            make_paper_shaped_bart(bart, texts)
-        else:
-            make_small_bart(bart, texts, vocab_size=600, d_model=64, layers=1, heads=2)
-        row = bench_gpu_train.measure("padded", a, records, bart, device)
-        dec = time_decoding(bart, device, STEPS[size]["decode"])
+        out = os.path.join(tmp, "rows.json")
+        cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu_train.py"), "--device", str(device),
+               "--paths", "padded", "--size", size, "--steps", str(n_steps), "--warmup", "2", "--group_by_length",
+               "--max_length", "512" if size == "paper" else "128", "--work", tmp, "--json", out]
+        if device.type != "cuda":
+            cmd.append("--no_bf16")
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"bench_gpu_train.py failed (exit {r.returncode}): {r.stderr[-1500:]}")
+        row = load_json(out, "bench_gpu_train rows")["rows"][0]
+        dec = time_decoding(os.path.join(tmp, f"bart_{size}"), device, STEPS[size]["decode"])
     sps = row["samples_per_s"]
     return {"samples_per_s": sps, "mfu": row["mfu"], "projected_s": round(TRAIN_SAMPLES / sps * GEN_EPOCHS, 1),
             "what": f"padded pass, {row['precision']}, --group_by_length, {n_steps} timed batches of 16; "
