@@ -215,6 +215,11 @@ def claims(res: dict) -> list[str]:
                f"macro-F1): {_delta(d1) if d1 else '–'}; McNemar p {_p(c1['mcnemar']['p']) if c1 else '–'}: "
                f"{_verdict(d1)}.")
     comp = res.get("s2/compare", {}).get("result", {})
+    # MAGIC's own seed-to-seed spread on the addition: a one-seed comparison smaller than it carries no claim
+    seeds = [r["result"]["scores"].get("Bleu_2") for c, r in res.items()
+             if c.startswith("s2/magic/seed") and c.endswith("/test_all_inferred")]
+    seeds = [v for v in seeds if v is not None]
+    spread = statistics.stdev(seeds) if len(seeds) > 1 else None
     for label, text, metric, sign in (("no_memory@test_all", "The strategy memory improves responses", "Bleu_2", -1),
                                       ("no_aux@test_all", "The auxiliary strategy loss improves responses", "Bleu_2", -1),
                                       ("wrong@test_all", "The generator follows the strategy it is given", "Bleu_2", -1),
@@ -224,8 +229,16 @@ def claims(res: dict) -> list[str]:
         shown = f"{100 * d['delta']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p {_p(d['p_boot'])}" \
             if d else "–"
         # the comparison is other - MAGIC: the claim holds when MAGIC is better, i.e. the delta is negative
+        caveat = ""
+        fixed = res.get("s2/frequent", {}).get("result", {}).get("sets", {}).get("test_all", {}).get("scores", {})
+        if label.startswith("frequent@") and fixed.get(metric) is not None and seeds:
+            if min(seeds) > fixed[metric]:  # a baseline without seeds: every MAGIC seed beats it, or not
+                caveat = f" (every one of MAGIC's {len(seeds)} seeds beats it)"
+        elif d and spread is not None and spread > abs(d["delta"]):
+            caveat = (f" — but MAGIC's own BLEU-2 varies by ± {100 * spread:.2f} (std over {len(seeds)} seeds) on "
+                      "this set, more than this seed-0 difference: it says more about seed 0 than about the system")
         out.append(f"- **{text}** (BLEU-2 on the test-dialogue addition, other − MAGIC): {shown}: "
-                   f"{_verdict(d, higher_is_better=sign > 0)}.")
+                   f"{_verdict(d, higher_is_better=sign > 0)}{caveat}.")
     out += ["", "What it would take to settle each claim: the same cells with the paper's models "
             "(`--profile paper`, one GPU with Llama-2-7b and bart-base) and three or more seeds; at this scale an "
             "interval that contains 0 says the difference is smaller than what these models and sample sizes can "
@@ -243,7 +256,8 @@ def sizing(res: dict) -> list[str]:
         out.append(f"Sizes cut (every cell kept): LoRA on {sizes.get('train_pairs')} training prompts; stage 1 scored "
                    f"on {sizes.get('test')} test and {sizes.get('valid')} evenly spaced valid samples; the addition "
                    f"on {sizes.get('test_all')} evenly spaced test-dialogue samples"
-                   + (f"; generators for at most {train[0]['settings']['epochs']} epochs over all training samples "
+                   + (f"; generators for at most {train[0]['settings']['epochs']} "
+                      f"epoch{'s' if train[0]['settings']['epochs'] != 1 else ''} over all training samples "
                       f"(context {train[0]['settings']['max_length']} tokens)" if train else "") + ".")
     rates = []
     for c in ("s1/zero_shot", "s1/lora_label/eval", "s1/lora_motivation/eval"):
