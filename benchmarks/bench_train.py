@@ -467,8 +467,8 @@ def main() -> None:
             a32, a16 = results[("ours", t)], results[("bf16", t)]
             rel = abs(a16["val_loss"] - a32["val_loss"]) / a32["val_loss"]
             print(f"bf16 vs fp32 ({t} thr): {a16['samples_per_s'] / a32['samples_per_s']:.2f}x; validation loss after "
-                  f"{a.warmup + a.steps} steps {a16['val_loss']:.4f} vs {a32['val_loss']:.4f} "
-                  f"({100 * rel:.2f} %: {'within' if rel <= 0.01 else 'NOT within'} 1 %)")
+                  f"{a.warmup + a.steps} steps {a16['val_loss']:.6f} vs {a32['val_loss']:.6f} "
+                  f"({100 * rel:.3f} %: {'within' if rel <= 0.01 else 'NOT within'} 1 %)")
     print("\nspeed-ups:")
     for ours in ("ours", "grouped"):
         for other in ("released", "released_noanomaly", "emulated", "all"):
