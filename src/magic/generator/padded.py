@@ -63,7 +63,8 @@ class DeviceBank:
         entries are detached; the new ones keep their graph."""
         S, K, d = self.slots.shape
         M = pooled.size(0)
-        onehot = F.one_hot(ids, S)                                          # [M, S]
+        onehot = (ids[:, None] == torch.arange(S, device=ids.device)).long()  # [M, S] (F.one_hot checks the
+        # range of ids on the host: a wait for the device)
         rank = (onehot.cumsum(0) - 1).gather(1, ids[:, None]).squeeze(1)    # [M] order within its slot
         total = self.counts + onehot.sum(0)                                 # [S] entries before eviction
         grown = torch.cat([self.slots.detach(), self.slots.new_zeros(S, M, d)], dim=1)  # [S, K + M, d]
