@@ -87,6 +87,9 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max_samples", type=positive_int, default=None, help="use the first N pairs only")
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
+    p.add_argument("--frozen_layer_cache", default="auto", choices=["auto", "off"],
+                   help="auto: with LoRA on the top layers only, the frozen layers below run once per example, "
+                        "not at every step (same loss up to rounding; src/magic/llm/frozen_layers.py)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--deepspeed", default=None, metavar="CONFIG",
                    help="DeepSpeed config for models that do not fit one card: LLM_inference/ds_configs/ds_z2_config.json "

@@ -35,6 +35,7 @@ from magic.common.validate import check_model_dir, check_tokenizer_files, check_
 from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
                            infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
 from magic.llm.engines.hf import prepare_tokenizer
+from magic.llm.frozen_layers import CACHE_MODES, answer_only_inputs, build_cache, causal_lm
 
 GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -145,7 +146,8 @@ class SFTDataset(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, i):
-        return self.examples[i]
+        # the dataset index travels with the batch: the frozen-layer cache is looked up by it
+        return {**self.examples[i], "example_index": i}
 
 
 def build_dataset(tokenizer, pairs: Sequence[tuple[str, str]], cutoff_len: int,
@@ -177,7 +179,10 @@ class SFTCollator:
             ids[i, :n] = torch.tensor(f["input_ids"])
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "example_index" in features[0]:
+            batch["example_index"] = torch.tensor([f["example_index"] for f in features])
+        return batch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,6 +224,7 @@ class SFTConfig:
     resume_from_checkpoint: str | None = None
     overwrite_output_dir: bool = False
     gradient_checkpointing: bool = False
+    frozen_layer_cache: str = "auto"  # auto: run layers below the lowest LoRA layer once per example (frozen_layers.py)
     device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
     disable_tqdm: bool = False
     deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_configs/ds_z{2,3}_config.json), needs deepspeed
@@ -236,6 +242,8 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
         raise ValueError(f"--grad_accum_loss {cfg.grad_accum_loss!r}: expected one of {GRAD_ACCUM_LOSSES}")
     if cfg.report_to not in REPORT_TO:
         raise ValueError(f"--report_to {cfg.report_to!r}: expected one of {REPORT_TO}")
+    if cfg.frozen_layer_cache not in CACHE_MODES:
+        raise ValueError(f"--frozen_layer_cache {cfg.frozen_layer_cache!r}: expected one of {CACHE_MODES}")
     if cfg.device == "cuda" and not cuda:
         raise ValueError("--device cuda: no CUDA GPU is available")
     if cfg.fp16 and cfg.bf16:
@@ -313,6 +321,14 @@ def encoding_rule(cfg: SFTConfig) -> EncodingRule:
     return EncodingRule(template=cfg.template, add_bos=cfg.add_bos, cutoff_rule=cfg.cutoff_rule)
 
 
+def _checkpointing(model) -> bool:
+    """Whether activation checkpointing is on (transformers 5.x renamed the attribute)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
+
+
 def _trainer_class(grad_accum_loss: str):
     """``Trainer`` whose loss under gradient accumulation follows ``grad_accum_loss``.
 
@@ -325,10 +341,44 @@ def _trainer_class(grad_accum_loss: str):
     from transformers import Trainer
 
     class SFTTrainer(Trainer):
-        def __init__(self, *args, **kwargs):
+        """Loss on answer logits only, over the cached frozen layers where they can be cached (frozen_layers.py)."""
+
+        def __init__(self, *args, frozen_layer_cache: str = "auto", **kwargs):
             super().__init__(*args, **kwargs)
             if grad_accum_loss == "micro_batch_mean":
                 self.model_accepts_loss_kwargs = False
+            self.frozen_mode, self.frozen_cache, self._frozen_tried = frozen_layer_cache, None, False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            index = inputs.pop("example_index", None)
+            if return_outputs:  # evaluation / prediction want every position's logits
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = answer_only_inputs(model, inputs)
+            if not self._frozen_tried and index is not None and model.training:
+                self._frozen_tried = True
+                self.frozen_cache = self._build_frozen_cache(model)
+            if self.frozen_cache is None or index is None:
+                return super().compute_loss(model, inputs, False, num_items_in_batch)
+            with self.frozen_cache.top_only():
+                return super().compute_loss(model, self.frozen_cache.inputs(index, inputs), False, num_items_in_batch)
+
+        def _build_frozen_cache(self, model):
+            why_not: list[str] = []
+            cache = build_cache(
+                model, self.train_dataset.examples, mode=self.frozen_mode, why_not=why_not,
+                gradient_checkpointing=_checkpointing(causal_lm(model)),
+                world_size=self.args.world_size, deepspeed=bool(self.args.deepspeed),
+                autocast=self.accelerator.autocast, progress=not self.args.disable_tqdm,
+                loss_of=lambda batch: Trainer.compute_loss(self, model, answer_only_inputs(model, batch)))
+            if self.is_world_process_zero():
+                if cache is None:
+                    print(f"frozen-layer cache: off ({why_not[0]})")
+                else:
+                    total = sum(len(e["input_ids"]) for e in self.train_dataset.examples)
+                    print(f"frozen-layer cache: layers 0-{cache.split - 1} run once per example "
+                          f"({cache.computed_tokens:,} of {total:,} tokens computed, the rest shared); "
+                          f"each step runs layers {cache.split}+")
+            return cache
 
     class ReleasedSFTTrainer(SFTTrainer):
         # 4.38 divided every micro-batch loss by the configured number of steps, also in an epoch's last,
@@ -408,6 +458,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     )
     trainer = _trainer_class(cfg.grad_accum_loss)(
         model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id),
+        frozen_layer_cache=cfg.frozen_layer_cache,
         callbacks=[_save_rule_callback(rule)] + list(callbacks or []),
     )
     result = trainer.train(resume_from_checkpoint=resume)
