@@ -85,8 +85,9 @@ if [ "$LLM" = smollm2 ]; then
   }
   step "SmolLM2-135M-Instruct (install + convert)" "$BASE_LLM/config.json" -- install_smollm2
   LLM_TOKENS="${LLM_TOKENS:-40}"
-  # SmolLM2 has 30 layers: LoRA on the top LORA_LAYERS only, so the backward pass stops there (CPU time); every
-  # projection of those layers: q/v alone, or one epoch, did not learn the cues (measured: README.md, The demo)
+  # SmolLM2 has 30 layers: LoRA on the top LORA_LAYERS only, so the backward pass stops there and the frozen layers
+  # below run once per example, not at every step (src/magic/llm/frozen_layers.py; CPU time); every projection of
+  # those layers: q/v alone, or one epoch, did not learn the cues (measured: README.md, The demo)
   targets=""
   for ((i = 30 - ${LORA_LAYERS:-6}; i < 30; i++)); do
     for m in self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj; do

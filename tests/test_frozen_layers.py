@@ -1,6 +1,9 @@
 """Faster LoRA steps (src/magic/llm/frozen_layers.py): logits on answer positions only, and the frozen layers
 below the lowest LoRA layer run once per example. Both must give the full forward's loss and gradients."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +139,17 @@ def test_training_with_the_cache_ends_with_the_same_adapter(tiny, capsys):
     # the adapters moved (B starts at 0), and moved the same way
     assert any((w != 0).any() for k, w in weights["auto"].items() if "lora_B" in k)
     assert _close(weights["auto"], weights["off"], tol=1e-4)
+
+
+def test_the_lora_benchmark_runs_its_three_ways_on_a_tiny_model(tmp_path):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lora.py"
+    out = tmp_path / "lora.json"
+    r = subprocess.run([sys.executable, str(bench), "--model_path", "tiny", "--lora_layers", "2", "--n_pairs", "6",
+                        "--steps", "3", "--precision", "fp32", "--threads", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"full", "answer", "cached"} and rows["cached"]["build_s"] > 0
+    # the same training up to float rounding, whichever way the loss was computed
+    assert abs(rows["cached"]["train_loss"] - rows["full"]["train_loss"]) < 1e-4 * max(1.0, rows["full"]["train_loss"])
+    assert "x full" in r.stdout
