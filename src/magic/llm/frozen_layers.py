@@ -114,6 +114,7 @@ class FrozenLayerCache:
 
     def __init__(self, model, split: int, states: list[torch.Tensor], computed_tokens: int):
         self.model, self.split, self.states, self.computed_tokens = model, split, states, computed_tokens
+        self.probe: tuple[float, float] | None = None  # (full, cached) loss of the start-up check
 
     @classmethod
     @torch.no_grad()
@@ -213,4 +214,5 @@ def build_cache(model, examples: Sequence[dict], *, mode: str = "auto", why_not:
         # unusual layer loop) is off by far more than that
         if not (math.isfinite(full) and abs(cached - full) <= 2e-2 * max(abs(full), 1.0)):
             return no(f"the cached forward's loss {cached:.4f} differs from the full forward's {full:.4f}")
+        cache.probe = (full, cached)
     return cache

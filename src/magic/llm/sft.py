@@ -16,6 +16,10 @@ the released version, computed); ``grad_accum_loss="token_mean"`` gives the newe
 accumulated batch / its answer-token count). Checkpoints go to ``output_dir/checkpoint-<step>``; a run
 resumes from the last one automatically (LLaMA-Factory behaviour) unless ``overwrite_output_dir``. The
 final adapter and the tokenizer are saved in ``output_dir``.
+
+A step projects only the answer positions onto the vocabulary, and with LoRA on the top layers only the frozen
+layers below run once per example instead of at every step (``frozen_layers.py``, ``--frozen_layer_cache``);
+the same loss and gradients up to float rounding.
 """
 from __future__ import annotations
 
@@ -375,9 +379,11 @@ def _trainer_class(grad_accum_loss: str):
                     print(f"frozen-layer cache: off ({why_not[0]})")
                 else:
                     total = sum(len(e["input_ids"]) for e in self.train_dataset.examples)
+                    check = f"; first example's loss {cache.probe[1]:.4f} vs {cache.probe[0]:.4f} in full" \
+                        if cache.probe else ""
                     print(f"frozen-layer cache: layers 0-{cache.split - 1} run once per example "
                           f"({cache.computed_tokens:,} of {total:,} tokens computed, the rest shared); "
-                          f"each step runs layers {cache.split}+")
+                          f"each step runs layers {cache.split}+{check}")
             return cache
 
     class ReleasedSFTTrainer(SFTTrainer):
