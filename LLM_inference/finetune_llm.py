@@ -30,7 +30,7 @@ import os
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.llm.sft import SFTConfig, run_sft
+from magic.llm.sft import CACHE_MODES, SFTConfig, run_sft
 from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
@@ -87,7 +87,7 @@ def parse_args(argv=None) -> SFTConfig:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max_samples", type=positive_int, default=None, help="use the first N pairs only")
     p.add_argument("--resume_from_checkpoint", default=None, help="default: last checkpoint in output_dir")
-    p.add_argument("--frozen_layer_cache", default="auto", choices=["auto", "off"],
+    p.add_argument("--frozen_layer_cache", default="auto", choices=list(CACHE_MODES),
                    help="auto: with LoRA on the top layers only, the frozen layers below run once per example, "
                         "not at every step (same loss up to rounding; src/magic/llm/frozen_layers.py)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")

@@ -31,13 +31,9 @@ import torch
 
 from magic.common.validate import positive_int
 from magic.esconv.dialogues import load_samples
-from magic.llm import frozen_layers, sft
+from magic.llm import sft
 from magic.llm.prompts import llama_prompt
-
-SMOLLM2_LAYERS = 30
-PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-
+from magic.study.cells import bf16_units
 
 def pairs_file(folder: str, n: int) -> str:
     samples = load_samples(os.path.join(ROOT, "data", "demo", "train.txt"), "train")[:n]
@@ -77,24 +73,12 @@ def run(model_path, data, out, target, steps, precision, cache_mode):
                         learning_rate=3e-3, logging_steps=steps, save_steps=10 ** 6, device="cpu",
                         disable_tqdm=True, bf16=precision == "bf16", frozen_layer_cache=cache_mode,
                         overwrite_output_dir=True)
-    built = {}
-    build = frozen_layers.FrozenLayerCache.build.__func__
-
-    def timed_build(cls, *a, **k):
-        t = time.perf_counter()
-        cache = build(cls, *a, **k)
-        built["s"] = time.perf_counter() - t
-        return cache
-
-    frozen_layers.FrozenLayerCache.build = classmethod(timed_build)
-    try:
-        t = time.perf_counter()
-        summary = sft.run_sft(cfg)
-        wall = time.perf_counter() - t
-    finally:
-        frozen_layers.FrozenLayerCache.build = classmethod(build)
+    t = time.perf_counter()
+    summary = sft.run_sft(cfg)
+    wall = time.perf_counter() - t
     runtime = next(h["train_runtime"] for h in summary["log_history"] if "train_runtime" in h)
-    return {"step_s": (runtime - built.get("s", 0.0)) / steps, "build_s": built.get("s", 0.0), "wall_s": wall,
+    build_s = (summary["frozen_layer_cache"] or {}).get("build_s", 0.0)  # inside the Trainer's runtime
+    return {"step_s": (runtime - build_s) / steps, "build_s": build_s, "wall_s": wall,
             "train_loss": summary["train_loss"]}
 
 
@@ -112,11 +96,7 @@ def main():
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    precision = args.precision
-    if precision is None:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-        precision = "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+    precision = args.precision or ("bf16" if bf16_units() else "fp32")
     with tempfile.TemporaryDirectory() as tmp:
         model_path = find_model(args.model_path, tmp)
         from transformers import AutoConfig
@@ -125,7 +105,7 @@ def main():
             raise SystemExit(f"error: --lora_layers {args.lora_layers}: the model has {layers} layers; expected 0 "
                              f"(q_proj,v_proj of all) to {layers - 1}")
         if args.lora_layers:
-            target = ",".join(f"layers.{i}.{m}" for i in range(layers - args.lora_layers, layers) for m in PROJECTIONS)
+            target = sft.top_layers_target(layers, args.lora_layers)
             what = f"every projection of the top {args.lora_layers} of {layers} layers"
         else:
             target, what = "q_proj,v_proj", f"q_proj,v_proj of all {layers} layers"

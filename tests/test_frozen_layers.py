@@ -130,7 +130,8 @@ def test_training_with_the_cache_ends_with_the_same_adapter(tiny, capsys):
                         per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=6,
                         learning_rate=2e-2, lr_scheduler_type="constant", device="cpu", disable_tqdm=True,
                         save_steps=100, frozen_layer_cache=mode)
-        run_sft(cfg)
+        summary = run_sft(cfg)
+        assert (summary["frozen_layer_cache"] or {}).get("layers_cached") == (2 if mode == "auto" else None)
         from safetensors.torch import load_file
         weights[mode] = load_file(str(out / "adapter_model.safetensors"))
     printed = capsys.readouterr().out

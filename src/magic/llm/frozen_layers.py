@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import math
+import time
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from magic.llm.encoding import IGNORE_INDEX
-
-log = logging.getLogger(__name__)
+from magic.llm.engines.hf import common_prefix_len
 
 CACHE_MODES = ("auto", "off")
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB of cached states: the demo needs 100 MB; the paper's 7B run would need 100 GB
@@ -100,20 +99,12 @@ def decoder_slice(decoder: nn.Module, start: int, stop: int, final_norm: bool = 
         decoder.layers, decoder.norm = layers, norm
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class FrozenLayerCache:
     """The hidden states entering layer ``split`` for every training example (index = dataset index)."""
 
-    def __init__(self, model, split: int, states: list[torch.Tensor], computed_tokens: int):
+    def __init__(self, model, split: int, states: list[torch.Tensor], computed_tokens: int, build_s: float = 0.0):
         self.model, self.split, self.states, self.computed_tokens = model, split, states, computed_tokens
+        self.build_s = build_s  # seconds the frozen layers took, once
         self.probe: tuple[float, float] | None = None  # (full, cached) loss of the start-up check
 
     @classmethod
@@ -126,6 +117,7 @@ class FrozenLayerCache:
         from tqdm.auto import tqdm
         from transformers.cache_utils import DynamicCache
 
+        start = time.perf_counter()
         decoder = _decoder(model)
         device = next(decoder.parameters()).device
         order = sorted(range(len(examples)), key=lambda i: list(examples[i]))
@@ -134,7 +126,7 @@ class FrozenLayerCache:
         with decoder_slice(decoder, 0, split, final_norm=False), autocast():
             for i in tqdm(order, desc=f"frozen layers 0-{split - 1}", unit="example", disable=not progress):
                 ids = list(examples[i])
-                shared = _common_prefix_len(ids, prev) if prev is not None else 0
+                shared = common_prefix_len(ids, prev) if prev is not None else 0
                 if shared == len(ids):  # the same tokens again
                     states[i] = prev_states[:shared]
                     continue
@@ -145,7 +137,7 @@ class FrozenLayerCache:
                               use_cache=True).last_hidden_state[0]
                 states[i] = out if shared == 0 else torch.cat([prev_states[:shared], out])
                 prev, prev_states, computed = ids, states[i], computed + len(ids) - shared
-        return cls(model, split, states, computed)
+        return cls(model, split, states, computed, time.perf_counter() - start)
 
     @staticmethod
     def size_bytes(model, examples: Sequence[Sequence[int]]) -> int:

@@ -325,6 +325,15 @@ def encoding_rule(cfg: SFTConfig) -> EncodingRule:
     return EncodingRule(template=cfg.template, add_bos=cfg.add_bos, cutoff_rule=cfg.cutoff_rule)
 
 
+LLAMA_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def top_layers_target(num_layers: int, top: int) -> str:
+    """``--lora_target`` for every projection of the top ``top`` of ``num_layers`` Llama-style layers."""
+    return ",".join(f"layers.{i}.{m}" for i in range(num_layers - top, num_layers) for m in LLAMA_PROJECTIONS)
+
+
 def _checkpointing(model) -> bool:
     """Whether activation checkpointing is on (transformers 5.x renamed the attribute)."""
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
@@ -415,7 +424,8 @@ def _save_rule_callback(rule: EncodingRule):
 
 
 def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
-    """Fine-tune; returns {"output_dir", "log_history", "train_loss", "resumed_from", "num_examples"}."""
+    """Fine-tune; returns {"output_dir", "log_history", "train_loss", "resumed_from", "num_examples", "global_step",
+    "world_size", "frozen_layer_cache" (None, or the layers it cached, the tokens it ran and its seconds)}."""
     from transformers import AutoTokenizer, TrainingArguments, set_seed
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
@@ -472,6 +482,9 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     summary = {
         "num_examples": len(dataset), "train_loss": result.training_loss, "global_step": result.global_step,
         "resumed_from": resume, "world_size": args.world_size,
+        "frozen_layer_cache": None if trainer.frozen_cache is None else {
+            "layers_cached": trainer.frozen_cache.split, "computed_tokens": trainer.frozen_cache.computed_tokens,
+            "build_s": round(trainer.frozen_cache.build_s, 3)},
     }
     trainer.save_state()  # rank 0 only (Trainer checks)
     if trainer.is_world_process_zero():  # torchrun / accelerate launch: one writer

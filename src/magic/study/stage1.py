@@ -18,6 +18,7 @@ from magic.common.io_utils import atomic_write_json, load_json
 from magic.esconv.dialogues import STRATEGIES, parse_strategy, strategy_id
 from magic.llm.prompts import llama_prompt
 from magic.llm.report import strategy_metrics
+from magic.llm.sft import top_layers_target
 from magic.study.cells import bf16_units
 from magic.study.data import data_dir, evenly_spaced, python, run_logged, split_samples
 from magic.study.profiles import Profile
@@ -103,9 +104,7 @@ def build_prompts(ctx, profile: Profile) -> dict:
 def lora_targets(profile: Profile, layers: int | None) -> str:
     if profile.lora_layers is None or layers is None:
         return profile.lora_target
-    projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-    return ",".join(f"layers.{i}.{m}" for i in range(layers - profile.lora_layers, layers) for m in projections)
+    return top_layers_target(layers, profile.lora_layers)
 
 
 def train_lora(ctx, profile: Profile, target: str, seed: int) -> dict:

@@ -194,7 +194,8 @@ def supports_prefix_sharing(model) -> bool:
             and all(type(layer) is StaticLayer and hasattr(layer, "cumulative_length") for layer in static))
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -233,7 +234,7 @@ def _prefill_shared(model, ids: list[list[int]], max_new_tokens: int, stats: dic
             continue
         best, n = None, 0
         for j in done:
-            m = _common_prefix_len(todo, ids[j][:-1])
+            m = common_prefix_len(todo, ids[j][:-1])
             if m > n:
                 best, n = j, m
         prefix = None
