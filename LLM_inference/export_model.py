@@ -9,7 +9,7 @@ delete the spaces after its line-continuation backslashes):
 The released README exported checkpoint-200 (step 200 of 800: 1.25 of the 5 epochs), not the final
 adapter in output/; give the folder you mean. Writes safetensors shards of at most --export_size GB, the
 tokenizer and the adapter's magic_encoding.json (how fine-tuning tokenised prompts; inference reads it);
-the merged model's logits equal the adapter model's (tests/test_finetune_export.py).
+the merged model's logits equal the adapter model's (tests/llm/test_finetune_export.py).
 --export_legacy_format False is what this script writes (safetensors); True (.bin files) is refused.
 --template is accepted and ignored (the template is applied at inference). Exit codes: 0 done, 1 bad
 input (one ``export_model.py: error: ...`` line), 2 bad command line, 130 interrupted.

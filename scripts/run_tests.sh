@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls exactly this): set up the environment (setup_env.sh: the
 # run-time requirements; then requirements-test.txt), run pytest.
-# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh tests/test_esconv.py -x`.
+# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh tests/esconv/test_esconv.py -x`.
 # Tests that need the real ESConv data read ../shared/data/esconv (or $MAGIC_DATA_DIR) and skip without it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

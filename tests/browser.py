@@ -1,7 +1,7 @@
 """Drive the chat page in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``) with selenium.
 
 No browser is downloaded: selenium is pointed at the system browser and driver (``find_browser``);
-``scripts/setup_env.sh`` installs them with apt where it runs as root. Used by tests/test_chat_web.py and for
+``scripts/setup_env.sh`` installs them with apt where it runs as root. Used by tests/chat/test_chat_web.py and for
 the README screenshot (``python -m tests.browser URL OUT.png``).
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ valid/test dialogues with the real MultiESC valid/test files (same dialogues, sa
 
 How closely the result matches the MultiESC files (turn counts, exact turn text, supporter labels for each
 ``greeting`` mode, and on train the labels named in MAGIC's released motivations) is measured on the real
-data by tests/test_convert_hf.py, which prints the report; the figures are in docs/FIDELITY.md. Nearly every
+data by tests/esconv/test_convert_hf.py, which prints the report; the figures are in docs/FIDELITY.md. Nearly every
 text mismatch is a " ." that MultiESC added after a part already ending in punctuation, which the HF text
 cannot predict.
 """

@@ -16,7 +16,7 @@ Semantics follow Hugging Face:
   an EOS candidate is finished only if it ranks in the top K, finished pool of K hypotheses scored
   ``sum_logprob / generated_len ** length_penalty``, ``early_stopping`` True / False / "never" with HF's
   stopping heuristic, ``max_length`` finishes every beam). Checked token for token against
-  ``BartForConditionalGeneration.generate`` in tests/test_beam_search.py.
+  ``BartForConditionalGeneration.generate`` in tests/generator/test_beam_search.py.
 - ``num_beam_groups > 1``: HF's former ``GroupBeamSearch`` (Vijayakumar et al. 2018, Hamming diversity):
   the K beams are split into G groups of K/G; groups are expanded one after another at each step, and
   group g's log-probabilities are lowered by ``diversity_penalty * count(token)`` over the tokens the

@@ -17,7 +17,7 @@ model and the same losses the GPU's way:
 * the loss over the padded target grid with ``ignore_index`` (no boolean indexing: its shape would need the
   host).
 
-Same values as the CPU pass up to float rounding (tests/test_padded.py: losses, gradients and the bank after
+Same values as the CPU pass up to float rounding (tests/generator/test_padded.py: losses, gradients and the bank after
 several steps with eviction). Shapes: B batch, T context length, t target length, M memory responses, Lm their
 length, d hidden size, H heads, S strategies, K entries per slot, V vocabulary.
 """

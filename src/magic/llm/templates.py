@@ -1,6 +1,6 @@
 """Prompt templates of the MAGIC protocol (the exact framing bytes of the released prompts).
 
-These strings are experimental constants: trailing spaces and newlines matter. tests/test_prompts.py
+These strings are experimental constants: trailing spaces and newlines matter. tests/llm/test_prompts.py
 checks them against the released prompt files when the shared data is present.
 """
 

@@ -5,7 +5,7 @@ Every profile has every cell (rows are never dropped); only sizes change. ``smok
 (SmolLM2-135M-Instruct as the strategy LLM, a small random BART with a BPE trained on the training split and
 denoising pre-training on its utterances); ``gpu-small`` the same models on the full data for one GPU;
 ``paper`` Llama-2-7b and bart-base from local folders with the released hyperparameters (not run here: the
-commands it would run are checked by tests/test_study.py).
+commands it would run are checked by tests/study/test_study.py).
 """
 from __future__ import annotations
 

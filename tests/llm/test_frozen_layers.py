@@ -143,7 +143,7 @@ def test_training_with_the_cache_ends_with_the_same_adapter(tiny, capsys):
 
 
 def test_the_lora_benchmark_runs_its_three_ways_on_a_tiny_model(tmp_path):
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lora.py"
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lora.py"
     out = tmp_path / "lora.json"
     r = subprocess.run([sys.executable, str(bench), "--model_path", "tiny", "--lora_layers", "2", "--n_pairs", "6",
                         "--steps", "3", "--precision", "fp32", "--threads", "1", "--json", str(out)],

@@ -1,5 +1,5 @@
 """scripts/demo_summary.py: the forced-wrong-strategy file and the timing table (the full summary runs in
-tests/test_end_to_end.py)."""
+tests/end_to_end/test_end_to_end.py)."""
 import json
 
 import pytest

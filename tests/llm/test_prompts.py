@@ -7,7 +7,7 @@ import sys
 from magic.llm import templates as prompt_templates
 from magic.esconv.dialogues import load_samples
 from magic.llm.prompts import chatgpt_prompt, llama_clip, llama_prompt, wrap_default_template
-from tests.test_esconv import SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN, write_lines
+from tests.esconv.test_esconv import SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN, write_lines
 
 SCRIPT = "LLM_inference/create_prompts_4_LLaMA.py"
 

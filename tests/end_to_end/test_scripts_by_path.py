@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {"tests", ".git", ".venv", "venv", "__pycache__", "models", "demo_run", "out_model"}
 # A floor for the discovery: if these stop being found, the search is broken, not the scripts.
 KNOWN = {"main.py", "test_evaluation.py", "src/magic/testing/make_small_bart.py", "src/magic/testing/make_small_llm.py",

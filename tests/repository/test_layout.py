@@ -5,7 +5,7 @@ import os
 import re
 import tomllib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(ROOT, "src", "magic")
 # rank of each stage: a module may import its own stage and lower ranks; llm and generator share a rank
 # and never import each other.

@@ -10,7 +10,7 @@ from magic.llm.prompts import wrap_default_template
 from magic.testing.make_small_llm import make_tiny_llama
 from magic.testing.openai_stub import StubServer, stub_answer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "LLM_inference", "infer_strategy.py")
 HEAD = "Infer the strategy of the supporter's next turn.\n"
 CLIPS = ["(1) Seeker: I feel sad.", "(1) Seeker: I feel sad.\n(2) Supporter: Why? [Question]\n(3) Seeker: I lost my job.",

@@ -16,7 +16,7 @@ from magic.esconv.dialogues import load_samples
 from magic.llm.prompts import chatgpt_prompt
 from magic.testing.openai_stub import StubServer, stub_answer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "LLM_inference" / "collect_motivations_ChatGPT.py"
 KEY = "sk-collect-SECRET-9876543210fedcba"
 

@@ -13,7 +13,7 @@ from magic.study.data import evenly_spaced
 from magic.study.plan import build_study
 from magic.study.profiles import PROFILES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.environ.get("MAGIC_DATA_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data", "esconv")
 HAVE_DATA = os.path.exists(os.path.join(DATA, "magic", "test.txt"))
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.test_esconv import SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN, write_lines
+from tests.esconv.test_esconv import SEEKER_OPENED_ODD, SUPPORTER_OPENED_EVEN, write_lines
 
 SCRIPT = "data/add_memory_motivation.py"
 KEYS = {"id", "context", "response", "strategy", "gold_strategy", "strategy_source", "response_memory",

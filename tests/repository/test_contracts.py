@@ -23,7 +23,7 @@ from magic.esconv.dialogues import make_sample, parse_dialogue
 from magic.generator import data, records, train
 from tests.chat_fixtures import make_tiny_checkpoint, run_chat
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE_DIRS = ("src", "LLM_inference", "data", "scripts", "metric", "benchmarks")
 
 

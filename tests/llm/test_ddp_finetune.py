@@ -16,7 +16,7 @@ import pytest
 
 from magic.testing.make_small_llm import make_tiny_llama
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-4  # relative, per logged step loss and on the adapter weights (measured: ~1e-7)
 
 

@@ -12,7 +12,7 @@ from metric import protocol
 from magic.generator import evaluation as ev
 from tests.bart_fixtures import DEFAULT_TEXTS, make_tiny_bart_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _script():

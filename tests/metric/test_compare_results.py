@@ -14,10 +14,10 @@ import pytest
 import compare_results
 from magic.common.errors import run_main
 from metric.protocol import compute_scores_and_samples
-from tests.test_evaluation import trained_checkpoint  # noqa: F401  (a fixture: a tiny checkpoint of main.py)
-from tests.test_significance import MIDDLING, POOR, REFS
+from tests.generator.test_evaluation import trained_checkpoint  # noqa: F401  (a fixture: a tiny checkpoint of main.py)
+from tests.metric.test_significance import MIDDLING, POOR, REFS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IDS = [f"test-{i // 4}-{2 * (i % 4) + 1}" for i in range(len(REFS))]
 TESTED = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 
