@@ -19,7 +19,7 @@ import os
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.llm.engines.hf import TEMPLATES, resolve_dtype
+from magic.llm.local_model import TEMPLATES, resolve_dtype
 from magic.llm.sft import export_merged
 from magic.common.validate import positive_int
 

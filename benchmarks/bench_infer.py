@@ -30,7 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from magic.llm.engines.hf import format_prompt, generate_batch, load_causal_lm
+from magic.llm.engines.hf import generate_batch
+from magic.llm.local_model import format_prompt, load_causal_lm
 
 
 def bench_prompts(data_dir: str, n: int, synthetic: bool) -> tuple[list[str], str]:

@@ -9,7 +9,7 @@ we only read the ``.gguf`` file inside it:
 
 transformers reads the GGUF (``from_pretrained(dir, gguf_file=...)``, which needs the ``gguf`` package),
 dequantising the 4-bit weights to float32; we save model (safetensors, float32) and tokenizer (with its
-chat template) with ``save_pretrained``. The result loads with ``magic.llm.engines.hf.load_causal_lm``, e.g. for
+chat template) with ``save_pretrained``. The result loads with ``magic.llm.local_model.load_causal_lm``, e.g. for
 ``LLM_inference/collect_motivations_ChatGPT.py --backend local --model_name_or_path models/smollm2-135m-instruct``.
 Takes about a minute on 2 CPU cores and ~1 GB of RAM; the folder is ~540 MB. Exit codes: 0 written (or
 already there), 1 the wheel or the .gguf is missing, or the folder cannot be written (one

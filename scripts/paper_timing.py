@@ -131,7 +131,8 @@ def time_lora(size, device, dtype, tok, n_steps: int) -> dict:
 
 
 def time_inference(size, device, dtype, tok, n_prompts: int) -> dict:
-    from magic.llm.engines.hf import generate_batch, prepare_tokenizer
+    from magic.llm.engines.hf import generate_batch
+    from magic.llm.local_model import prepare_tokenizer
     from magic.llm.prompts import llama_prompt, wrap_default_template
 
     valid, _ = samples("valid")

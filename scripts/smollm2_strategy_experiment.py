@@ -65,16 +65,17 @@ def spaced(items, n):
 def evaluate(model_dir, samples, args, label):
     """Strategy accuracy of greedy answers; answers are cached in work_dir, so a restart resumes."""
     from magic.esconv.dialogues import parse_strategy, strategy_id
+    from magic.llm.engines.base import Generation
     from magic.llm.engines.cache import JsonlCache
-    from magic.llm.engines.hf import run_local_requests
+    from magic.llm.engines.factory import make_engine
     from magic.llm.report import strategy_metrics
 
     t0 = time.time()
     items = sorted(((s.id, llama_prompt(s)) for s in samples), key=lambda x: len(x[1]))  # less padding
     with JsonlCache(os.path.join(args.work_dir, f"answers_{label}.jsonl")) as cache:
-        run = run_local_requests(items, model_name_or_path=model_dir, template="default",
-                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                 device="cpu", cache=cache, desc=label)
+        engine = make_engine("local", model_path=model_dir, batch_size=args.batch_size, device="cpu",
+                             generation=Generation(template="default", max_new_tokens=args.max_new_tokens))
+        run = engine.answer(items, cache=cache, desc=label)
     answers = [run.answers[s.id] for s in samples]
     pred = [parse_strategy(a) for a in answers]
     pred_ids = [strategy_id(p) if p else 7 for p in pred]

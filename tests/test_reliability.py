@@ -155,7 +155,7 @@ def test_a_vocabulary_of_a_handful_of_tokens_or_of_another_model_is_refused(bart
 
 
 def test_local_llm_refuses_a_folder_without_tokenizer(tmp_path):
-    from magic.llm.engines.hf import load_causal_lm
+    from magic.llm.local_model import load_causal_lm
     from magic.testing.make_small_llm import make_tiny_llama
 
     folder = Path(make_tiny_llama(tmp_path))
@@ -199,7 +199,8 @@ def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------------------- 4. prompt length bound
 def test_strategy_inference_bounds_prompt_length_and_counts_it(tmp_path):
-    from magic.llm.engines.hf import generate_batch, load_causal_lm
+    from magic.llm.engines.hf import generate_batch
+    from magic.llm.local_model import load_causal_lm
     from magic.testing.make_small_llm import make_tiny_llama
 
     model, tok = load_causal_lm(make_tiny_llama(tmp_path), device="cpu")

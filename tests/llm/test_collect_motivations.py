@@ -64,7 +64,7 @@ def _run_cli(monkeypatch, capsys, args, key=KEY):
     else:
         monkeypatch.setenv("OPENAI_API_KEY", key)
     # fast backoff so retry tests take milliseconds
-    monkeypatch.setattr("magic.llm.motivations.run_chat_requests",
+    monkeypatch.setattr("magic.llm.engines.openai.run_chat_requests",
                         functools.partial(llm_client.run_chat_requests, backoff_base=0.01))
     rc = cli.main(args)
     out = capsys.readouterr()

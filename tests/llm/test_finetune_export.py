@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from magic.llm.encoding import ENCODING_FILE, EncodingRule, infer_max_len
-from magic.llm.sft import (IGNORE_INDEX, SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged,
-                     infer_seqlen, load_adapter_model, load_dataset_pairs, load_sft_pairs, run_sft)
+from magic.llm.local_model import ENCODING_FILE, IGNORE_INDEX, EncodingRule, infer_max_len, infer_seqlen
+from magic.llm.sft import (SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged, load_adapter_model,
+                           load_dataset_pairs, load_sft_pairs, run_sft)
 from magic.testing.make_small_llm import make_tiny_llama
 
 PAIRS = [
@@ -270,7 +270,7 @@ def test_released_command_lines_run_unchanged(setup, tmp_path, monkeypatch, caps
 def test_encoding_rule_travels_from_checkpoint_to_inference(setup, tmp_path):
     """--add_bos at fine-tuning: every checkpoint and the merged model carry the rule, and generation's
     prompt ids equal the ids training saw (the training example's source part)."""
-    from magic.llm.engines.hf import format_prompt, load_causal_lm, tokenize_prompts
+    from magic.llm.local_model import format_prompt, load_causal_lm, tokenize_prompts
     d, model_dir, data, tok = setup
     out = str(tmp_path / "lora")
     run_sft(_cfg(model_dir, data, out, steps=4, add_bos=True, cutoff_rule="infer_seqlen"))

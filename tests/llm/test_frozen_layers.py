@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from magic.llm.encoding import IGNORE_INDEX
+from magic.llm.local_model import IGNORE_INDEX
 from magic.llm.frozen_layers import FrozenLayerCache, answer_only_inputs, build_cache, split_layer
 from magic.llm.sft import SFTCollator, SFTConfig, encode_example, run_sft
 from magic.testing.make_small_llm import make_tiny_llama

@@ -6,7 +6,8 @@ import types
 
 import pytest
 
-import magic.llm.engines.hf as local_llm
+import magic.llm.engines.hf as hf
+from magic.llm.local_model import format_prompt, load_causal_lm
 from magic.esconv.dialogues import load_samples
 from magic.llm.prompts import llama_prompt
 from magic.llm.inference import InferenceConfig, load_prompt_file, run_strategy_inference
@@ -70,9 +71,9 @@ def test_one_entry_per_prompt_with_right_ids(world, tmp_path):
     assert res["valid"]["n"] == 5
     # the motivations are what the model generates greedily for each default-templated prompt on its own:
     # batching (file order, shared prefixes, batch_size 2) changes nothing, and entries keep the file order
-    m, tok = local_llm.load_causal_lm(model, device="cpu")
+    m, tok = load_causal_lm(model, device="cpu")
     prompts = json.load(open(valid))
-    want = [local_llm.generate_batch(m, tok, [local_llm.format_prompt(tok, p, "default")], 5, share_prefix=False)[0]
+    want = [hf.generate_batch(m, tok, [format_prompt(tok, p, "default")], 5, share_prefix=False)[0]
             for p in prompts]
     assert [e["motivation"] for e in entries] == want
     # the previous way (padded batches of similar length) gives the same file
@@ -107,7 +108,7 @@ def test_killed_run_resumes_to_identical_files(world, tmp_path, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     run_strategy_inference(_cfg(world, full), log=lambda m: None)
 
-    real = local_llm.generate_batch
+    real = hf.generate_batch
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -116,7 +117,7 @@ def test_killed_run_resumes_to_identical_files(world, tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed after one batch")
         return real(*a, **k)
 
-    monkeypatch.setattr(local_llm, "generate_batch", dying)
+    monkeypatch.setattr(hf, "generate_batch", dying)
     with pytest.raises(KeyboardInterrupt):
         run_strategy_inference(_cfg(world, part), log=lambda m: None)
     assert not (part / "strategy_with_motivation_valid.json").exists()  # never a partial output

@@ -1,10 +1,15 @@
-"""src/magic/llm/engines/hf.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop, prefix sharing."""
+"""src/magic/llm/engines/hf.py and local_model.py: templates, left-padded batched generation equal to one-at-a-time, EOS stop, prefix sharing."""
 import pytest
 import torch
 
-from magic.llm.engines.hf import (encode_prompts, format_prompt, generate_batch, load_causal_lm, prepare_tokenizer,
-                           supports_prefix_sharing, tokenize_prompts)
+from magic.llm.engines.hf import generate_batch, supports_prefix_sharing
+from magic.llm.local_model import format_prompt, load_causal_lm, pad_left, prepare_tokenizer, tokenize_prompts
 from magic.testing.make_small_llm import make_tiny_llama
+
+
+def encode_prompts(tok, texts):
+    """input_ids / attention_mask (B, T) of templated prompts, as generate_batch pads them."""
+    return pad_left(tok, tokenize_prompts(tok, texts))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def test_encode_left_pads_with_the_models_bos_rule(tiny, tmp_path):
         assert row[0] == tok.bos_token_id and row[1] != tok.bos_token_id
     # the rule saved in a model folder is read back by load_causal_lm
     import shutil
-    from magic.llm.encoding import EncodingRule
+    from magic.llm.local_model import EncodingRule
     other = tmp_path / "with-bos"
     shutil.copytree(path, other)
     EncodingRule(add_bos=True).save(other)
@@ -190,14 +195,14 @@ def test_models_without_a_plain_cache_are_generated_the_padded_way(tmp_path):
     assert batched == [generate_batch(model, tok, [t], max_new_tokens=5)[0] for t in texts]
 
 
-# --- bfloat16 on CPU: a decoding step's attention computed directly in float32 (engines.hf._sdpa_or_direct_decode)
+# --- bfloat16 on CPU: a decoding step's attention computed directly in float32 (local_model._sdpa_or_direct_decode)
 
 
 @pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
 def test_direct_decode_attention_equals_float32_sdpa(mask_kind):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from magic.llm.engines.hf import _sdpa_or_direct_decode
+    from magic.llm.local_model import _sdpa_or_direct_decode
 
     torch.manual_seed(0)
     B, H, H_kv, T, d = 3, 6, 2, 40, 16
@@ -221,7 +226,7 @@ def test_direct_decode_attention_equals_float32_sdpa(mask_kind):
 
 
 def test_bf16_cpu_model_uses_direct_decode_and_answers_as_float32_attention(tiny_gqa, tmp_path):
-    from magic.llm.engines.hf import CPU_BF16_ATTENTION
+    from magic.llm.local_model import CPU_BF16_ATTENTION
 
     path = make_tiny_llama(tmp_path / "gqa_bf16", kv_heads=2, seed=1)
     model, tok = load_causal_lm(path, device="cpu", dtype="bfloat16")

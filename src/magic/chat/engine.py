@@ -5,7 +5,7 @@ Every turn runs the pipeline's own code, so what you see is what the evaluation 
 1. the dialogue so far becomes an ``magic.esconv.dialogues`` sample whose target is the next supporter turn
    (``make_sample``, memory = this chat's earlier supporter turns, as the train/valid enumeration does);
 2. strategy + motivation: the step-5 prompt (``prompts.llama_prompt``) answered by the merged strategy LLM
-   or an OpenAI-compatible server through step 5's engines (``magic.llm.engines.base.make_engine``: the
+   or an OpenAI-compatible server through step 5's engines (``magic.llm.engines.factory.make_engine``: the
    same template, generation and cache keys), parsed by ``magic.llm.report.answer_to_entry``
    (the step-5 parser: first label named, else Others); or a fixed / forced label;
 3. the generator record is the test record of that sample (``dataset_build.sample_record``, see
@@ -33,7 +33,8 @@ from typing import Sequence
 from magic.common.artifacts import best_checkpoint, latest_best_checkpoint
 from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
-from magic.llm.engines.base import Generation, make_engine
+from magic.llm.engines.base import Generation
+from magic.llm.engines.factory import make_engine
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 CHAT_SPLIT = "chat"  # sample ids of a chat: chat-0-<turn>

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from magic.common import validate
 from magic.common.artifacts import ids_path, load_ids, strategy_file
 from magic.common.io_utils import atomic_write_json, load_json
-from magic.llm.encoding import TEMPLATES
-from magic.llm.engines.base import Engine, Generation, make_engine
+from magic.llm.local_model import TEMPLATES
+from magic.llm.engines.base import Engine, Generation
+from magic.llm.engines.factory import make_engine
 from magic.llm.engines.cache import JsonlCache
 from magic.llm.report import entries_from_answers, format_table, gold_strategies, report_split
 from magic.llm.shards import shard_cache_path, shard_share, union_answers
@@ -68,7 +69,7 @@ class InferenceConfig:
     concurrency: int = 8
     gold_files: dict = field(default_factory=dict)  # split -> dialogue file, for the report
     test_mode: str = "last"
-    share_prefix: bool = True  # local backend: prefill only what a prompt does not share (local_llm)
+    share_prefix: bool = True  # local backend: prefill only what a prompt does not share (engines/hf.py)
     # batch order (local backend): None = file order when sharing prefixes (a dialogue's prompts extend one
     # another, so they share the most), else grouped by length (least padding)
     sort_by_length: bool | None = None
@@ -86,7 +87,7 @@ class InferenceIncomplete(RuntimeError):
 
 
 def make_inference_engine(cfg: InferenceConfig) -> Engine:
-    """The configured backend behind the one engine interface (magic.llm.engines.base.make_engine)."""
+    """The configured backend behind the one engine interface (magic.llm.engines.factory.make_engine)."""
     generation = Generation(template=cfg.template, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
                             top_k=cfg.top_k, temperature=cfg.temperature)
     options = {"local": dict(batch_size=cfg.batch_size, share_prefix=cfg.share_prefix, device=cfg.device,
@@ -102,6 +103,8 @@ def make_inference_engine(cfg: InferenceConfig) -> Engine:
 def check_config(cfg: InferenceConfig) -> None:
     if cfg.openai_endpoint not in ("chat", "completions"):
         raise ValueError(f"unknown openai endpoint {cfg.openai_endpoint!r}; expected 'chat' or 'completions'")
+    if cfg.backend == "openai" and not cfg.base_url:
+        raise ValueError("--backend openai needs --base_url (e.g. http://localhost:8000/v1)")
     if cfg.shard and cfg.merge_shards:
         raise ValueError("--shard and --merge_shards are exclusive (shards answer; the merge only writes)")
     if cfg.template not in TEMPLATES:

@@ -4,7 +4,8 @@
 
 1. samples = ``load_samples(train_file, "train")`` (first ``--limit``), prompts = ``chatgpt_prompt(sample)``;
 2. ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
-3. answers from the cache or the model (``magic.llm.engines``: OpenAI-compatible server or local model);
+3. answers from the cache or the model (``magic.llm.engines.factory.make_engine``: an OpenAI-compatible server
+   or a local model);
 4. only when every sample has an answer: ``motivations_4_LLaMA.json`` (JSON list of strings in sample
    order, as released) and ``motivations_4_LLaMA.ids.json`` (the sample ids, in the same order), both
    written atomically. Otherwise exit 1 with a summary, unless ``--allow_partial``;
@@ -27,9 +28,10 @@ from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json
 from magic.common.validate import check_api_key
-from magic.llm.engines.cache import ChatRunResult, JsonlCache, chat_prompt_key, local_prompt_key
-from magic.llm.engines.hf import run_local_requests
-from magic.llm.engines.openai import FatalRequestError, run_chat_requests, scrub
+from magic.llm.engines.base import Engine, Generation
+from magic.llm.engines.cache import ChatRunResult, JsonlCache
+from magic.llm.engines.factory import make_engine
+from magic.llm.engines.openai import FatalRequestError, scrub
 from magic.llm.prompts import chatgpt_prompt
 
 RELEASED_MODEL = "gpt-3.5-turbo-0125"
@@ -172,6 +174,21 @@ def _summarise_failure(samples: Sequence[Sample], result: ChatRunResult | None, 
     return "\n".join(lines)
 
 
+def make_motivation_engine(args, api_key: str) -> Engine:
+    """The chosen backend. A server gets temperature and max_tokens only when given (None: the API's own
+    defaults, which sample); a local model decodes greedily unless a temperature is given."""
+    if args.backend == "local":
+        do_sample = bool(args.temperature)
+        generation = Generation(template=args.template, max_new_tokens=args.max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS,
+                                do_sample=do_sample, temperature=args.temperature if do_sample else None)
+        return make_engine("local", model_path=args.model_name_or_path, generation=generation,
+                           batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    generation = Generation(max_new_tokens=args.max_tokens, do_sample=True, temperature=args.temperature)
+    return make_engine("openai", model_path=args.model, generation=generation, base_url=args.base_url,
+                       api_key=api_key, concurrency=args.concurrency, rpm=args.rpm, max_retries=args.max_retries,
+                       timeout=args.timeout)
+
+
 def collect_motivations(args) -> int:
     """Run the step from parsed arguments (see the script's --help); returns the exit code of a run that
     started. Bad input or configuration raises before any request (see the module docstring)."""
@@ -182,22 +199,21 @@ def collect_motivations(args) -> int:
     local = args.backend == "local"
     if local and not args.model_name_or_path:
         raise UserError("--backend local needs --model_name_or_path DIR")
-    max_tokens = args.max_tokens
-    do_sample = bool(local and args.temperature)
 
     if args.dry_run:
         if os.path.exists(cache_path):
             cache = JsonlCache(cache_path, readonly=True)
-            keys = _cache_keys(items, args, max_tokens, do_sample)
-            to_send = [p for i, p in items if cache.get(i, keys[i]) is None]
+            engine = make_motivation_engine(args, "EMPTY")  # for its cache keys only: nothing is sent
+            to_send = [p for i, p in items if cache.get(i, engine.key(p)) is None]
         else:
             to_send = [p for _, p in items]
         cached = len(items) - len(to_send)
-        est = estimate(to_send, cached, max_tokens, args.price_per_1k_input, args.price_per_1k_output)
+        est = estimate(to_send, cached, args.max_tokens, args.price_per_1k_input, args.price_per_1k_output)
         print(format_estimate(est, args.price_per_1k_input, args.price_per_1k_output), flush=True)
         return EXIT_OK
 
     api_key = resolve_api_key(args.openai_api_key, args.base_url) if not local else None
+    engine = make_motivation_engine(args, api_key)
     try:
         cache = JsonlCache(cache_path)
     except RuntimeError as e:  # in use by another run
@@ -207,17 +223,7 @@ def collect_motivations(args) -> int:
     result: ChatRunResult | None = None
     fatal: str | None = None
     try:
-        if local:
-            result = run_local_requests(
-                items, model_name_or_path=args.model_name_or_path, template=args.template,
-                max_new_tokens=max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS, batch_size=args.batch_size,
-                do_sample=do_sample, temperature=args.temperature if do_sample else None, device=args.device,
-                dtype=args.dtype, cache=cache, desc="motivations (local)")
-        else:
-            result = run_chat_requests(
-                items, model=args.model, base_url=args.base_url, api_key=api_key, temperature=args.temperature,
-                max_tokens=max_tokens, concurrency=args.concurrency, rpm=args.rpm, max_retries=args.max_retries,
-                timeout=args.timeout, cache=cache, desc="motivations")
+        result = engine.answer(items, cache=cache, desc="motivations (local)" if local else "motivations")
     except FatalRequestError as e:
         fatal = scrub(e, [api_key])
         result = e.result
@@ -258,11 +264,3 @@ def collect_motivations(args) -> int:
         return EXIT_FATAL
     return EXIT_OK if complete or args.allow_partial else EXIT_INCOMPLETE
 
-
-def _cache_keys(items, args, max_tokens, do_sample) -> dict[str, str]:
-    """The cache key of every item, as the chosen backend computes it."""
-    if args.backend == "local":
-        return {i: local_prompt_key(p, args.model_name_or_path, args.template,
-                                    max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS, do_sample,
-                                    temperature=args.temperature if do_sample else None) for i, p in items}
-    return {i: chat_prompt_key(p, args.model, args.temperature, max_tokens) for i, p in items}

@@ -4,7 +4,7 @@ Data: ``prompts_4_LLaMA.json`` = ``[{"instruction": <dialogue prompt>, "output":
 as a path or, as LLaMA-Factory does, as a dataset name looked up in ``<dataset_dir>/dataset_info.json``
 (``resolve_dataset``).
 
-Each pair is tokenised by ``magic.llm.encoding.encode_pair`` with an ``EncodingRule``; the default is the
+Each pair is tokenised by ``magic.llm.local_model.encode_pair`` with an ``EncodingRule``; the default is the
 released LLaMA-Factory ``default`` template: ``Human: {instruction}\\nAssistant: `` + answer + EOS, no BOS,
 ``cutoff_len`` split by ``infer_max_len``; loss on the answer only. The rule is saved next to the adapter
 (and in every checkpoint) so export and inference read it back.
@@ -36,9 +36,8 @@ from magic.common.errors import UserError
 from magic.common.torchrun import end_process_group
 from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, check_replaceable, load_json
 from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
-from magic.llm.encoding import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
-                           infer_max_len, infer_seqlen)  # noqa: F401 (re-exported)
-from magic.llm.engines.hf import prepare_tokenizer
+from magic.llm.local_model import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
+                                   prepare_tokenizer)
 from magic.llm.frozen_layers import CACHE_MODES, answer_only_inputs, build_cache, causal_lm
 
 GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")

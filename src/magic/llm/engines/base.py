@@ -1,7 +1,8 @@
-"""One interface for every LLM backend of stage 1 and the chat, and the one place that picks a backend.
+"""One interface for every LLM backend of stage 1 and the chat (``magic.llm.engines.factory.make_engine``
+turns a backend name into one of them; this module knows none of its implementations).
 
-    engine = make_engine("local", model_path="LLM_inference/fine_tuned_llama2", template="default",
-                         max_new_tokens=128)
+    engine = make_engine("local", model_path="LLM_inference/fine_tuned_llama2",
+                         generation=Generation(template="default", max_new_tokens=128))
     run = engine.answer([(sample_id, instruction), ...], cache=cache, desc="strategy test")
     run.answers[sample_id]                       # the raw answer text
 
@@ -18,14 +19,12 @@ from typing import Sequence
 
 from magic.llm.engines.cache import ChatRunResult, JsonlCache
 
-BACKENDS = ("local", "openai", "vllm")
-
 
 @dataclass(frozen=True)
 class Generation:
     """How answers are generated (the parts of an answer's cache key that every backend shares)."""
     template: str = "default"
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = 128  # None: not sent (a server's own default; the local engine needs a number)
     do_sample: bool = False
     top_k: int | None = None
     temperature: float | None = None
@@ -54,19 +53,3 @@ class Engine(ABC):
         if sample_id not in run.answers:
             raise RuntimeError(run.failed.get(sample_id, "no answer"))
         return run.answers[sample_id]
-
-
-def make_engine(backend: str, *, model_path: str, generation: Generation | None = None, **options) -> Engine:
-    """The engine of ``backend`` ("local", "openai" or "vllm"); ``options`` are that engine's own settings
-    (see each class). The one place where a backend name becomes code."""
-    generation = generation or Generation()
-    if backend == "local":
-        from magic.llm.engines.hf import HFEngine
-        return HFEngine(model_path, generation, **options)
-    if backend == "openai":
-        from magic.llm.engines.openai import OpenAIEngine
-        return OpenAIEngine(model_path, generation, **options)
-    if backend == "vllm":
-        from magic.llm.engines.vllm import VLLMEngine
-        return VLLMEngine(model_path, generation, **options)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")

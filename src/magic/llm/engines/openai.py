@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 from magic.common.validate import check_api_key
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, JsonlCache, Progress, chat_prompt_key
+from magic.llm.local_model import EncodingRule, format_prompt
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,12 +391,11 @@ class OpenAIEngine(Engine):
 
     def __init__(self, model_path: str, generation: Generation, base_url: str | None = None,
                  model: str | None = None, endpoint: str = "chat", concurrency: int = 8, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 6, backoff_cap: float = 60.0):
+                 timeout: float = 60.0, max_retries: int = 6, backoff_cap: float = 60.0, rpm: float | None = None):
         super().__init__(model_path, generation)
         if endpoint not in ("chat", "completions"):
             raise ValueError(f"unknown openai endpoint {endpoint!r}; expected 'chat' or 'completions'")
-        if not base_url:
-            raise ValueError("--backend openai needs --base_url (e.g. http://localhost:8000/v1)")
+        self.rpm = rpm
         self.base_url, self.model, self.endpoint, self.concurrency = base_url, model or model_path, endpoint, concurrency
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
         check_api_key(self.api_key)  # before the first request (ApiKeyError: one line, no part of the key)
@@ -416,8 +416,6 @@ class OpenAIEngine(Engine):
         """What goes to the server for ``prompt`` (and what its cache key is made of)."""
         if self.endpoint == "chat":
             return prompt
-        from magic.llm.encoding import EncodingRule, format_prompt
-
         template = self.generation.template
         text = format_prompt(self.tokenizer() if template == "chat" else None, prompt, template)
         rule = EncodingRule.load(self.model_path) if os.path.isdir(self.model_path) else EncodingRule()
@@ -438,7 +436,7 @@ class OpenAIEngine(Engine):
         return run_chat_requests(sent, model=self.model, base_url=self.base_url, endpoint=self.endpoint,
                                  api_key=self.api_key, temperature=g.temperature if g.do_sample else 0.0,
                                  max_tokens=g.max_new_tokens, concurrency=self.concurrency, timeout=self.timeout,
-                                 max_retries=self.max_retries, backoff_cap=self.backoff_cap, cache=cache,
+                                 max_retries=self.max_retries, backoff_cap=self.backoff_cap, rpm=self.rpm, cache=cache,
                                  desc=desc or "requests", progress=progress, log=None if progress is not False else
                                  (lambda msg: None))
 
