@@ -81,7 +81,7 @@ def test_cache_drops_a_torn_last_line_and_appends_cleanly_after_it(tmp_path, tor
 def test_cache_rejects_a_corrupt_line_in_the_middle_naming_file_and_line(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"id": "a", "key": "k", "answer": "ok"}\nnot json\n{"id": "b", "key": "k", "answer": "x"}\n')
-    with pytest.raises(CacheFormatError, match=r"c\.jsonl:2: not a cache record"):
+    with pytest.raises(CacheFormatError, match=r"c\.jsonl:2: not a valid cache record \(not JSON"):
         JsonlCache(path)
 
 

@@ -1,6 +1,6 @@
 """JSON-lines resume files: the one reader of the files a step appends one record to per finished piece of work,
 so that a rerun after a crash or a kill -9 continues where the run stopped (the evaluation's
-``<result>.partial.jsonl``; the LLM answer caches follow the same rule, see docs/RELIABILITY.md).
+``<result>.partial.jsonl``, and the LLM answer caches: magic.llm.engines.cache.JsonlCache reads through it).
 
 The rule, for every such file:
 

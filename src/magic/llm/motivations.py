@@ -218,8 +218,6 @@ def collect_motivations(args) -> int:
         cache = JsonlCache(cache_path)
     except RuntimeError as e:  # in use by another run
         raise UserError(str(e)) from None
-    if cache.dropped_torn_line:
-        eprint(f"note: dropped an incomplete last line of {cache_path} (a previous run was killed mid-write)")
     result: ChatRunResult | None = None
     fatal: str | None = None
     try:

@@ -17,6 +17,9 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from magic.common.errors import UserError
+from magic.common.jsonl import read_jsonl
+
 try:
     import fcntl  # POSIX only; used to refuse two runs appending to one cache
 except ImportError:  # pragma: no cover - Windows
@@ -74,7 +77,13 @@ def local_prompt_key(prompt: str, model_name_or_path: str | os.PathLike, templat
                       top_k=top_k if do_sample else None, temperature=temperature if do_sample else None)
 
 
-class CacheFormatError(ValueError):
+def _cache_record(obj) -> tuple[str, str, str]:
+    if not (isinstance(obj, dict) and all(isinstance(obj.get(k), str) for k in ("id", "key", "answer"))):
+        raise ValueError("expected a JSON object with string 'id', 'key' and 'answer'")
+    return obj["id"], obj["key"], obj["answer"]
+
+
+class CacheFormatError(UserError):
     """A cache line (other than a torn last one) is not a valid record; the message names file and line."""
 
 
@@ -84,9 +93,9 @@ class JsonlCache:
     * ``get(id, key)`` returns the cached answer or None; the first line for an (id, key) wins, later
       duplicates are ignored (so a rerun can never change an answer that was already used).
     * ``put(id, key, answer)`` appends one line, flushes and fsyncs it (thread-safe).
-    * A torn last line (the process was killed while writing it) is dropped and the file truncated to the
-      last complete line before anything is appended. A bad line in the middle is not the result of a
-      kill, so it is an error naming the file and line.
+    * Read by magic.common.jsonl's rule: a torn last line (the process was killed while writing it) is dropped
+      and the file truncated to the last complete line before anything is appended; a bad line in the middle
+      is not the result of a kill, so it is an error naming the file and line.
     * An exclusive advisory lock (POSIX) refuses a second process appending to the same cache.
     """
 
@@ -112,54 +121,16 @@ class JsonlCache:
                                        "wait for it to finish or use another --cache_file") from None
 
     def _load(self) -> None:
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        good_end = 0  # byte offset just after the last complete, valid line
-        pos = 0
-        line_no = 0
-        while pos < len(raw):
-            nl = raw.find(b"\n", pos)
-            end = len(raw) if nl < 0 else nl + 1
-            line = raw[pos:end]
-            line_no += 1
-            is_last = end >= len(raw)
-            record = self._parse(line) if line.strip() else "blank"
-            if record is None:
-                if is_last:
-                    # the write of this line was interrupted: forget it, it is re-requested
-                    self.dropped_torn_line = True
-                    break
-                raise CacheFormatError(
-                    f"{self.path}:{line_no}: not a cache record; expected a JSON object with string "
-                    "'id', 'key' and 'answer' on one line (delete the line or the file to re-request it)")
-            if record != "blank":
-                if nl < 0:  # complete JSON but no newline: the newline itself was torn off
-                    self.dropped_torn_line = True
-                    break
-                rid, key, answer = record
-                self._data.setdefault((rid, key), answer)
-            good_end = end
-            pos = end
-        if good_end < len(raw) and not self.readonly:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-                f.flush()
-                os.fsync(f.fileno())
-
-    @staticmethod
-    def _parse(line: bytes):
+        """By magic.common.jsonl's rule: a torn last line is dropped (and cut off the file unless read-only); any
+        other bad line is refused (answers cost requests)."""
         try:
-            obj = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return None
-        if not isinstance(obj, dict):
-            return None
-        rid, key, answer = obj.get("id"), obj.get("key"), obj.get("answer")
-        if not (isinstance(rid, str) and isinstance(key, str) and isinstance(answer, str)):
-            return None
-        return rid, key, answer
+            read = read_jsonl(self.path, _cache_record, on_bad="refuse", truncate=not self.readonly,
+                              what="cache record", hint="delete the line or the file to re-request it")
+        except UserError as e:
+            raise CacheFormatError(str(e)) from None
+        self.dropped_torn_line = read.torn
+        for rid, key, answer in read.records:
+            self._data.setdefault((rid, key), answer)
 
     def get(self, id: str, key: str) -> str | None:
         with self._lock:
