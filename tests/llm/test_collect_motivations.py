@@ -1,5 +1,4 @@
 """LLM_inference/collect_motivations_ChatGPT.py end to end against the stub server and a tiny local model."""
-import functools
 import json
 import os
 import signal
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from magic.llm.engines import openai as llm_client
 from tests.dialogues import make_dialogue
 from magic.esconv.dialogues import load_samples
 from magic.llm.prompts import chatgpt_prompt
@@ -63,9 +61,6 @@ def _run_cli(monkeypatch, capsys, args, key=KEY):
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     else:
         monkeypatch.setenv("OPENAI_API_KEY", key)
-    # fast backoff so retry tests take milliseconds
-    monkeypatch.setattr("magic.llm.engines.openai.run_chat_requests",
-                        functools.partial(llm_client.run_chat_requests, backoff_base=0.01))
     rc = cli.main(args)
     out = capsys.readouterr()
     return rc, out.out, out.err

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from magic.llm.engines.cache import CacheFormatError, JsonlCache, chat_prompt_key, prompt_key
-from magic.llm.engines.openai import FatalRequestError, RateLimiter, backoff_delay, parse_retry_after, run_chat_requests, scrub
+from magic.llm.engines.openai import FatalRequestError, RateLimiter, run_chat_requests, scrub
 from magic.testing.openai_stub import StubServer, stub_answer
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -19,7 +19,6 @@ def _items(n, label="Question"):
 def _run(stub, items, **kw):
     kw.setdefault("max_retries", 3)
     kw.setdefault("timeout", 5.0)
-    kw.setdefault("backoff_base", 0.01)
     kw.setdefault("concurrency", 4)
     return run_chat_requests(items, model="m", base_url=stub.base_url, api_key=KEY, progress=False, **kw)
 
@@ -95,22 +94,6 @@ def test_cache_refuses_a_second_writer(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------
 # retry timing
-def test_parse_retry_after_forms():
-    assert parse_retry_after({"retry-after": "3"}) == 3.0
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({}) is None
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= parse_retry_after({"retry-after": date}) <= 31
-
-
-def test_backoff_grows_exponentially_is_capped_and_honours_retry_after():
-    rng = random.Random(0)
-    d = [backoff_delay(a, base=1.0, cap=8.0, rng=rng) for a in range(6)]
-    assert 0.5 <= d[0] < 1.5 and 2.0 <= d[2] < 6.0 and all(4.0 <= x < 12.0 for x in d[3:])
-    assert all(7.0 <= backoff_delay(0, base=0.01, retry_after=7.0, rng=rng) <= 7.7 for _ in range(20))
-
-
 def test_rate_limiter_spaces_request_starts():
     limiter = RateLimiter(rpm=600)  # one start every 0.1 s
     t0 = time.monotonic()

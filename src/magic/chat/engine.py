@@ -99,7 +99,7 @@ class ServerStrategyLLM:
                  temperature: float | None = None, timeout: float = 30.0, max_retries: int = 1):
         self.base_url, self.model = base_url, model
         self.engine = make_engine("openai", model_path=model, base_url=base_url, concurrency=1, timeout=timeout,
-                                  max_retries=max_retries, backoff_cap=2.0,
+                                  max_retries=max_retries,
                                   generation=Generation("default", max_new_tokens, do_sample, None, temperature))
 
     def check(self) -> str | None:

@@ -3,25 +3,24 @@ collection, strategy inference's ``--backend openai`` and the chat.
 
 * ``run_chat_requests``: one request per item (``/v1/chat/completions`` with the raw instruction, or
   ``/v1/completions`` with the templated prompt), in a thread pool with a client-side requests-per-minute
-  cap; our own retry loop (exponential backoff with jitter, ``Retry-After`` honoured) on 429, 5xx, timeouts,
-  connection errors and malformed answers; 400/401/403/404 stop the whole run at once (they would fail for
-  every prompt, and a wrong model name or key must not be "retried" 10,000 times). Answers go through the
-  shared cache (``magic.llm.engines.cache``).
+  cap. Retries are the OpenAI SDK's own (``max_retries``): 408, 409, 429, 5xx, timeouts and connection errors,
+  exponential backoff with jitter, ``Retry-After`` / ``retry-after-ms`` honoured up to 60 s. By hand only what
+  the SDK lacks (tests/llm/test_llm_client.py, "malformed" and "empty" faults): an HTTP 200 whose body is not
+  a completion, or whose answer is empty, is asked again (same ``max_retries`` budget). 400/401/403/404 stop
+  the whole run at once (they would fail for every prompt, and a wrong model name or key must not be
+  "retried" 10,000 times). Answers go through the shared cache (``magic.llm.engines.cache``).
 
 Secrets: every error text that may be printed or stored goes through ``scrub`` first.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import os
-import random
 import re
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from magic.common.validate import check_api_key
 from magic.llm.engines.base import Engine, Generation
@@ -89,57 +88,12 @@ class FatalRequestError(RuntimeError):
         self.result = result  # what the run had answered and failed when it stopped
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 FATAL_STATUS_HINTS = {
     400: "bad request (check --model, --max_tokens, --temperature, and that the prompt fits the context)",
     401: "authentication failed (check OPENAI_API_KEY)",
     403: "permission denied (the key may not have access to this model or region)",
     404: "not found (check --model and --base_url, which should end in /v1)",
 }
-
-
-def parse_retry_after(headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date), else None."""
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000.0)
-    except (TypeError, ValueError):
-        pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, retry_after: float | None = None,
-                  rng: random.Random | None = None) -> float:
-    """Seconds before retry number ``attempt + 1``: ``min(cap, base * 2**attempt)`` with full-range jitter in
-    [0.5, 1.5)x. A positive ``Retry-After`` from the server replaces it (we come back when asked, plus up
-    to 10 % jitter, neither earlier nor after a long exponential wait)."""
-    rng = rng or random
-    delay = min(cap, base * (2 ** attempt)) * (0.5 + rng.random())
-    if retry_after is not None:
-        # honour it, with a little jitter so that many threads told "1 s" do not return in lockstep
-        delay = max(delay if retry_after <= 0 else 0.0, retry_after * (1.0 + 0.1 * rng.random()))
-    return delay
 
 
 class RateLimiter:
@@ -170,41 +124,30 @@ class RateLimiter:
 
 # --------------------------------------------------------------------------------------------------
 # The OpenAI-compatible runner.
-def make_openai_client(base_url: str | None, api_key: str, timeout: float, concurrency: int = 8):
-    """An ``openai.OpenAI`` client without its own retries (ours count, jitter and report them)."""
+def make_openai_client(base_url: str | None, api_key: str, timeout: float, max_retries: int = 0):
+    """An ``openai.OpenAI`` client that retries transient failures itself (``max_retries`` times)."""
     from openai import OpenAI
 
     check_api_key(api_key)  # a key that cannot be a header value: refused here, never sent nor printed
-    kwargs = {"api_key": api_key, "max_retries": 0, "timeout": timeout}
-    if base_url:
-        kwargs["base_url"] = base_url
-    return OpenAI(**kwargs)
+    return OpenAI(api_key=api_key, max_retries=max_retries, timeout=timeout, base_url=base_url or None)
 
 
-def _classify(exc: BaseException, secrets: Sequence[str]) -> BaseException:
-    """Map an exception of one attempt to _Retryable or FatalRequestError (messages scrubbed)."""
+def _failure(exc: BaseException, secrets: Sequence[str]) -> str | FatalRequestError:
+    """The scrubbed message of an attempt's failure, or the FatalRequestError that stops the run."""
     import openai
 
-    if isinstance(exc, (_Retryable, FatalRequestError)):
-        return exc
+    if isinstance(exc, openai.APIStatusError):
+        status, message = exc.status_code, scrub(getattr(exc, "message", exc), secrets)
+        if status in FATAL_STATUS_HINTS or (400 <= status < 500 and status not in (408, 409, 429)):
+            hint = FATAL_STATUS_HINTS.get(status, "client error")
+            return FatalRequestError(f"HTTP {status} {hint}: {message}", status=status)
+        return f"HTTP {status}: {message}"
     if isinstance(exc, openai.APITimeoutError):
-        return _Retryable(f"timeout: {scrub(exc, secrets)}")
+        return f"timeout: {scrub(exc, secrets)}"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        detail = f" ({scrub(cause, secrets)})" if cause else ""
-        return _Retryable(f"connection error: {scrub(exc, secrets)}{detail}")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        message = scrub(getattr(exc, "message", exc), secrets)
-        if status in (408, 409, 429) or status >= 500:
-            return _Retryable(f"HTTP {status}: {message}", parse_retry_after(exc.response.headers))
-        hint = FATAL_STATUS_HINTS.get(status, "client error")
-        return FatalRequestError(f"HTTP {status} {hint}: {message}", status=status)
-    if isinstance(exc, openai.APIResponseValidationError) or isinstance(exc, (ValueError, KeyError, TypeError,
-                                                                                 AttributeError, IndexError)):
-        # json.JSONDecodeError is a ValueError: the server sent something that is not a chat completion
-        return _Retryable(f"malformed response: {type(exc).__name__}: {scrub(exc, secrets)}")
-    return _Retryable(f"{type(exc).__name__}: {scrub(exc, secrets)}")
+        return f"connection error: {scrub(exc, secrets)}" + (f" ({scrub(cause, secrets)})" if cause else "")
+    return f"{type(exc).__name__}: {scrub(exc, secrets)}"
 
 
 def _extract_answer(completion, endpoint: str = "chat") -> str:
@@ -233,11 +176,8 @@ def run_chat_requests(
     timeout: float = 60.0,
     cache: JsonlCache | None = None,
     desc: str = "requests",
-    backoff_base: float = 1.0,
-    backoff_cap: float = 60.0,
     client=None,
     progress: bool | None = None,
-    log: Callable[[str], None] | None = None,
     endpoint: str = "chat",
 ) -> ChatRunResult:
     """Answer ``items`` = [(id, user prompt), ...] with one chat request each; return answers and failures.
@@ -263,7 +203,6 @@ def run_chat_requests(
     if endpoint not in ("chat", "completions"):
         raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
     secrets = [api_key]
-    log = log or (lambda msg: print(msg, file=sys.stderr))
 
     keys = {i: chat_prompt_key(p, model, temperature, max_tokens, endpoint) for i, p in items}
     answers: dict[str, str] = {}
@@ -278,75 +217,65 @@ def run_chat_requests(
     if not todo:
         return result
 
-    if client is None:
-        client = make_openai_client(base_url, api_key, timeout, concurrency)
+    client = client or make_openai_client(base_url, api_key, timeout, max_retries)
     limiter = RateLimiter(rpm)
     stop = threading.Event()
     fatal: list[FatalRequestError] = []
-    rng = random.Random()
-    rng_lock = threading.Lock()
     bar = Progress(total=len(items), initial=len(answers), desc=desc, disable=progress is False or None)
-    results_lock = threading.Lock()
+    lock = threading.Lock()
     started: set[str] = set()
 
-    extra = {}
-    if temperature is not None:
-        extra["temperature"] = temperature
-    if max_tokens is not None:
-        extra["max_tokens"] = max_tokens
+    extra = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None}
     if endpoint == "completions":
         # the caller sends exactly the text to tokenise (BOS written out when the model was trained with one):
         # servers that honour it (vLLM) must add no special token of their own; others ignore the field
         extra["extra_body"] = {"add_special_tokens": False}
+    api = client.chat.completions if endpoint == "chat" else client.completions
+
+    def send(prompt: str):
+        """One call; the SDK retries transient failures inside it (``raw.retries_taken``)."""
+        if endpoint == "chat":
+            return api.with_raw_response.create(model=model, messages=[{"role": "user", "content": prompt}], **extra)
+        return api.with_raw_response.create(model=model, prompt=prompt, **extra)
+
+    def fail(item_id: str, message: str) -> None:
+        with lock:
+            result.failed[item_id] = message
+        bar.add(failed=1)
 
     def one(item_id: str, prompt: str) -> None:
-        if stop.is_set():
-            return
-        with results_lock:
-            started.add(item_id)
-        attempt = 0
-        while True:
-            if not limiter.acquire(stop):
-                with results_lock:
-                    started.discard(item_id)  # never sent: count it as not attempted
-                return
+        attempts = 0  # requests sent for this item
+        while limiter.acquire(stop):
+            with lock:
+                started.add(item_id)
             try:
-                if endpoint == "chat":
-                    completion = client.chat.completions.create(
-                        model=model, messages=[{"role": "user", "content": prompt}], **extra)
-                else:
-                    completion = client.completions.create(model=model, prompt=prompt, **extra)
-                answer = _extract_answer(completion, endpoint)
-            except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes unscrubbed
-                err = _classify(exc, secrets)
+                raw = send(prompt)
+            except Exception as exc:  # noqa: BLE001 - sorted below; nothing escapes unscrubbed
+                err = _failure(exc, secrets)
                 if isinstance(err, FatalRequestError):
                     err.item_id = item_id
-                    with results_lock:
+                    with lock:
                         fatal.append(err)
-                        result.failed[item_id] = str(err)
                     stop.set()
-                    bar.add(failed=1)
-                    return
-                if attempt >= max_retries:
-                    with results_lock:
-                        result.failed[item_id] = f"{err} (gave up after {attempt + 1} attempts)"
-                    bar.add(failed=1)
-                    return
-                with rng_lock:
-                    delay = backoff_delay(attempt, backoff_base, backoff_cap, err.retry_after, rng)
-                attempt += 1
-                with results_lock:
+                    return fail(item_id, str(err))
+                return fail(item_id, f"{err} (gave up after {attempts + max_retries + 1} attempts)")
+            attempts += raw.retries_taken + 1
+            with lock:
+                result.retried += raw.retries_taken
+            bar.add(retried=raw.retries_taken)
+            try:
+                answer = _extract_answer(raw.parse(), endpoint)
+            except Exception as exc:  # noqa: BLE001 - a 200 that is no answer: asked again, as the SDK does not
+                err = f"malformed response: {type(exc).__name__}: {scrub(exc, secrets)}"
+                if attempts > max_retries:
+                    return fail(item_id, f"{err} (gave up after {attempts} attempts)")
+                with lock:
                     result.retried += 1
                 bar.add(retried=1)
-                if stop.wait(delay):
-                    with results_lock:
-                        result.failed[item_id] = f"{err} (run stopped before retry)"
-                    bar.add(failed=1)
-                    return
                 continue
             if cache is not None:
                 cache.put(item_id, keys[item_id], answer)
-            with results_lock:
+            with lock:
                 answers[item_id] = answer
             bar.add(done=1)
             return
@@ -365,11 +294,10 @@ def run_chat_requests(
     except BaseException:
         # Ctrl-C or a bug: start nothing new; requests in flight finish and are cached
         stop.set()
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-        raise
-    pool.shutdown(wait=True, cancel_futures=True)
-    bar.close()
     result.requested = len(started)
     result.not_attempted = [i for i, _ in todo if i not in answers and i not in result.failed]
     if fatal:
@@ -391,7 +319,7 @@ class OpenAIEngine(Engine):
 
     def __init__(self, model_path: str, generation: Generation, base_url: str | None = None,
                  model: str | None = None, endpoint: str = "chat", concurrency: int = 8, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 6, backoff_cap: float = 60.0, rpm: float | None = None):
+                 timeout: float = 60.0, max_retries: int = 6, rpm: float | None = None):
         super().__init__(model_path, generation)
         if endpoint not in ("chat", "completions"):
             raise ValueError(f"unknown openai endpoint {endpoint!r}; expected 'chat' or 'completions'")
@@ -399,7 +327,7 @@ class OpenAIEngine(Engine):
         self.base_url, self.model, self.endpoint, self.concurrency = base_url, model or model_path, endpoint, concurrency
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
         check_api_key(self.api_key)  # before the first request (ApiKeyError: one line, no part of the key)
-        self.timeout, self.max_retries, self.backoff_cap = timeout, max_retries, backoff_cap
+        self.timeout, self.max_retries = timeout, max_retries
         self._tokenizer = None
 
     def tokenizer(self):
@@ -436,9 +364,8 @@ class OpenAIEngine(Engine):
         return run_chat_requests(sent, model=self.model, base_url=self.base_url, endpoint=self.endpoint,
                                  api_key=self.api_key, temperature=g.temperature if g.do_sample else 0.0,
                                  max_tokens=g.max_new_tokens, concurrency=self.concurrency, timeout=self.timeout,
-                                 max_retries=self.max_retries, backoff_cap=self.backoff_cap, rpm=self.rpm, cache=cache,
-                                 desc=desc or "requests", progress=progress, log=None if progress is not False else
-                                 (lambda msg: None))
+                                 max_retries=self.max_retries, rpm=self.rpm, cache=cache, desc=desc or "requests",
+                                 progress=progress)
 
     def check(self) -> str | None:
         """None when the server answers a model listing, else a one-line reason (secrets scrubbed)."""
