@@ -45,7 +45,7 @@ def prompt_key(prompt: str, model: str, **params) -> str:
 
 def chat_prompt_key(prompt: str, model: str, temperature: float | None = None,
                     max_tokens: int | None = None, endpoint: str = "chat") -> str:
-    """The cache key ``run_chat_requests`` uses for one prompt (the endpoint counts unless it is "chat")."""
+    """The cache key of a server's answer to one prompt (the endpoint counts unless it is "chat")."""
     return prompt_key(prompt, model, temperature=temperature, max_tokens=max_tokens,
                       endpoint=None if endpoint == "chat" else endpoint)
 
@@ -71,7 +71,7 @@ def _weights_fingerprint(folder: str) -> str:
 
 def local_prompt_key(prompt: str, model_name_or_path: str | os.PathLike, template: str, max_new_tokens: int,
                      do_sample: bool = False, top_k: int | None = None, temperature: float | None = None) -> str:
-    """The cache key ``run_local_requests`` uses for one prompt (sampling knobs count only when sampling)."""
+    """The cache key of the local engine (engines/hf.py) for one prompt (sampling knobs count only when sampling)."""
     return prompt_key(prompt, local_model_id(model_name_or_path), template=template,
                       max_new_tokens=max_new_tokens, do_sample=do_sample or None,
                       top_k=top_k if do_sample else None, temperature=temperature if do_sample else None)
