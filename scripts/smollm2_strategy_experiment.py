@@ -127,6 +127,7 @@ def main():
     atomic_write_json(os.path.join(args.work_dir, "results.json"), results)
     print(json.dumps(results["before"], indent=1), flush=True)
 
+    from magic.llm.config import ExportConfig
     from magic.llm.sft import SFTConfig, export_merged, run_sft
     lora_dir = os.path.join(args.work_dir, "lora")
     after_cache = os.path.join(args.work_dir, "answers_after.jsonl")
@@ -142,7 +143,8 @@ def main():
     train_s = time.time() - t0
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
     print(f"trained in {train_s:.0f} s, logged losses {[round(x, 3) for x in losses]}", flush=True)
-    merged = export_merged(model_dir, lora_dir, os.path.join(args.work_dir, "merged"))
+    merged = export_merged(ExportConfig(model_name_or_path=model_dir, adapter_name_or_path=lora_dir,
+                                        export_dir=os.path.join(args.work_dir, "merged")))
     results["train"] = {"examples": summary["num_examples"], "steps": summary["global_step"],
                         "mean_loss": summary["train_loss"], "first_logged_loss": losses[0],
                         "last_logged_loss": losses[-1], "seconds": round(train_s, 1)}

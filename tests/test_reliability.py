@@ -303,6 +303,7 @@ def test_records_of_another_split_are_refused_by_training_and_evaluation(bart_di
 
 # ------------------------------------------------------------------------------- 8. ids sidecars, before any work
 def test_short_or_empty_ids_sidecar_is_refused(esconv_files, tmp_path):
+    from magic.llm.config import PromptConfig
     from magic.llm.prompt_files import build_prompt_files
 
     motivations, ids = _motivations(esconv_files, tmp_path)
@@ -310,7 +311,8 @@ def test_short_or_empty_ids_sidecar_is_refused(esconv_files, tmp_path):
     for bad in ([], ids[:-1]):
         sidecar.write_text(json.dumps(bad))
         with pytest.raises(UserError, match="ids.json: .* ids, but"):
-            build_prompt_files(*(str(esconv_files[s]) for s in ("train", "valid", "test")), str(motivations))
+            build_prompt_files(PromptConfig(**{f"{s}_file": str(esconv_files[s]) for s in ("train", "valid", "test")},
+                                            motivations_file=str(motivations)))
 
 
 def test_inference_checks_prompt_ids_against_gold_before_generating(esconv_files, tmp_path):

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from magic.llm.config import ExportConfig
 from magic.llm.local_model import ENCODING_FILE, IGNORE_INDEX, EncodingRule, infer_max_len, infer_seqlen
 from magic.llm.sft import (SFTCollator, SFTConfig, SFTDataError, encode_example, export_merged, load_adapter_model,
                            load_dataset_pairs, load_sft_pairs, run_sft)
@@ -155,7 +156,7 @@ def test_export_merges_and_reproduces_adapter_logits(setup, trained):
     d, model_dir, _, tok = setup
     out, _ = trained
     export_dir = str(d / "merged")
-    export_merged(model_dir, out, export_dir, export_size=1)
+    export_merged(ExportConfig(model_name_or_path=model_dir, adapter_name_or_path=out, export_dir=export_dir))
     from transformers import AutoModelForCausalLM
     merged = AutoModelForCausalLM.from_pretrained(export_dir).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
@@ -168,7 +169,8 @@ def test_export_merges_and_reproduces_adapter_logits(setup, trained):
     assert torch.allclose(a, m, atol=1e-5)
     assert not torch.allclose(a, b, atol=1e-3)  # the adapter changed something, so the check means something
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        export_merged(model_dir, model_dir, str(d / "x"))
+        export_merged(ExportConfig(model_name_or_path=model_dir, adapter_name_or_path=model_dir,
+                                   export_dir=str(d / "x")))
 
 
 class _GradProbe:
@@ -276,7 +278,8 @@ def test_encoding_rule_travels_from_checkpoint_to_inference(setup, tmp_path):
     run_sft(_cfg(model_dir, data, out, steps=4, add_bos=True, cutoff_rule="infer_seqlen"))
     want = EncodingRule(add_bos=True, cutoff_rule="infer_seqlen")
     assert EncodingRule.load(os.path.join(out, "checkpoint-4")) == want
-    export_merged(model_dir, os.path.join(out, "checkpoint-4"), str(tmp_path / "merged"))
+    export_merged(ExportConfig(model_name_or_path=model_dir, adapter_name_or_path=os.path.join(out, "checkpoint-4"),
+                               export_dir=str(tmp_path / "merged")))
     _, tok_inf = load_causal_lm(str(tmp_path / "merged"), device="cpu")
     ins, output = PAIRS[1]["instruction"], PAIRS[1]["output"]
     prompt_ids = tokenize_prompts(tok_inf, [format_prompt(tok_inf, ins, "default")])[0]

@@ -154,6 +154,11 @@ def test_openai_backend_sends_raw_prompts(world, tmp_path, monkeypatch):
             msg = types.SimpleNamespace(content="The motivation ... the strategy [Question] is to ask.")
             return types.SimpleNamespace(choices=[types.SimpleNamespace(message=msg, finish_reason="stop")])
 
+        @property
+        def with_raw_response(self):  # the SDK's raw response: the parsed completion and the retries it took
+            return types.SimpleNamespace(create=lambda **kw: types.SimpleNamespace(
+                parse=lambda: self.create(**kw), retries_taken=0))
+
     fake = types.SimpleNamespace(chat=types.SimpleNamespace(completions=FakeCompletions()))
     monkeypatch.setattr(llm_client, "make_openai_client", lambda *a, **k: fake)
     valid = world[3]

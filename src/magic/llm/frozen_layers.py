@@ -31,7 +31,6 @@ from torch import nn
 
 from magic.llm.local_model import IGNORE_INDEX, common_prefix_len
 
-CACHE_MODES = ("auto", "off")
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB of cached states: the demo needs 100 MB; the paper's 7B run would need 100 GB
 
 

@@ -11,12 +11,11 @@ splits and gold files, answer each split, write its entries and report.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from magic.common import validate
 from magic.common.artifacts import ids_path, load_ids, strategy_file
 from magic.common.io_utils import atomic_write_json, load_json
-from magic.llm.local_model import TEMPLATES
+from magic.llm.config import TEMPLATES, InferenceConfig
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.factory import make_engine
 from magic.llm.engines.cache import JsonlCache
@@ -46,40 +45,6 @@ def load_prompt_file(path: str, split: str) -> tuple[list[str], list[str]]:
 def write_entries(path: str, entries: list[dict]) -> None:
     """Released layout (``json.dumps(..., indent=2)``), written atomically."""
     atomic_write_json(path, entries, indent=2)
-
-
-@dataclass
-class InferenceConfig:
-    prompt_paths: dict  # split -> prompt file (only the splits to run)
-    output_dir: str
-    model_path: str
-    cache_file: str
-    backend: str = "local"  # "local" (transformers), "openai" (any OpenAI-compatible server) or "vllm"
-    template: str = "default"
-    batch_size: int = 16
-    max_samples: int | None = None
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    top_k: int | None = None
-    temperature: float | None = None
-    device: str | None = None
-    dtype: str | None = None
-    base_url: str | None = None
-    model: str | None = None  # served model name (openai backend)
-    concurrency: int = 8
-    gold_files: dict = field(default_factory=dict)  # split -> dialogue file, for the report
-    test_mode: str = "last"
-    share_prefix: bool = True  # local backend: prefill only what a prompt does not share (engines/hf.py)
-    # batch order (local backend): None = file order when sharing prefixes (a dialogue's prompts extend one
-    # another, so they share the most), else grouped by length (least padding)
-    sort_by_length: bool | None = None
-    progress: bool | None = None
-    # openai backend: "chat" (the server applies its chat template to the raw instruction) or "completions"
-    # (the instruction wrapped in `template` here, sent to /v1/completions as it is)
-    openai_endpoint: str = "chat"
-    tensor_parallel_size: int = 1  # vllm backend
-    shard: tuple[int, int] | None = None  # (K, N): answer only shard K of N (src/magic/llm/shards.py)
-    merge_shards: int | None = None  # N: write the outputs from the N shard caches, no model
 
 
 class InferenceIncomplete(RuntimeError):

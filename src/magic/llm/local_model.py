@@ -37,11 +37,10 @@ from typing import Sequence
 
 from magic.common.io_utils import atomic_write_text, load_json
 from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
+from magic.llm.config import CUTOFF_RULES, TEMPLATES
 from magic.llm.prompts import wrap_default_template
 
 IGNORE_INDEX = -100
-TEMPLATES = ("default", "chat", "none")
-CUTOFF_RULES = ("infer_max_len", "infer_seqlen")
 ENCODING_FILE = "magic_encoding.json"
 
 

@@ -1,6 +1,6 @@
 """Step 1 of MAGIC: ask an LLM why the supporter chose each training sample's strategy.
 
-``collect_motivations(args)`` is the whole of ``LLM_inference/collect_motivations_ChatGPT.py``:
+``collect_motivations(cfg)`` is the whole of ``LLM_inference/collect_motivations_ChatGPT.py``:
 
 1. samples = ``load_samples(train_file, "train")`` (first ``--limit``), prompts = ``chatgpt_prompt(sample)``;
 2. ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
@@ -28,16 +28,15 @@ from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json
 from magic.common.validate import check_api_key
+from magic.llm.config import LOCAL_MAX_NEW_TOKENS, MotivationConfig
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, JsonlCache
 from magic.llm.engines.factory import make_engine
 from magic.llm.engines.openai import FatalRequestError, scrub
 from magic.llm.prompts import chatgpt_prompt
 
-RELEASED_MODEL = "gpt-3.5-turbo-0125"
 # The released motivations average ~230 characters (~50 tokens); 60 leaves headroom.
 DEFAULT_OUTPUT_TOKENS = 60
-LOCAL_DEFAULT_MAX_NEW_TOKENS = 128
 # A chat request costs a few tokens beyond its text (role and message framing).
 CHAT_MESSAGE_OVERHEAD_TOKENS = 7
 EXIT_OK, EXIT_INCOMPLETE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -174,46 +173,46 @@ def _summarise_failure(samples: Sequence[Sample], result: ChatRunResult | None, 
     return "\n".join(lines)
 
 
-def make_motivation_engine(args, api_key: str) -> Engine:
+def make_motivation_engine(cfg: MotivationConfig, api_key: str) -> Engine:
     """The chosen backend. A server gets temperature and max_tokens only when given (None: the API's own
     defaults, which sample); a local model decodes greedily unless a temperature is given."""
-    if args.backend == "local":
-        do_sample = bool(args.temperature)
-        generation = Generation(template=args.template, max_new_tokens=args.max_tokens or LOCAL_DEFAULT_MAX_NEW_TOKENS,
-                                do_sample=do_sample, temperature=args.temperature if do_sample else None)
-        return make_engine("local", model_path=args.model_name_or_path, generation=generation,
-                           batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    generation = Generation(max_new_tokens=args.max_tokens, do_sample=True, temperature=args.temperature)
-    return make_engine("openai", model_path=args.model, generation=generation, base_url=args.base_url,
-                       api_key=api_key, concurrency=args.concurrency, rpm=args.rpm, max_retries=args.max_retries,
-                       timeout=args.timeout)
+    if cfg.backend == "local":
+        do_sample = bool(cfg.temperature)
+        generation = Generation(template=cfg.template, max_new_tokens=cfg.max_tokens or LOCAL_MAX_NEW_TOKENS,
+                                do_sample=do_sample, temperature=cfg.temperature if do_sample else None)
+        return make_engine("local", model_path=cfg.model_name_or_path, generation=generation,
+                           batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+    generation = Generation(max_new_tokens=cfg.max_tokens, do_sample=True, temperature=cfg.temperature)
+    return make_engine("openai", model_path=cfg.model, generation=generation, base_url=cfg.base_url,
+                       api_key=api_key, concurrency=cfg.concurrency, rpm=cfg.rpm, max_retries=cfg.max_retries,
+                       timeout=cfg.timeout)
 
 
-def collect_motivations(args) -> int:
-    """Run the step from parsed arguments (see the script's --help); returns the exit code of a run that
+def collect_motivations(cfg: MotivationConfig) -> int:
+    """Run the step (see the script's --help); returns the exit code of a run that
     started. Bad input or configuration raises before any request (see the module docstring)."""
-    samples, items = build_items(args.train_file, args.limit)
+    samples, items = build_items(cfg.train_file, cfg.limit)
     if not samples:
-        raise UserError(f"{args.train_file}: no training samples")
-    cache_path = args.cache_file or default_cache_path(args.output_file)
-    local = args.backend == "local"
-    if local and not args.model_name_or_path:
+        raise UserError(f"{cfg.train_file}: no training samples")
+    cache_path = cfg.cache_file or default_cache_path(cfg.output_file)
+    local = cfg.backend == "local"
+    if local and not cfg.model_name_or_path:
         raise UserError("--backend local needs --model_name_or_path DIR")
 
-    if args.dry_run:
+    if cfg.dry_run:
         if os.path.exists(cache_path):
             cache = JsonlCache(cache_path, readonly=True)
-            engine = make_motivation_engine(args, "EMPTY")  # for its cache keys only: nothing is sent
+            engine = make_motivation_engine(cfg, "EMPTY")  # for its cache keys only: nothing is sent
             to_send = [p for i, p in items if cache.get(i, engine.key(p)) is None]
         else:
             to_send = [p for _, p in items]
         cached = len(items) - len(to_send)
-        est = estimate(to_send, cached, args.max_tokens, args.price_per_1k_input, args.price_per_1k_output)
-        print(format_estimate(est, args.price_per_1k_input, args.price_per_1k_output), flush=True)
+        est = estimate(to_send, cached, cfg.max_tokens, cfg.price_per_1k_input, cfg.price_per_1k_output)
+        print(format_estimate(est, cfg.price_per_1k_input, cfg.price_per_1k_output), flush=True)
         return EXIT_OK
 
-    api_key = resolve_api_key(args.openai_api_key, args.base_url) if not local else None
-    engine = make_motivation_engine(args, api_key)
+    api_key = resolve_api_key(cfg.openai_api_key, cfg.base_url) if not local else None
+    engine = make_motivation_engine(cfg, api_key)
     try:
         cache = JsonlCache(cache_path)
     except RuntimeError as e:  # in use by another run
@@ -242,23 +241,23 @@ def collect_motivations(args) -> int:
         eprint(f"error: {fatal}")
 
     complete = len(answers) == len(samples)
-    if complete or args.allow_partial:
+    if complete or cfg.allow_partial:
         if answers:
             try:
-                sidecar, n = write_outputs(args.output_file, samples, answers)
+                sidecar, n = write_outputs(cfg.output_file, samples, answers)
             except OSError as e:  # e.g. disk full: the earlier outputs are intact (atomic writes)
                 eprint(f"error: {describe(e)}; the answers are kept in {cache_path}")
                 return EXIT_FATAL
             what = "all" if complete else "PARTIAL:"
-            print(f"wrote {what} {n} motivations to {args.output_file} (sample ids in {sidecar})", flush=True)
+            print(f"wrote {what} {n} motivations to {cfg.output_file} (sample ids in {sidecar})", flush=True)
         other, none, total, examples = strategy_mismatches(samples, answers)
         print(f"{other} of {total} motivations name a different strategy than the gold one"
               + (f" (e.g. {', '.join(examples)})" if examples else "")
               + (f"; {none} name no strategy" if none else ""), flush=True)
     if not complete:
-        eprint(_summarise_failure(samples, result, answers, cache_path) if not args.allow_partial else
+        eprint(_summarise_failure(samples, result, answers, cache_path) if not cfg.allow_partial else
                f"partial: {len(samples) - len(answers)} samples have no motivation; rerun to complete")
     if fatal:
         return EXIT_FATAL
-    return EXIT_OK if complete or args.allow_partial else EXIT_INCOMPLETE
+    return EXIT_OK if complete or cfg.allow_partial else EXIT_INCOMPLETE
 

@@ -16,7 +16,8 @@ from magic.common.artifacts import DATASET_INFO_FILE, SPLITS, ids_path, prompt_f
 from magic.common.errors import UserError
 from magic.esconv.dialogues import Sample, enumerate_samples, load_dialogues, strategy_mismatches
 from magic.common.io_utils import atomic_write_json, load_json
-from magic.common.validate import check_duplicate_dialogues, check_ids_sidecar, require_nonempty
+from magic.common.validate import check_duplicate_dialogues, check_ids_sidecar, parse_split_list, require_nonempty
+from magic.llm.config import PromptConfig
 from magic.llm.prompts import llama_prompt
 
 TRAIN_NAME, VALID_NAME, TEST_NAME = (prompt_file(split) for split in SPLITS)
@@ -43,18 +44,19 @@ def load_motivations(path: str, samples: list[Sample]) -> list[str]:
     return motivations
 
 
-def build_prompt_files(train_file: str, valid_file: str, test_file: str, motivations_file: str,
-                       allow_empty: frozenset = frozenset(), allow_shared: bool = False) -> dict:
+def build_prompt_files(cfg: PromptConfig) -> dict:
     """Everything to write, keyed by file name (values are JSON-serialisable). A split without samples is an
-    error unless it is in ``allow_empty``; a dialogue in two splits is an error (magic.common.validate)."""
-    files = {"train": train_file, "valid": valid_file, "test": test_file}
+    error unless it is in ``cfg.allow_empty``; a dialogue in two splits is an error unless
+    ``cfg.allow_shared_dialogues`` (magic.common.validate)."""
+    files = {"train": cfg.train_file, "valid": cfg.valid_file, "test": cfg.test_file}
+    allow_empty = parse_split_list(cfg.allow_empty)
     dialogues = {split: load_dialogues(path) for split, path in files.items()}
-    check_duplicate_dialogues(dialogues, allow_shared)
+    check_duplicate_dialogues(dialogues, cfg.allow_shared_dialogues)
     samples = {split: enumerate_samples(ds, split) for split, ds in dialogues.items()}
     for split, path in files.items():
         require_nonempty(len(samples[split]), path, split, allow_empty=split in allow_empty)
     train, valid, test = samples["train"], samples["valid"], samples["test"]
-    motivations = load_motivations(motivations_file, train)
+    motivations = load_motivations(cfg.motivations_file, train)
     other, none, _, _ = strategy_mismatches(train, {s.id: m for s, m in zip(train, motivations)})
     mismatched = other + none
     if mismatched:

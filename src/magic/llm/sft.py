@@ -27,7 +27,7 @@ import importlib.util
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -36,12 +36,12 @@ from magic.common.errors import UserError
 from magic.common.torchrun import end_process_group
 from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, check_replaceable, load_json
 from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
-from magic.llm.local_model import (CUTOFF_RULES, ENCODING_FILE, IGNORE_INDEX, TEMPLATES, EncodingRule, encode_pair,
-                                   prepare_tokenizer)
-from magic.llm.frozen_layers import CACHE_MODES, answer_only_inputs, build_cache, causal_lm
+from magic.llm.config import (CACHE_MODES, CUTOFF_RULES, GRAD_ACCUM_LOSSES, REPORT_TO, TEMPLATES, ExportConfig,
+                              SFTConfig)
+from magic.llm.frozen_layers import answer_only_inputs, build_cache, causal_lm
+from magic.llm.local_model import (ENCODING_FILE, IGNORE_INDEX, EncodingRule, encode_pair, prepare_tokenizer,
+                                   resolve_dtype)
 
-GRAD_ACCUM_LOSSES = ("micro_batch_mean", "token_mean")
-REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 class SFTDataError(UserError):
@@ -85,7 +85,7 @@ def load_sft_pairs(path: str | os.PathLike, max_samples: int | None = None, prom
 DATASET_INFO = "dataset_info.json"
 
 
-def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
+def resolve_dataset(dataset: str, dataset_dir: str | None) -> list[dict]:
     """``--dataset`` as LLaMA-Factory reads it: comma-separated names of ``<dataset_dir>/dataset_info.json``
     entries, each a local ``file_name`` (relative to ``dataset_dir``) in the alpaca format with optional
     ``columns`` {prompt, query, response}. A value that is an existing file is taken as the data file itself.
@@ -95,6 +95,7 @@ def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
     if os.path.isfile(dataset):
         return [{"path": dataset, "prompt": "instruction", "query": None, "response": "output"}]
     names = [n.strip() for n in dataset.split(",") if n.strip()]
+    dataset_dir = dataset_dir or "."
     info_path = os.path.join(dataset_dir, DATASET_INFO)
     if not os.path.isfile(info_path):
         raise FileNotFoundError(f"--dataset {dataset!r} is neither a file nor a name: {info_path} not found "
@@ -125,7 +126,7 @@ def resolve_dataset(dataset: str, dataset_dir: str) -> list[dict]:
     return out
 
 
-def load_dataset_pairs(dataset: str, dataset_dir: str, max_samples: int | None = None) -> list[tuple[str, str]]:
+def load_dataset_pairs(dataset: str, dataset_dir: str | None, max_samples: int | None = None) -> list[tuple[str, str]]:
     """All pairs of ``--dataset`` (datasets concatenated; ``max_samples`` per dataset, as LLaMA-Factory)."""
     pairs = []
     for d in resolve_dataset(dataset, dataset_dir):
@@ -190,50 +191,6 @@ class SFTCollator:
 
 # --------------------------------------------------------------------------------------------------
 # Training
-@dataclass
-class SFTConfig:
-    """LLaMA-Factory flag names; defaults are the paper's settings (README of the released code)."""
-    model_name_or_path: str
-    dataset: str  # a data file, or dataset_info.json name(s) in dataset_dir
-    output_dir: str
-    dataset_dir: str = "data"
-    template: str = "default"
-    add_bos: bool = False  # released: no BOS (LLaMA-Factory's template encodes without special tokens)
-    cutoff_rule: str = "infer_max_len"  # released; "infer_seqlen" = later LLaMA-Factory
-    grad_accum_loss: str = "micro_batch_mean"  # released (transformers 4.38); "token_mean" = transformers >= 4.46
-    report_to: str = "none"
-    finetuning_type: str = "lora"
-    lora_target: str = "q_proj,v_proj"
-    lora_rank: int = 8
-    lora_alpha: float | None = None  # None: 2 x rank (LLaMA-Factory)
-    lora_dropout: float = 0.0
-    cutoff_len: int = 1024
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 4
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 0
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int | None = None
-    learning_rate: float = 5e-5
-    num_train_epochs: float = 5.0
-    max_steps: int = -1
-    max_grad_norm: float = 1.0
-    plot_loss: bool = False
-    fp16: bool = False
-    bf16: bool = False
-    seed: int = 42
-    max_samples: int | None = None
-    resume_from_checkpoint: str | None = None
-    overwrite_output_dir: bool = False
-    gradient_checkpointing: bool = False
-    frozen_layer_cache: str = "auto"  # auto: run layers below the lowest LoRA layer once per example (frozen_layers.py)
-    device: str | None = None  # "cpu" forces the CPU; None: CUDA when available
-    disable_tqdm: bool = False
-    deepspeed: str | None = None  # a DeepSpeed config (LLM_inference/ds_configs/ds_z{2,3}_config.json), needs deepspeed
-    extra: dict = field(default_factory=dict)
-
-
 def _check_config(cfg: SFTConfig, cuda: bool) -> None:
     if cfg.finetuning_type != "lora":
         raise ValueError(f"--finetuning_type {cfg.finetuning_type!r} is not supported; only 'lora' (the paper's)")
@@ -516,31 +473,33 @@ def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype
     return model.to(device).eval()
 
 
-def export_merged(model_name_or_path: str, adapter_name_or_path: str, export_dir: str, export_size: int = 1,
-                  dtype=None, finetuning_type: str = "lora", overwrite: bool = False) -> str:
+def export_merged(cfg: ExportConfig) -> str:
     """Merge the LoRA weights into the base model and save it (safetensors shards of at most
     ``export_size`` GB) with the tokenizer and the adapter's ``EncodingRule`` (``ENCODING_FILE``): a plain
     model folder that inference or vLLM can load."""
     from transformers import AutoTokenizer
 
-    if finetuning_type != "lora":
-        raise ValueError(f"--finetuning_type {finetuning_type!r} is not supported; only 'lora'")
-    if export_size < 1:
-        raise ValueError(f"--export_size must be >= 1 (GB), got {export_size}")
-    check_replaceable(export_dir, overwrite)  # before any work: never replace a folder export did not write
-    check_model_dir(model_name_or_path, "base model", "--model_name_or_path")
-    model = load_adapter_model(model_name_or_path, adapter_name_or_path, dtype=dtype)
+    if cfg.finetuning_type != "lora":
+        raise ValueError(f"--finetuning_type {cfg.finetuning_type!r} is not supported; only 'lora'")
+    if cfg.export_size < 1:
+        raise ValueError(f"--export_size must be >= 1 (GB), got {cfg.export_size}")
+    if cfg.export_legacy_format:
+        raise ValueError("--export_legacy_format True (.bin weights) is not supported; safetensors only")
+    adapter = cfg.adapter_name_or_path
+    # before any work: never replace a folder export did not write
+    check_replaceable(cfg.export_dir, cfg.overwrite_output_dir)
+    check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path")
+    model = load_adapter_model(cfg.model_name_or_path, adapter, dtype=resolve_dtype(cfg.export_dtype))
     merged = model.merge_and_unload()
     # the adapter folder holds the tokenizer fine-tuning saved; fall back to the base model's
-    tok_src = adapter_name_or_path if os.path.isfile(os.path.join(adapter_name_or_path, "tokenizer_config.json")) \
-        else model_name_or_path
+    tok_src = adapter if os.path.isfile(os.path.join(adapter, "tokenizer_config.json")) else cfg.model_name_or_path
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_src))
     check_vocab(tokenizer, merged, tok_src)
     # swap into place only once everything is written, so a crash never leaves a half model
     # the adapter's encoding rule travels with the merged model (released rule if the adapter has none)
-    rule = EncodingRule.load(adapter_name_or_path)
-    with atomic_dir(export_dir, overwrite=overwrite) as tmp:
-        merged.save_pretrained(tmp, max_shard_size=f"{export_size}GB", safe_serialization=True)
+    rule = EncodingRule.load(adapter)
+    with atomic_dir(cfg.export_dir, overwrite=cfg.overwrite_output_dir) as tmp:
+        merged.save_pretrained(tmp, max_shard_size=f"{cfg.export_size}GB", safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         rule.save(tmp)
-    return export_dir
+    return cfg.export_dir
