@@ -56,7 +56,7 @@ def test_make_engine_names_its_backends_and_refuses_others(monkeypatch):
         make_engine("tgi", model_path="m")
     local = make_engine("local", model_path="nowhere", generation=Generation(max_new_tokens=4), batch_size=2)
     assert local.name == "local" and local.batch_size == 2 and local.model_and_tokenizer is None  # nothing loaded
-    server = make_engine("openai", model_path="m", base_url="http://127.0.0.1:9/v1", api_key="EMPTY")
+    server = make_engine("openai", model_path="m", base_url="http://127.0.0.1:9/v1", api_key="EMPTY", concurrency=2)
     assert server.name == "openai" and server.model == "m"
     with pytest.raises(ApiKeyError):  # refused when the engine is made, before any request
-        make_engine("openai", model_path="m", base_url="http://127.0.0.1:9/v1", api_key="sk-abc\ndef")
+        make_engine("openai", model_path="m", base_url="http://127.0.0.1:9/v1", api_key="sk-abc\ndef", concurrency=1)

@@ -1,7 +1,7 @@
 """One interface for every LLM backend of stage 1 and the chat (``magic.llm.engines.factory.make_engine``
 turns a backend name into one of them; this module knows none of its implementations).
 
-    engine = make_engine("local", model_path="LLM_inference/fine_tuned_llama2",
+    engine = make_engine("local", model_path="LLM_inference/fine_tuned_llama2", batch_size=16,
                          generation=Generation(template="default", max_new_tokens=128))
     run = engine.answer([(sample_id, instruction), ...], cache=cache, desc="strategy test")
     run.answers[sample_id]                       # the raw answer text

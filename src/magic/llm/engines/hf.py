@@ -171,7 +171,7 @@ class HFEngine(Engine):
 
     name = "local"
 
-    def __init__(self, model_path: str, generation: Generation, batch_size: int = 16, share_prefix: bool = True,
+    def __init__(self, model_path: str, generation: Generation, *, batch_size: int, share_prefix: bool = True,
                  device: str | None = None, dtype=None, model_and_tokenizer=None):
         super().__init__(model_path, generation)
         if batch_size < 1:

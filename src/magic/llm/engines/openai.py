@@ -318,7 +318,7 @@ class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, model_path: str, generation: Generation, base_url: str | None = None,
-                 model: str | None = None, endpoint: str = "chat", concurrency: int = 8, api_key: str | None = None,
+                 model: str | None = None, endpoint: str = "chat", *, concurrency: int, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 6, rpm: float | None = None):
         super().__init__(model_path, generation)
         if endpoint not in ("chat", "completions"):
