@@ -11,7 +11,7 @@ without --overwrite_output_dir. Exit codes: 0 done, 2 bad flags or input (one li
 """
 import os
 import sys
-from argparse import ArgumentParser
+from argparse import ArgumentParser, HelpFormatter
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -21,7 +21,8 @@ from magic.generator.eval_config import EvalConfig
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s --model_path CKPT [options]")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s --model_path CKPT [options]",
+                       formatter_class=lambda prog: HelpFormatter(prog, max_help_position=34, width=116))
     add_options(p, EvalConfig)
     return p
 
