@@ -223,3 +223,19 @@ def test_every_unicode_line_break_becomes_a_space(tmp_path):
     write_lines(str(path), [clean_response(w) for w in weird])
     assert len(path.read_text(encoding="utf-8").splitlines()) == 3
     assert read_lines(str(path)) == ["a b c d", "e f g h", "i j k l"]
+
+
+def test_released_memory_flags_must_match_the_checkpoint(trained_checkpoint, tmp_path, capsys):
+    """--strategy_memory_max / --max_length_res_memory (passed by the released README's command) decide nothing:
+    the checkpoint's values are used. Equal to them: accepted; different: refused in one line, exit 2, before
+    anything is decoded."""
+    test_evaluation = _script()
+    ckpt, test, _ = trained_checkpoint
+    argv = ["--test_data", str(test), "--model_path", str(ckpt), "--eval_dir", str(tmp_path / "ev"), "--no_progress",
+            "--no_metrics", "--num_beams", "1", "--num_beam_groups", "1", "--diversity_penalty", "0",
+            "--max_length_res", "4", "--limit", "1"]
+    assert test_evaluation.main(argv + ["--strategy_memory_max", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("test_evaluation.py: error: --strategy_memory_max 7: the checkpoint")
+    assert not (tmp_path / "ev").exists()
+    assert test_evaluation.main(argv + ["--strategy_memory_max", "128", "--max_length_res_memory", "64"]) == 0

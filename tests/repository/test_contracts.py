@@ -350,3 +350,16 @@ def test_the_generator_record_is_described_once_beside_its_builder():
     described = re.findall(r'^\s+[{ ]"(\w+)":', records.__doc__, re.M)
     assert described == list(built), (described, list(built))
     assert not re.search(r'"response_memory":', data.__doc__) and "records.py" in data.__doc__
+
+
+@pytest.mark.parametrize("script", ["test_evaluation.py", "chat.py"])
+def test_help_imports_no_torch_and_shows_each_default_once(script):
+    """``--help`` of step 8 and of the chat: generated from their config dataclasses, without importing torch,
+    each option's default said once."""
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\ntry:\n    runpy.run_path({script!r}, "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.rstrip().endswith("torch imported: False"), proc.stdout + proc.stderr
+    options = re.split(r"\n  (?=-)", proc.stdout.split("options:", 1)[1])
+    assert len(options) > 10 and all(o.count("default:") <= 1 for o in options), options
+    assert "--num_beams NUM_BEAMS" in proc.stdout and "(default: 5)" in proc.stdout

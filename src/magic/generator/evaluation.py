@@ -198,13 +198,10 @@ class _Partial:
         handle.seek(0)
         raw = handle.read()
         head, newline, body = raw.partition(b"\n")
-        header = {"settings": settings}
-        resumed = None
-        if newline:
-            try:
-                resumed = json.loads(head.decode("utf-8")) == header
-            except (UnicodeDecodeError, ValueError):
-                resumed = False
+        try:
+            resumed = bool(newline) and json.loads(head) == {"settings": settings}
+        except ValueError:  # a torn header (UnicodeDecodeError is a ValueError too)
+            resumed = False
         if resumed:
             known, seen = (set(ids) if ids is not None else None), set()
 
