@@ -45,6 +45,11 @@ REFERENCE_FILE = "response_lables.txt"  # sic, the released name
 
 
 # ------------------------------------------------------------------------------------------ output names
+def _path_parts(model_path: str) -> List[str]:
+    """The folders of a path, made relative (no leading '/', no '.', no '..')."""
+    return [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+
+
 def run_name_from_model_path(model_path: str) -> str:
     """The run folder under eval_result/: main.py's ``bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>`` component of the
     model path (the released code took the 31 characters after 'out_model/', which is that name for
@@ -52,7 +57,7 @@ def run_name_from_model_path(model_path: str) -> str:
     m = RUN_NAME_RE.search(model_path.replace("\\", "/"))
     if m:
         return m.group(0)
-    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    parts = _path_parts(model_path)
     if not parts:
         raise ValueError(f"cannot derive a run name from model path {model_path!r}")
     return "/".join(parts)
@@ -68,11 +73,6 @@ def output_paths(eval_dir: str, model_path: str, diversity_penalty: float, lengt
     hyp = os.path.join(eval_dir, run, result_file_name(diversity_penalty, length_penalty))
     return {"run": run, "references": os.path.join(eval_dir, REFERENCE_FILE), "hypotheses": hyp,
             "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
-
-
-def _checkpoint_name(model_path: str) -> str:
-    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return parts[-1] if parts else "checkpoint"
 
 
 @contextmanager
@@ -112,7 +112,7 @@ def claim_output(eval_dir: str, model_path: str, diversity_penalty: float, lengt
     (_folder_lock), so two evaluations started together never share a name. ``ids``: see _Partial."""
     base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
     run_dir, name = os.path.split(base["hypotheses"])
-    own = os.path.join(run_dir, _checkpoint_name(model_path))
+    own = os.path.join(run_dir, (_path_parts(model_path) or ["checkpoint"])[-1])
     with _folder_lock(run_dir):
         for k in range(1000):
             hyp = base["hypotheses"] if k == 0 else os.path.join(own, name if k == 1 else f"{name[:-4]}_{k}.txt")
