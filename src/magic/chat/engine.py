@@ -34,7 +34,8 @@ from magic.common.errors import UserError
 from magic.common.validate import check_tokenizer_files
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
 from magic.generator.eval_config import DecodingConfig
-from magic.llm.engines.base import Generation, make_engine
+from magic.llm.engines.base import Generation
+from magic.llm.engines.factory import make_engine
 
 CHAT_SPLIT = "chat"  # sample ids of a chat: chat-0-<turn>
 
@@ -94,7 +95,7 @@ class ServerStrategyLLM:
         self.base_url, self.model = base_url, model
         generation = replace(generation, template="default", top_k=None)  # the server applies its own template
         self.engine = make_engine("openai", model_path=model, base_url=base_url, concurrency=1, timeout=timeout,
-                                  max_retries=max_retries, backoff_cap=2.0, generation=generation)
+                                  max_retries=max_retries, generation=generation)
 
     def check(self) -> str | None:
         """None when the server answers a model listing, else a one-line reason (secrets scrubbed)."""
