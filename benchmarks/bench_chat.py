@@ -20,10 +20,12 @@ MESSAGES = ["Hi, I have been feeling really lonely lately.", "My best friend mov
 
 
 def main(argv=None) -> int:
+    from magic.common.validate import positive_int
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--demo_dir", default="demo_run")
-    p.add_argument("--threads", type=int, default=None, help="chat.py --threads (default: its --demo default, 1)")
-    p.add_argument("--turns", type=int, default=len(MESSAGES))
+    p.add_argument("--threads", type=positive_int, default=None, help="chat.py --threads (default: its --demo default)")
+    p.add_argument("--turns", type=positive_int, default=len(MESSAGES))
     args = p.parse_args(argv)
 
     import torch
@@ -31,11 +33,11 @@ def main(argv=None) -> int:
     import chat
     from magic.chat.engine import generator_record
 
-    cli = chat.build_parser().parse_args(["--demo", "--demo_dir", args.demo_dir, "--device", "cpu"]
-                                         + (["--threads", str(args.threads)] if args.threads else []))
-    engine, desc = chat.build_engine(cli)
-    print(f"{desc}; max_new_tokens {cli.max_new_tokens}; {torch.get_num_threads()} threads; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    cfg = chat.parse_config(["--demo", "--demo_dir", args.demo_dir, "--device", "cpu"]
+                            + (["--threads", str(args.threads)] if args.threads else []))
+    engine, desc = chat.build_engine(cfg)
+    print(f"{desc}; max_new_tokens {engine.source.engine.generation.max_new_tokens}; {torch.get_num_threads()} "
+          f"threads; load average {os.getloadavg()[0]:.1f}")
     session = engine.session()
     walls, cpus = [], []
     for k in range(args.turns):

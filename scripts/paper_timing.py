@@ -183,6 +183,7 @@ def time_generator(size, device, n_steps: int) -> dict:
 def time_decoding(bart: str, device, n: int) -> dict:
     from transformers import BartTokenizer
 
+    from magic.generator.eval_config import DecodingConfig
     from magic.generator.evaluation import generate_responses
     from magic.generator.model import DialogueModel
     from magic.generator.records import sample_record
@@ -193,8 +194,7 @@ def time_decoding(bart: str, device, n: int) -> dict:
     tok = BartTokenizer.from_pretrained(bart)
     sync(device)
     t = time.perf_counter()
-    generate_responses(model, tok, records, batch_size=16, num_beams=5, num_beam_groups=5, diversity_penalty=1.0,
-                       max_new_tokens=64, progress=False)
+    generate_responses(model, tok, records, DecodingConfig(), batch_size=16, progress=False)  # 5 in 5 groups, 64
     sync(device)
     per = (time.perf_counter() - t) / len(records)
     return {"samples_per_s": round(1 / per, 2), "projected_s": round(per * TEST_SAMPLES, 1),

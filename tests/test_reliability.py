@@ -170,31 +170,36 @@ def test_local_llm_refuses_a_folder_without_tokenizer(tmp_path):
 def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
     from magic.generator import evaluation as ev
 
+    def claim_output_paths(*args, **kw):  # the paths chosen, the claim given up at once (resumable)
+        paths, partial = ev.claim_output(*args, **kw)
+        partial.close()
+        return paths
+
     assert ev.run_name_from_model_path("o/bs_4_epochs_1_20240101_120000_1/epoch_0_val_ppl_9.1") == \
         "bs_4_epochs_1_20240101_120000_1"
     eval_dir = str(tmp_path / "eval_result")
     run = "out/bs_4_epochs_1_20240101_120000"
     s1 = {"model_path": run + "/epoch_0_val_ppl_9.1"}
-    p1 = ev.claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1)
+    p1 = claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1)
     assert p1["hypotheses"] == os.path.join(eval_dir, "bs_4_epochs_1_20240101_120000", "diversity_1.0_length_1.0.txt")
     Path(p1["hypotheses"]).write_text("a\n")
     Path(p1["scores"]).write_text(json.dumps({"settings": s1}))
     os.unlink(p1["partial"])
     # another checkpoint of the same run: its own name, the first result untouched
     s2 = {"model_path": run + "/epoch_1_val_ppl_8.0"}
-    p2 = ev.claim_output_paths(eval_dir, s2["model_path"], 1.0, 1.0, s2)
+    p2 = claim_output_paths(eval_dir, s2["model_path"], 1.0, 1.0, s2)
     assert p2["hypotheses"] == os.path.join(eval_dir, "bs_4_epochs_1_20240101_120000", "epoch_1_val_ppl_8.0",
                                             "diversity_1.0_length_1.0.txt")
     # a second evaluation of the same checkpoint while the first runs: another name again
     s2b = {**s2, "strategy_source": "gold"}
-    p3 = ev.claim_output_paths(eval_dir, s2b["model_path"], 1.0, 1.0, s2b)
+    p3 = claim_output_paths(eval_dir, s2b["model_path"], 1.0, 1.0, s2b)
     assert p3["hypotheses"] not in (p1["hypotheses"], p2["hypotheses"])
     # the interrupted one resumes into its own name
-    assert ev.claim_output_paths(eval_dir, s2["model_path"], 1.0, 1.0, s2)["hypotheses"] == p2["hypotheses"]
+    assert claim_output_paths(eval_dir, s2["model_path"], 1.0, 1.0, s2)["hypotheses"] == p2["hypotheses"]
     # a finished result is never replaced silently
     with pytest.raises(OutputExistsError, match="already evaluated.*--overwrite_output_dir"):
-        ev.claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1)
-    assert ev.claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1, overwrite=True) == p1
+        claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1)
+    assert claim_output_paths(eval_dir, s1["model_path"], 1.0, 1.0, s1, overwrite=True) == p1
 
 
 # ------------------------------------------------------------------------------- 4. prompt length bound

@@ -410,10 +410,11 @@ def _free_port() -> int:
 def engine(ckpt):
     from magic.chat.engine import ChatEngine, FixedStrategy
     from magic.generator.checkpoint import load_checkpoint
+    from magic.generator.eval_config import DecodingConfig
 
     model, tok, _ = load_checkpoint(ckpt, device="cpu")
-    return ChatEngine(model, tok, FixedStrategy("Question"),
-                      {"num_beams": 1, "num_beam_groups": 1, "max_new_tokens": 4, "max_length": 64})
+    return ChatEngine(model, tok, FixedStrategy("Question"), DecodingConfig(
+        num_beams=1, num_beam_groups=1, diversity_penalty=0.0, max_length_res=4, max_length=64))
 
 
 def _mode(path) -> int:

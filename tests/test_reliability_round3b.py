@@ -70,6 +70,13 @@ def _eval_args(ckpt, test, eval_dir, *extra):
             "--max_length_res", "4", "--strategy_memory_max", "8", *extra]
 
 
+def _claim_paths(*args, **kw):
+    """The paths claim_output chooses, its claim given up again at once (resumable by the next claim)."""
+    paths, partial = ev.claim_output(*args, **kw)
+    partial.close()
+    return paths
+
+
 def _result_name(eval_dir, ckpt):
     return Path(eval_dir) / ev.run_name_from_model_path(str(ckpt)) / "diversity_0.0_length_1.0.txt"
 
@@ -132,9 +139,9 @@ def test_the_claim_of_an_output_name_is_held_until_the_evaluation_ends(tmp_path)
     partial.add("test-0-1", "first response")
     with pytest.raises(OutputExistsError, match=r"diversity_1.0_length_1.0.txt: another evaluation of this "
                                                 r"checkpoint with these settings is decoding into this name now"):
-        ev.claim_output_paths(eval_dir, s["model_path"], 1.0, 1.0, s)
+        _claim_paths(eval_dir, s["model_path"], 1.0, 1.0, s)
     other = {**s, "num_beams": 3}
-    assert ev.claim_output_paths(eval_dir, s["model_path"], 1.0, 1.0, other)["hypotheses"] != paths["hypotheses"]
+    assert _claim_paths(eval_dir, s["model_path"], 1.0, 1.0, other)["hypotheses"] != paths["hypotheses"]
     partial.close()  # given up without finishing (as by a kill): resumable
     again, resumed = ev.claim_output(eval_dir, s["model_path"], 1.0, 1.0, s)
     assert again == paths and resumed.done == {"test-0-1": "first response"}

@@ -183,19 +183,19 @@ def test_unreachable_server_chat_goes_on(models):
 def test_turns_use_the_pipelines_prompt_record_and_decoder(models, tmp_path):
     """Two turns through a stub strategy server; the saved chat, read back as a data file, gives the same
     step-5 prompts, the same generator records and the same decoded responses."""
-    import argparse
-
-    from magic.chat.engine import ChatEngine, ServerStrategyLLM, decoding_settings, generator_record, load_generator
+    from magic.chat.engine import ChatEngine, ServerStrategyLLM, generator_record, load_generator
     from magic.generator.records import sample_record
     from magic.esconv.dialogues import load_samples
-    from magic.generator.evaluation import add_decoding_flags, clean_response, generate_responses
+    from magic.generator.eval_config import DecodingConfig
+    from magic.generator.evaluation import clean_response, generate_responses
+    from magic.llm.engines.base import Generation
     from magic.llm.prompts import llama_prompt
     from magic.testing.openai_stub import StubServer, stub_answer
 
-    args = add_decoding_flags(argparse.ArgumentParser()).parse_args(["--num_beams", "4", "--num_beam_groups", "2"])
+    decoding = DecodingConfig(num_beams=4, num_beam_groups=2)
     model, tok = load_generator(models["ckpt"], device="cpu")
     with StubServer() as stub:
-        engine = ChatEngine(model, tok, ServerStrategyLLM(stub.base_url, "stub"), decoding_settings(args))
+        engine = ChatEngine(model, tok, ServerStrategyLLM(stub.base_url, "stub", Generation(), 30.0), decoding)
         session = engine.session("My friend moved away .")
         r1 = session.say("Hi, I feel lonely.")
         session.force("Question")
@@ -215,7 +215,7 @@ def test_turns_use_the_pipelines_prompt_record_and_decoder(models, tmp_path):
         chat_rec = generator_record(session_sample(session, sample.turn_index), res.strategy, res.motivation)
         assert {k: v for k, v in chat_rec.items() if k not in ("id", "response", "gold_strategy")} == \
                {k: v for k, v in rec.items() if k not in ("id", "response", "gold_strategy")}
-        decoded = generate_responses(model, tok, [rec], progress=False, **decoding_settings(args))[0]
+        decoded = generate_responses(model, tok, [rec], decoding, batch_size=1, progress=False)[0]
         assert clean_response(decoded) == res.response
     assert samples[2].response_memory == (r1.response, r2.response)  # memory = the chat's supporter turns
 
@@ -259,14 +259,12 @@ def test_demo_flag_runs_on_the_demo_layout(models, tmp_path):
 
 
 def test_update_memory_appends_supporter_turns_per_session(models):
-    import argparse
+    from magic.chat.engine import ChatEngine, FixedStrategy, load_generator
+    from magic.generator.eval_config import DecodingConfig
 
-    from magic.chat.engine import ChatEngine, FixedStrategy, decoding_settings, load_generator
-    from magic.generator.evaluation import add_decoding_flags
-
-    args = add_decoding_flags(argparse.ArgumentParser()).parse_args(["--num_beams", "1", "--num_beam_groups", "1"])
+    greedy = DecodingConfig(num_beams=1, num_beam_groups=1)
     model, tok = load_generator(models["ckpt"], device="cpu")
-    engine = ChatEngine(model, tok, FixedStrategy("Question"), decoding_settings(args), update_memory=True)
+    engine = ChatEngine(model, tok, FixedStrategy("Question"), greedy, update_memory=True)
     a, b = engine.session(), engine.session()
     r = a.say("I feel sad.")
     assert r.memory_fill["Question"] == FILL[0] + 1 and a.memory_fill()["Question"] == FILL[0] + 1

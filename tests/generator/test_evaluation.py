@@ -10,6 +10,7 @@ import torch
 
 from metric import protocol
 from magic.generator import evaluation as ev
+from magic.generator.eval_config import DecodingConfig
 from tests.bart_fixtures import DEFAULT_TEXTS, make_tiny_bart_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,8 +160,8 @@ def test_end_to_end_one_line_per_sample_and_scores(trained_checkpoint, tmp_path,
     bank = torch.load(os.path.join(ckpt, BANK_FILE), weights_only=True)
     assert sum(len(t) for t in bank) > 0
     assert all(torch.equal(a, b) for a, b in zip(model.memory_bank, bank))
-    again = ev.generate_responses(model, tok, recs, num_beams=2, num_beam_groups=2, diversity_penalty=1.0,
-                                  max_new_tokens=8, progress=False)
+    again = ev.generate_responses(model, tok, recs, DecodingConfig(num_beams=2, num_beam_groups=2, max_length_res=8),
+                                  batch_size=1, progress=False)
     assert [protocol.clean_response(h) for h in again] == hyps[:-1]
 
 
@@ -168,9 +169,9 @@ def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
     from magic.generator.checkpoint import load_checkpoint
     ckpt, _, recs = trained_checkpoint
     model, tok, _ = load_checkpoint(str(ckpt), device="cpu")
-    kw = dict(num_beams=3, num_beam_groups=1, max_new_tokens=6, progress=False)
-    one = ev.generate_responses(model, tok, recs, batch_size=1, **kw)
-    three = ev.generate_responses(model, tok, recs, batch_size=3, **kw)
+    beams3 = DecodingConfig(num_beams=3, num_beam_groups=1, diversity_penalty=0.0, max_length_res=6)
+    one = ev.generate_responses(model, tok, recs, beams3, batch_size=1, progress=False)
+    three = ev.generate_responses(model, tok, recs, beams3, batch_size=3, progress=False)
     assert one == three  # padding inside a batch is masked out
 
     # Resume: a partial file with matching settings is trusted and its samples are not decoded again.
@@ -178,7 +179,7 @@ def test_batches_resume_and_gold_strategies(trained_checkpoint, tmp_path):
     part.add(recs[0]["id"], "RESUMED")
     part._f.close()
     part = ev._Partial(str(tmp_path / "x.partial.jsonl"), {"s": 1})
-    out = ev.generate_responses(model, tok, recs, partial=part, **kw)
+    out = ev.generate_responses(model, tok, recs, beams3, batch_size=1, partial=part, progress=False)
     assert out[0] == "RESUMED" and out[1:] == one[1:]
     part.finish()
     other = ev._Partial(str(tmp_path / "x.partial.jsonl"), {"s": 2})  # other settings: start over
@@ -222,3 +223,19 @@ def test_every_unicode_line_break_becomes_a_space(tmp_path):
     write_lines(str(path), [clean_response(w) for w in weird])
     assert len(path.read_text(encoding="utf-8").splitlines()) == 3
     assert read_lines(str(path)) == ["a b c d", "e f g h", "i j k l"]
+
+
+def test_released_memory_flags_must_match_the_checkpoint(trained_checkpoint, tmp_path, capsys):
+    """--strategy_memory_max / --max_length_res_memory (passed by the released README's command) decide nothing:
+    the checkpoint's values are used. Equal to them: accepted; different: refused in one line, exit 2, before
+    anything is decoded."""
+    test_evaluation = _script()
+    ckpt, test, _ = trained_checkpoint
+    argv = ["--test_data", str(test), "--model_path", str(ckpt), "--eval_dir", str(tmp_path / "ev"), "--no_progress",
+            "--no_metrics", "--num_beams", "1", "--num_beam_groups", "1", "--diversity_penalty", "0",
+            "--max_length_res", "4", "--limit", "1"]
+    assert test_evaluation.main(argv + ["--strategy_memory_max", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("test_evaluation.py: error: --strategy_memory_max 7: the checkpoint")
+    assert not (tmp_path / "ev").exists()
+    assert test_evaluation.main(argv + ["--strategy_memory_max", "128", "--max_length_res_memory", "64"]) == 0

@@ -79,10 +79,11 @@ def gold_responses(trained):
 
 
 def decode(trained, records):
+    from magic.generator.eval_config import DecodingConfig
     from magic.generator.evaluation import clean_response, generate_responses
 
-    out = generate_responses(trained["model"], trained["tokenizer"], records, batch_size=16, num_beams=1,
-                             max_new_tokens=40, max_length=256, progress=False)
+    greedy = DecodingConfig(num_beams=1, num_beam_groups=1, diversity_penalty=0.0, max_length_res=40, max_length=256)
+    out = generate_responses(trained["model"], trained["tokenizer"], records, greedy, batch_size=16, progress=False)
     return [clean_response(x) for x in out]
 
 

@@ -279,14 +279,13 @@ def test_no_private_name_is_imported_across_modules():
 # ---------------------------------------------------------------------------------------- imports at the top
 # Modules whose imports between magic modules are at the top (issue 21): common, esconv, generator, llm (its own
 # modules) and chat/web.py. The exceptions, each for a reason written where it stands: DialogueModel (model.py
-# loads transformers' BART modules) where checkpoint.py and train.py build one (any function), and
-# add_decoding_flags' own import, and padded.py (it imports model.py) where train_epoch runs it.
+# loads transformers' BART modules) where checkpoint.py and train.py build one (any function), and padded.py (it
+# imports model.py) where train_epoch runs it.
 # (file, module) -> the functions that may, None for any.
 TOP_IMPORT_MODULES = ("common", "esconv", "generator", "llm", os.path.join("chat", "web.py"))
 FUNCTION_IMPORTS_KEPT = {("generator/checkpoint.py", "magic.generator.model"): None,
                          ("generator/train.py", "magic.generator.model"): None,
-                         ("generator/train.py", "magic.generator.padded"): {"train_epoch"},
-                         ("generator/evaluation.py", "magic.common.validate"): {"add_decoding_flags"}}
+                         ("generator/train.py", "magic.generator.padded"): {"train_epoch"}}
 NOT_YET = ("generator/pretrain.py", "llm/inference.py")  # being rewritten by others when this was done
 
 
@@ -351,3 +350,16 @@ def test_the_generator_record_is_described_once_beside_its_builder():
     described = re.findall(r'^\s+[{ ]"(\w+)":', records.__doc__, re.M)
     assert described == list(built), (described, list(built))
     assert not re.search(r'"response_memory":', data.__doc__) and "records.py" in data.__doc__
+
+
+@pytest.mark.parametrize("script", ["test_evaluation.py", "chat.py"])
+def test_help_imports_no_torch_and_shows_each_default_once(script):
+    """``--help`` of step 8 and of the chat: generated from their config dataclasses, without importing torch,
+    each option's default said once."""
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\ntry:\n    runpy.run_path({script!r}, "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.rstrip().endswith("torch imported: False"), proc.stdout + proc.stderr
+    options = re.split(r"\n  (?=-)", proc.stdout.split("options:", 1)[1])
+    assert len(options) > 10 and all(o.count("default:") <= 1 for o in options), options
+    assert "--num_beams NUM_BEAMS" in proc.stdout and "(default: 5)" in proc.stdout

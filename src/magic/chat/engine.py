@@ -11,7 +11,7 @@ Every turn runs the pipeline's own code, so what you see is what the evaluation 
 3. the generator record is the test record of that sample (``dataset_build.sample_record``, see
    ``generator_record``) with the inferred strategy and motivation, as step 5 merges them;
 4. the response is decoded by ``evaluation.generate_responses`` (cached beam search, test_evaluation.py's
-   search flags) and cleaned by ``evaluation.clean_response``, as the evaluation scores it.
+   DecodingConfig) and cleaned by ``evaluation.clean_response``, as the evaluation scores it.
 
 Seeker text typed by a person is tokenised the MultiESC way first (``convert_hf.tokenize_text``: the
 generator and the strategy LLM were trained on ``I ' m sad .``, not ``I'm sad.``).
@@ -27,16 +27,16 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
 
 from magic.common.artifacts import best_checkpoint, latest_best_checkpoint
 from magic.common.errors import UserError
+from magic.common.validate import check_tokenizer_files
 from magic.esconv.dialogues import STRATEGIES, Dialogue, Turn, canonical_strategy, make_sample, parse_dialogue
+from magic.generator.eval_config import DecodingConfig
 from magic.llm.engines.base import Generation
 from magic.llm.engines.factory import make_engine
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 CHAT_SPLIT = "chat"  # sample ids of a chat: chat-0-<turn>
 
 
@@ -64,20 +64,16 @@ class LocalStrategyLLM:
 
     name = "strategy LLM"
 
-    def __init__(self, path: str, template: str = "default", max_new_tokens: int = 128, do_sample: bool = False,
-                 top_k: int | None = None, temperature: float | None = None, device: str | None = None,
-                 dtype: str | None = None):
+    def __init__(self, path: str, generation: Generation, device: str | None = None, dtype: str | None = None):
         if not os.path.isdir(path):
             raise ChatSetupError(f"{path}: strategy LLM folder not found (expected the merged model written by "
                                  "LLM_inference/export_model.py)")
         if not os.path.exists(os.path.join(path, "config.json")):
             raise ChatSetupError(f"{path}: no config.json; expected the merged strategy LLM folder written by "
                                  "LLM_inference/export_model.py")
-        if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
-            raise ChatSetupError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); export the model "
-                                 "with LLM_inference/export_model.py, which saves the tokenizer beside the weights")
+        check_tokenizer_files(path, "strategy LLM")  # one line (UserError) naming the folder
         self.engine = make_engine("local", model_path=path, batch_size=1, device=device, dtype=dtype,
-                                  generation=Generation(template, max_new_tokens, do_sample, top_k, temperature))
+                                  generation=generation)
         try:
             self.engine.load()
         except (OSError, ValueError, RuntimeError) as e:
@@ -95,12 +91,11 @@ class ServerStrategyLLM:
 
     name = "strategy server"
 
-    def __init__(self, base_url: str, model: str, max_new_tokens: int = 128, do_sample: bool = False,
-                 temperature: float | None = None, timeout: float = 30.0, max_retries: int = 1):
+    def __init__(self, base_url: str, model: str, generation: Generation, timeout: float, max_retries: int = 1):
         self.base_url, self.model = base_url, model
+        generation = replace(generation, template="default", top_k=None)  # the server applies its own template
         self.engine = make_engine("openai", model_path=model, base_url=base_url, concurrency=1, timeout=timeout,
-                                  max_retries=max_retries,
-                                  generation=Generation("default", max_new_tokens, do_sample, None, temperature))
+                                  max_retries=max_retries, generation=generation)
 
     def check(self) -> str | None:
         """None when the server answers a model listing, else a one-line reason (secrets scrubbed)."""
@@ -190,11 +185,11 @@ class TurnResult:
 
 class ChatEngine:
     """What one chat.py process loads once: the generator, its tokenizer, the strategy source and the
-    decoding settings (test_evaluation.py's search flags). Chats (``ChatSession``) share it."""
+    decoding settings (test_evaluation.py's DecodingConfig). Chats (``ChatSession``) share it."""
 
-    def __init__(self, model, tokenizer, strategy_source, decoding: dict, update_memory: bool = False):
+    def __init__(self, model, tokenizer, strategy_source, decoding: DecodingConfig, update_memory: bool = False):
         self.model, self.tokenizer, self.source = model, tokenizer, strategy_source
-        self.decoding = dict(decoding)
+        self.decoding = decoding
         self.update_memory = update_memory
         self.initial_bank = model.memory_state()
         self.lock = threading.RLock()  # one turn at a time on the shared models (the web app serves several tabs)
@@ -226,7 +221,7 @@ class ChatEngine:
         model, tok = self.model, self.tokenizer
         with self.lock, torch.no_grad():
             model.load_memory_state(bank)
-            raw = generate_responses(model, tok, [record], batch_size=1, progress=False, **self.decoding)[0]
+            raw = generate_responses(model, tok, [record], self.decoding, batch_size=1, progress=False)[0]
             response = clean_response(raw)
             # the auxiliary classifier on the response as the memory encoder pools it (the training path)
             enc = tok([response], truncation=True, max_length=model.max_length_res_memory, return_tensors="pt",
@@ -429,20 +424,6 @@ def read_typed_line(stream, prompt: str = "", interactive: bool = False) -> str:
     return typed_text(raw.rstrip(nl).rstrip(cr))
 
 
-def engine_summary(engine: ChatEngine, model_path: str, source_desc: str) -> str:
-    d = engine.decoding
-    return (f"generator {model_path} (beams {d['num_beams']}, groups {d['num_beam_groups']}, diversity "
-            f"{d['diversity_penalty']}); strategies from {source_desc}")
-
-
-def decoding_settings(args) -> dict:
-    """``generate_responses`` keyword arguments from test_evaluation.py's search flags (the evaluation's own
-    DecodingSettings, so the chat decodes exactly as step 8 does)."""
-    from magic.generator.evaluation import DecodingSettings
-
-    return DecodingSettings.from_args(args).kwargs()
-
-
 def format_turn(res: TurnResult) -> list[str]:
     """Terminal lines of one supporter turn."""
     lines = [f"strategy:   {res.strategy}  ({res.source})"]
@@ -451,7 +432,3 @@ def format_turn(res: TurnResult) -> list[str]:
     lines.append(f"supporter:  {res.response}")
     return lines
 
-
-def top_probs(probs: dict, n: int = 3) -> str:
-    best: Sequence = sorted(probs.items(), key=lambda kv: -kv[1])[:n]
-    return ", ".join(f"{k} {v:.2f}" for k, v in best)

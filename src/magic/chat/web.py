@@ -230,13 +230,13 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # gradio closes its server on it, and serve's finally removes the private folder
 
 
-def serve(engine, desc: str, args) -> int:
-    """Launch the page on args.host:args.port (blocks until Ctrl-C)."""
-    auth = parse_auth(args.auth)
-    app = build_app(engine, desc, args.situation)
+def serve(engine, desc: str, cfg) -> int:
+    """Launch the page on cfg.host:cfg.port (blocks until Ctrl-C); ``cfg``: chat.py's ChatConfig."""
+    auth = parse_auth(cfg.auth)
+    app = build_app(engine, desc, cfg.situation)
     files = app.private_files
-    if args.host not in ("127.0.0.1", "localhost") and auth is None:
-        print(f"warning: serving on {args.host} without authentication; anyone who can reach port {args.port} can "
+    if cfg.host not in ("127.0.0.1", "localhost") and auth is None:
+        print(f"warning: serving on {cfg.host} without authentication; anyone who can reach port {cfg.port} can "
               "use the models (--auth USER:PASS or $MAGIC_CHAT_AUTH)", file=sys.stderr)
     print(f"MAGIC chat: {desc}.", flush=True)
     print(f"Conversations are kept in memory while their tab is open; the download file of each is in {files.folder} "
@@ -244,10 +244,10 @@ def serve(engine, desc: str, args) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+        app.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, auth=auth,
                    allowed_paths=[files.folder], ssr_mode=False, css=CSS, quiet=False)
     except OSError as e:  # e.g. the port is taken
-        raise ChatSetupError(f"cannot serve on {args.host}:{args.port}: {e}") from None
+        raise ChatSetupError(f"cannot serve on {cfg.host}:{cfg.port}: {e}") from None
     finally:
         files.close()
     return 0

@@ -240,7 +240,7 @@ def _best_hypotheses(st: _Beams, n: int) -> BeamSearchOutput:
 
 def beam_search(model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], *,
                 decoder_start_token_id: int, eos_token_id, pad_token_id: int, max_new_tokens: int,
-                num_beams: int = 5, num_beam_groups: int = 1, diversity_penalty: float = 0.0,
+                num_beams: int, num_beam_groups: int = 1, diversity_penalty: float = 0.0,
                 length_penalty: float = 1.0, early_stopping: Union[bool, str] = False,
                 min_new_tokens: int = 0, num_return_sequences: int = 1) -> BeamSearchOutput:
     """(Group) beam search over ``model.decode`` with a KV cache; see the module docstring.

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import warnings
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -30,9 +29,10 @@ from metric.protocol import clean_response, compute_scores, compute_scores_and_s
 from magic.generator.beam_search import beam_search, group_diversity
 from magic.generator.checkpoint import load_checkpoint
 from magic.generator.data import DialogueDataset, collator_for, load_records
+from magic.generator.eval_config import DecodingConfig, EvalConfig
 from magic.common.artifacts import RUN_NAME_RE
-from magic.common.errors import OutputExistsError
-from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+from magic.common.errors import OutputExistsError, UserError
+from magic.common.io_utils import atomic_write_json, atomic_write_text
 from magic.common.jsonl import parse_jsonl
 from magic.common.validate import check_split_ids
 
@@ -45,6 +45,11 @@ REFERENCE_FILE = "response_lables.txt"  # sic, the released name
 
 
 # ------------------------------------------------------------------------------------------ output names
+def _path_parts(model_path: str) -> List[str]:
+    """The folders of a path, made relative (no leading '/', no '.', no '..')."""
+    return [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+
+
 def run_name_from_model_path(model_path: str) -> str:
     """The run folder under eval_result/: main.py's ``bs_<B>_epochs_<E>_<YYYYmmdd_HHMMSS>`` component of the
     model path (the released code took the 31 characters after 'out_model/', which is that name for
@@ -52,7 +57,7 @@ def run_name_from_model_path(model_path: str) -> str:
     m = RUN_NAME_RE.search(model_path.replace("\\", "/"))
     if m:
         return m.group(0)
-    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    parts = _path_parts(model_path)
     if not parts:
         raise ValueError(f"cannot derive a run name from model path {model_path!r}")
     return "/".join(parts)
@@ -70,126 +75,62 @@ def output_paths(eval_dir: str, model_path: str, diversity_penalty: float, lengt
             "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
 
 
-def _checkpoint_name(model_path: str) -> str:
-    parts = [p for p in os.path.normpath(model_path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return parts[-1] if parts else "checkpoint"
+@contextmanager
+def _folder_lock(folder: str):
+    """One claim (or finish) at a time among the results of ``folder`` (an flock on the folder itself, released
+    by a kill too; without fcntl, i.e. on Windows, no lock)."""
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _settings_of(path: str):
+    """The settings a result file (scores record, or partial file's first line) records; None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.readline() if path.endswith(".jsonl") else f.read())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return obj.get("settings") if isinstance(obj, dict) else None
 
 
 def claim_output(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
                  settings: dict, overwrite: bool = False, ids: Optional[Sequence[str]] = None):
-    """``(paths, partial)``: ``output_paths`` made unique per checkpoint and settings, and the claim of that name
-    (a ``_Partial`` holding its ``.partial.jsonl`` open and locked until ``finish`` or ``close``).
+    """``(paths, partial)``: the output name of this checkpoint and settings, claimed (``partial``, a _Partial,
+    holds its ``.partial.jsonl`` open and locked until ``finish`` or ``close``).
 
-    The name is the released ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds the result
-    (finished, being decoded, or interrupted) of another checkpoint or other settings; then
-    ``<eval_dir>/<run>/<checkpoint>/<same name>`` (then with ``_2``, ``_3``, ... before ``.txt``). A finished
-    result of the same checkpoint and settings is refused (OutputExistsError) unless ``overwrite``; so is one
-    being decoded now by another evaluation (its partial file is locked): refused at once, before any decoding.
-    An interrupted one (a kill releases the lock) is resumed. The partial file is created exclusively, so two
-    evaluations started together never share one name. ``ids``: the samples to decode (see _Partial)."""
+    The name is the released ``<eval_dir>/<run>/diversity_<d>_length_<l>.txt`` unless it holds a result (finished,
+    being decoded or interrupted) of another checkpoint or other settings; then ``<eval_dir>/<run>/<checkpoint>/``
+    that name (then with ``_2``, ``_3``, ... before ``.txt``): no result is ever replaced. A finished result of
+    the same checkpoint and settings is refused (OutputExistsError) unless ``overwrite``; so is one being decoded
+    now (its partial file is locked), at once; an interrupted one is resumed. Claims of one run folder take turns
+    (_folder_lock), so two evaluations started together never share a name. ``ids``: see _Partial."""
     base = output_paths(eval_dir, model_path, diversity_penalty, length_penalty)
-    name = os.path.basename(base["hypotheses"])
-    folder = os.path.join(os.path.dirname(base["hypotheses"]), _checkpoint_name(model_path))
-    header = {"settings": settings}
-    for k in range(1, 1000):
-        hyp = base["hypotheses"] if k == 1 else os.path.join(
-            folder, name if k == 2 else name[:-len(".txt")] + f"_{k - 1}.txt")
-        paths = {**base, "hypotheses": hyp, "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
-        for _ in range(100):  # look again when the slot changed under us (its evaluation finished meanwhile)
+    run_dir, name = os.path.split(base["hypotheses"])
+    own = os.path.join(run_dir, (_path_parts(model_path) or ["checkpoint"])[-1])
+    with _folder_lock(run_dir):
+        for k in range(1000):
+            hyp = base["hypotheses"] if k == 0 else os.path.join(own, name if k == 1 else f"{name[:-4]}_{k}.txt")
+            paths = {**base, "hypotheses": hyp, "scores": hyp + ".scores.json", "partial": hyp + ".partial.jsonl"}
             if os.path.exists(paths["scores"]):
-                try:
-                    done = load_json(paths["scores"], "scores record")
-                except ValueError:
-                    done = None
-                if not (isinstance(done, dict) and done.get("settings") == settings):
-                    break  # another checkpoint's or other settings' finished result: keep it
+                if _settings_of(paths["scores"]) != settings:
+                    continue  # another checkpoint's or other settings' finished result: keep it
                 if not overwrite:
                     raise OutputExistsError(f"{hyp}: this checkpoint was already evaluated with these settings "
                                             f"(scores in {paths['scores']}); pass --overwrite_output_dir to redo it")
             elif os.path.exists(hyp) and not os.path.exists(paths["partial"]):
-                break  # a result without scores (e.g. the released code's): keep it
+                continue  # a result without scores (e.g. the released code's): keep it
+            if os.path.exists(paths["partial"]) and _settings_of(paths["partial"]) != settings:
+                continue  # another checkpoint or other settings being decoded here, or interrupted: keep it
             os.makedirs(os.path.dirname(hyp), exist_ok=True)
-            try:
-                fh, state = _open_claim(paths["partial"])
-            except FileNotFoundError:
-                continue  # removed since we looked: that evaluation finished; look at its result
-            if state == "created":
-                return paths, _Partial(paths["partial"], settings, ids=ids, handle=fh)
-            owner = _partial_header(fh)
-            if state == "busy":
-                fh.close()
-                if owner is None:  # created an instant ago: its settings line is being written
-                    time.sleep(0.01)
-                    continue
-                if owner == header:
-                    raise OutputExistsError(
-                        f"{hyp}: another evaluation of this checkpoint with these settings is decoding into this "
-                        f"name now ({paths['partial']} is locked by it); wait for it to finish (its result is "
-                        "then in this name), or evaluate with other settings")
-                break  # another checkpoint or other settings being decoded here: keep it
-            if owner == header:
-                return paths, _Partial(paths["partial"], settings, ids=ids, handle=fh)  # our interrupted run
-            fh.close()
-            break  # another checkpoint's or other settings' interrupted run: keep it, it can be resumed
-        else:
-            raise OutputExistsError(f"{hyp}: the result changes too fast to be claimed; rerun")
-    raise OutputExistsError(f"{os.path.dirname(hyp)}: too many results; choose another --eval_dir")
-
-
-def claim_output_paths(eval_dir: str, model_path: str, diversity_penalty: float, length_penalty: float,
-                       settings: dict, overwrite: bool = False) -> Dict[str, str]:
-    """The paths ``claim_output`` chooses, its claim given up again at once (the partial file stays, with the
-    settings as first line, and is resumed by the next claim of the same checkpoint and settings)."""
-    paths, partial = claim_output(eval_dir, model_path, diversity_penalty, length_penalty, settings, overwrite)
-    partial.close()
-    return paths
-
-
-def _lock(fh, wait: bool = False) -> bool:
-    """An exclusive flock on the open file ``fh`` (released when it is closed, also by a kill); False when
-    another open file holds it and not ``wait``. Without fcntl (Windows) always True: names are then claimed
-    by exclusive creation only."""
-    if fcntl is None:  # pragma: no cover - Windows
-        return True
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _open_claim(path: str):
-    """``(file, state)`` for the partial file ``path``, opened read-write: "created" (new, empty, locked by us),
-    "resumable" (an existing one, locked by us: nobody is decoding into it) or "busy" (an existing one that a live
-    evaluation holds locked; not locked by us). FileNotFoundError when it was removed while we looked."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
-    except FileExistsError:
-        pass
-    else:
-        fh = os.fdopen(fd, "r+b")
-        _lock(fh, wait=True)  # a second evaluation looking at the new file may hold the lock for an instant
-        return fh, "created"
-    fh = open(path, "r+b")
-    if not _lock(fh):
-        return fh, "busy"
-    try:
-        same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        same = False
-    if not same:  # removed (or replaced) between our open and our lock: its evaluation finished
-        fh.close()
-        raise FileNotFoundError(path)
-    return fh, "resumable"
-
-
-def _partial_header(fh):
-    """The first line of an open partial file, decoded (None when it is not JSON)."""
-    fh.seek(0)
-    try:
-        return json.loads(fh.readline().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
+            partial = _Partial(paths["partial"], settings, ids=ids, lock_dir=run_dir)  # refused if being decoded
+            return paths, partial
+    raise OutputExistsError(f"{own}: too many results; choose another --eval_dir")
 
 
 def write_lines(path: str, lines: Sequence[str]) -> None:
@@ -230,35 +171,37 @@ class _Partial:
     """Resumable decoding: finished responses are appended to a JSON-lines file whose first line records the
     decoding settings; a rerun with the same settings skips them, other settings start over.
 
-    The file is held open and locked (flock) while this object holds it, so that another evaluation can tell a
-    live run from an interrupted one (claim_output). Its lines are read by the resume-file rule of
-    magic.common.jsonl: a torn last line is dropped, any other line that is not ``{"id": <a sample of ids>,
-    "response": <string>}`` (``[1, 2]``, a non-string response, an id of no test sample, a second line for
-    one sample) is skipped with a warning naming ``file:line`` and its sample decoded again; the file is then
-    rewritten with the lines kept. ``handle``: the file already opened and locked by claim_output; without it
-    the file at ``path`` is opened (created) and locked here (OutputExistsError when another process holds it).
+    The file is held open and locked (flock) while this object holds it: another evaluation that wants it is
+    refused at once (OutputExistsError), one that finds it unlocked (its evaluation was interrupted: a kill
+    releases the lock too) resumes it. Its lines are read by the resume-file rule of magic.common.jsonl: a torn
+    last line is dropped, any other line that is not ``{"id": <a sample of ids>, "response": <string>}``
+    (``[1, 2]``, a non-string response, an id of no test sample, a second line for one sample) is skipped with a
+    warning naming ``file:line`` and its sample decoded again; the file is then rewritten with the lines kept.
+    ``lock_dir``: the folder whose claims ``finish`` waits for (claim_output's).
     """
 
-    def __init__(self, path: str, settings: dict, ids: Optional[Sequence[str]] = None, handle=None):
-        self.path, self.settings, self.done = path, settings, {}
-        if handle is None:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o666), "r+b")
-            if not _lock(handle):
-                handle.close()
-                raise OutputExistsError(f"{path}: another evaluation is decoding into it now (the file is locked); "
-                                        "wait for it to finish")
-        self._f = handle
+    def __init__(self, path: str, settings: dict, ids: Optional[Sequence[str]] = None,
+                 lock_dir: Optional[str] = None):
+        self.path, self.settings, self.lock_dir, self.done = path, settings, lock_dir, {}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._f = handle = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o666), "r+b")
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            hyp = path[:-len(".partial.jsonl")] if path.endswith(".partial.jsonl") else path
+            raise OutputExistsError(
+                f"{hyp}: another evaluation of this checkpoint with these settings is decoding into this name now "
+                f"({path} is locked by it); wait for it to finish (its result is then in this name), or evaluate "
+                "with other settings") from None
         handle.seek(0)
         raw = handle.read()
         head, newline, body = raw.partition(b"\n")
-        header = {"settings": settings}
-        resumed = None
-        if newline:
-            try:
-                resumed = json.loads(head.decode("utf-8")) == header
-            except (UnicodeDecodeError, ValueError):
-                resumed = False
+        try:
+            resumed = bool(newline) and json.loads(head) == {"settings": settings}
+        except ValueError:  # a torn header (UnicodeDecodeError is a ValueError too)
+            resumed = False
         if resumed:
             known, seen = (set(ids) if ids is not None else None), set()
 
@@ -307,70 +250,17 @@ class _Partial:
         self._f.close()
 
     def finish(self) -> None:
-        """The result is complete: remove the file, then release it."""
-        os.unlink(self.path)
-        self._f.close()
-
-
-EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
-
-
-@dataclass(frozen=True)
-class DecodingSettings:
-    """The search of step 8, and of the chat: the one translation of ``add_decoding_flags``' values into
-    ``generate_responses`` arguments (test_evaluation.py and chat.py both build it with ``from_args``)."""
-    num_beams: int = 5
-    num_beam_groups: int = 5
-    diversity_penalty: float = 1.0
-    length_penalty: float = 1.0
-    max_new_tokens: int = 64          # --max_length_res
-    early_stopping: bool | str = False
-    max_length: int = 512             # context tokens
-
-    @classmethod
-    def from_args(cls, args) -> "DecodingSettings":
-        early = args.early_stopping
-        return cls(num_beams=args.num_beams, num_beam_groups=args.num_beam_groups,
-                   diversity_penalty=args.diversity_penalty, length_penalty=args.length_penalty,
-                   max_new_tokens=args.max_length_res, max_length=args.max_length,
-                   early_stopping=EARLY_STOPPING[early] if isinstance(early, str) else early)
-
-    def kwargs(self) -> dict:
-        """Keyword arguments of ``generate_responses``."""
-        return asdict(self)
-
-
-def add_decoding_flags(p):
-    """test_evaluation.py's checkpoint-loading and search flags on an argparse parser or group (chat.py uses
-    the same ones)."""
-    from magic.common.validate import finite_float, length_int, non_negative_float, positive_int
-
-    p.add_argument("--bart_base_dir", type=str, default="src/bart_base/",
-                   help="BART the model was trained from; only needed for checkpoints without config.json "
-                        "(written by the released code)")
-    p.add_argument("--num_beams", type=positive_int, default=5, help="beams per sample")
-    p.add_argument("--max_length", type=length_int, default=512, help="max context tokens")
-    p.add_argument("--max_length_res", type=positive_int, default=64, help="max generated tokens (EOS included)")
-    p.add_argument("--diversity_penalty", type=non_negative_float, default=1.0,
-                   help="Hamming diversity penalty between beam groups (acts only with --num_beam_groups > 1)")
-    p.add_argument("--length_penalty", type=finite_float, default=1.0,
-                   help="hypothesis score = sum log-prob / length ** length_penalty (HF)")
-    # added
-    p.add_argument("--num_beam_groups", type=positive_int, default=5,
-                   help="beam groups for diverse beam search; must divide --num_beams. Default 5 (5 groups of one "
-                        "beam) so the released --diversity_penalty 1.0 acts; 1 = standard beam search (= HF generate)")
-    p.add_argument("--early_stopping", type=str, default="false", choices=list(EARLY_STOPPING),
-                   help="HF early_stopping semantics (default false, HF's default)")
-    return p
+        """The result is complete: remove the file, then release it (not while claim_output looks at it)."""
+        with _folder_lock(self.lock_dir) if self.lock_dir else nullcontext():
+            os.unlink(self.path)
+            self._f.close()
 
 
 @torch.no_grad()
-def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size: int = 1, num_beams: int = 5,
-                       num_beam_groups: int = 1, diversity_penalty: float = 0.0, length_penalty: float = 1.0,
-                       max_new_tokens: int = 64, min_new_tokens: int = 0, early_stopping=False,
-                       max_length: int = 512, partial: Optional[_Partial] = None,
-                       progress: bool = True) -> List[str]:
-    """Decode one response per record (raw ``tokenizer.decode`` text, special tokens skipped).
+def generate_responses(model, tokenizer, records: Sequence[dict], decoding: DecodingConfig, *, batch_size: int,
+                       partial: Optional[_Partial] = None, progress: bool = True) -> List[str]:
+    """Decode one response per record (raw ``tokenizer.decode`` text, special tokens skipped), ``batch_size``
+    records at a time, as ``decoding`` says (its search; its max_length: the context tokens kept).
 
     The encoder (context + memory vector (+ motivation)) runs once per batch; the decoder runs once per step
     for all beams with the KV cache. The memory bank is used as loaded (frozen).
@@ -378,14 +268,13 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
     model.eval()
     device = model.device
     # the checkpoint's settings (truncation side, memory length); --max_length decides the context tokens
-    dataset = DialogueDataset(records, tokenizer, model.generator_config, max_length=max_length)
+    dataset = DialogueDataset(records, tokenizer, model.generator_config, max_length=decoding.max_length)
     collate = collator_for(model, with_memory=False)
     ids = dataset.ids
     if len(set(ids)) != len(ids):
         raise ValueError("test records have duplicate ids; cannot align responses to samples")
     out: Dict[str, str] = dict(partial.done) if partial else {}
     todo = [i for i in range(len(dataset)) if ids[i] not in out]
-    div = group_diversity(num_beams, num_beam_groups, diversity_penalty)
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="Decoding test set", disable=not progress,
                unit="sample")
     for start in range(0, len(todo), batch_size):
@@ -395,10 +284,7 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
                                      batch["strategy_ids"].to(device), batch["motivation_ids"].to(device),
                                      batch["motivation_mask"].to(device))
         res = beam_search(model, enc, enc_mask, decoder_start_token_id=model.decoder_start_token_id,
-                          eos_token_id=model.eos_token_id, pad_token_id=model.pad_token_id,
-                          max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
-                          num_beam_groups=num_beam_groups, diversity_penalty=div, length_penalty=length_penalty,
-                          early_stopping=early_stopping)
+                          eos_token_id=model.eos_token_id, pad_token_id=model.pad_token_id, **decoding.search())
         for row, i in enumerate(idx):
             n = int(res.lengths[row])
             text = tokenizer.decode(res.sequences[row, 1:1 + n].tolist(), skip_special_tokens=True)
@@ -411,46 +297,9 @@ def generate_responses(model, tokenizer, records: Sequence[dict], *, batch_size:
     return [out[sid] for sid in ids]
 
 
-@dataclass
-class EvalConfig:
-    """Everything one evaluation needs (test_evaluation.py's flags; that script owns the parser and builds
-    this with ``EvalConfig(**vars(args))``)."""
-    model_path: str
-    test_data: str = "data/test.json"
-    batch_size: int = 1
-    strategy_memory_max: int = 128
-    max_length_res_memory: int = 64
-    bart_base_dir: str | None = "src/bart_base/"
-    num_beams: int = 5
-    max_length: int = 512
-    max_length_res: int = 64
-    diversity_penalty: float = 1.0
-    length_penalty: float = 1.0
-    num_beam_groups: int = 5
-    early_stopping: bool | str = "false"
-    strategy_source: str = "inferred"
-    limit: int | None = None
-    device: str = "auto"
-    seed: int | None = 42
-    eval_dir: str = "eval_result"
-    no_meteor: bool = False
-    no_metrics: bool = False
-    no_progress: bool = False
-    overwrite_output_dir: bool = False
-
-    def settings(self, decoding: DecodingSettings) -> dict:
-        """What tells two results apart (claim_output_paths and resume compare it)."""
-        out = {k: getattr(self, k) for k in ("model_path", "test_data", "num_beams", "num_beam_groups",
-                                             "diversity_penalty", "length_penalty", "max_length", "max_length_res",
-                                             "strategy_source", "limit")}
-        out["early_stopping"] = decoding.early_stopping
-        out["model_path"] = os.path.realpath(self.model_path)  # one checkpoint, however it is spelled
-        return out
-
-
-def check_before_decoding(cfg: EvalConfig, decoding: DecodingSettings) -> None:
+def check_before_decoding(cfg: EvalConfig) -> None:
     """What would fail after an hour of decoding fails now: the search settings, Java for METEOR."""
-    group_diversity(decoding.num_beams, decoding.num_beam_groups, decoding.diversity_penalty)
+    group_diversity(cfg.num_beams, cfg.num_beam_groups, cfg.diversity_penalty)
     if not cfg.no_meteor and not cfg.no_metrics and not java_available():
         raise RuntimeError(JAVA_INSTALL_HINT.replace("test_evaluation.py --no_meteor", "--no_meteor"))
 
@@ -467,12 +316,14 @@ def load_test_records(cfg: EvalConfig) -> list[dict]:
 
 
 def load_model(cfg: EvalConfig):
+    """(model, tokenizer, train args) of the checkpoint; the released --strategy_memory_max and
+    --max_length_res_memory, when given, must be the checkpoint's (they decide nothing here)."""
     model, tokenizer, train_args = load_checkpoint(cfg.model_path, bart_base_dir=cfg.bart_base_dir, device=cfg.device)
-    if model.strategy_memory_max != cfg.strategy_memory_max or \
-            model.max_length_res_memory != cfg.max_length_res_memory:
-        warnings.warn(f"--strategy_memory_max {cfg.strategy_memory_max} / --max_length_res_memory "
-                      f"{cfg.max_length_res_memory} differ from the checkpoint's "
-                      f"{model.strategy_memory_max} / {model.max_length_res_memory}; the checkpoint's are used")
+    for flag in ("strategy_memory_max", "max_length_res_memory"):
+        asked, own = getattr(cfg, flag), getattr(model, flag)
+        if asked is not None and asked != own:
+            raise UserError(f"--{flag} {asked}: the checkpoint {cfg.model_path} was trained with {own}, which "
+                            "decoding uses; drop the flag")
     return model, tokenizer, train_args
 
 
@@ -504,7 +355,7 @@ def scores_record(cfg: EvalConfig, records: list[dict], paths: dict, settings: d
         "metric_tokenizer": None if cfg.no_metrics else tokenizer_name(),
         "decoding": decoding,
         "flags": asdict(cfg),
-        "settings": settings,  # what claim_output_paths compares to tell results apart
+        "settings": settings,  # what claim_output compares to tell results apart
         "train_args": train_args,
     }
 
@@ -515,20 +366,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     Check what can fail early; read the test records; load the checkpoint; claim the output name; decode
     (resumable: every response goes to the ``.partial.jsonl`` as it comes); write references and cleaned
     hypotheses; score them; write the record; only then drop the partial file."""
-    decoding = DecodingSettings.from_args(cfg)
-    check_before_decoding(cfg, decoding)
+    check_before_decoding(cfg)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     records = load_test_records(cfg)
     model, tokenizer, train_args = load_model(cfg)
-    settings = cfg.settings(decoding)
+    settings = cfg.settings()
     # the name is ours (its partial file locked) until the end: a second evaluation of it is refused at once
     paths, partial = claim_output(cfg.eval_dir, cfg.model_path, cfg.diversity_penalty, cfg.length_penalty,
                                   settings, overwrite=cfg.overwrite_output_dir,
                                   ids=[r.get("id", str(i)) for i, r in enumerate(records)])
     try:
-        hyps_raw = generate_responses(model, tokenizer, records, batch_size=cfg.batch_size, partial=partial,
-                                      progress=not cfg.no_progress, **decoding.kwargs())
+        hyps_raw = generate_responses(model, tokenizer, records, cfg, batch_size=cfg.batch_size, partial=partial,
+                                      progress=not cfg.no_progress)
         write_lines(paths["references"], [one_line(r["response"]) for r in records])
         write_lines(paths["hypotheses"], [clean_response(h) for h in hyps_raw])
         record = scores_record(cfg, records, paths, settings, train_args)
