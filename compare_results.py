@@ -1,6 +1,6 @@
 """Is system B better than system A? Paired bootstrap and approximate randomisation on the per-sample scores of
 two test_evaluation.py results (their .scores.json), sample by sample. Thin wrapper: the logic and the
-resampling choice of each metric are in metric/significance.py.
+resampling choice of each metric are in src/magic/metric/significance.py.
 
     python compare_results.py A.scores.json B.scores.json [--resamples 1000] [--permutations 1000] [--seed 0]
                               [--output compare_results.json] [--metrics Bleu_2 ROUGE_L ...]
@@ -18,7 +18,7 @@ from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, ArgumentType
 from magic.common.errors import UserError, run_main
 from magic.common.io_utils import atomic_write_json
 from magic.common.validate import non_negative_int, probability
-from metric.significance import (DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, compare_files, format_comparison)
+from magic.metric.significance import (DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, compare_files, format_comparison)
 
 MIN_DRAWS = 1000
 

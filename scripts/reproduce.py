@@ -60,8 +60,8 @@ def preload() -> None:
     import magic.generator.checkpoint  # noqa: F401
     import magic.generator.data  # noqa: F401
     import magic.generator.evaluation  # noqa: F401
-    import metric.protocol  # noqa: F401
-    import metric.significance  # noqa: F401
+    import magic.metric.protocol  # noqa: F401
+    import magic.metric.significance  # noqa: F401
 
 
 def main(argv=None) -> int:

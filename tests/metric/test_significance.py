@@ -1,4 +1,4 @@
-"""metric/significance.py: per-sample statistics reproduce the reported corpus scores; paired bootstrap and
+"""magic.metric.significance: per-sample statistics reproduce the reported corpus scores; paired bootstrap and
 approximate randomisation (identical -> not significant, reference-equal vs poor -> significant, A/B swap flips
 the sign and keeps p); the confusion-matrix F1s equal sklearn's; McNemar's exact test; speed."""
 import math
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from metric.nlgeval import bleu_from_counts, bleu_statistics
-from metric.protocol import compute_scores, compute_scores_and_samples
-from metric.significance import (ColumnStatistic, approximate_randomisation, bleu_columns, bleu_reduce,
+from magic.metric.nlgeval import bleu_from_counts, bleu_statistics
+from magic.metric.protocol import compute_scores, compute_scores_and_samples
+from magic.metric.significance import (ColumnStatistic, approximate_randomisation, bleu_columns, bleu_reduce,
                                  bootstrap_ci, bootstrap_paired, bootstrap_weights, classification_ci,
                                  classification_scores, classification_statistic, compare_classifiers,
                                  mcnemar_exact, mean_statistic, swap_masks)

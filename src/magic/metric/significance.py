@@ -65,7 +65,7 @@ import numpy as np
 
 from magic.common.errors import UserError
 from magic.common.io_utils import load_json
-from metric.nlgeval import bleu_from_counts
+from magic.metric.nlgeval import bleu_from_counts
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_PERMUTATIONS = 1000
