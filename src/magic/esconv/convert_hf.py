@@ -34,9 +34,8 @@ import os
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from magic.common.artifacts import SPLITS
 from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, ESConvFormatError, parse_dialogue
 from magic.common.io_utils import atomic_write_text
@@ -255,18 +254,6 @@ def dumps_multiesc(dialogues: list[dict]) -> str:
     return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues)
 
 
-def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike, greeting: str = "all") -> ConvertStats:
-    """HF-form file -> MultiESC-form file, written atomically only when every line converted."""
-    input_path = os.fspath(input_path)
-    if not os.path.exists(input_path):
-        raise FileNotFoundError(f"{input_path}: no such file (expected HF thu-coai/esconv JSON lines)")
-    stats = ConvertStats()
-    with open(input_path, encoding="utf-8") as f:
-        dialogues = convert_lines(f, input_path, greeting, stats)
-    atomic_write_text(output_path, dumps_multiesc(dialogues))
-    return stats
-
-
 # HF split files are named train/valid/test (local copies) or train/validation/test (hub).
 HF_SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
 HF_EXTENSIONS = (".json", ".jsonl", ".txt")
@@ -299,19 +286,6 @@ def convert_splits(sources: dict[str, tuple[str, Iterable[str]]], outputs: dict[
     for split, dialogues in converted.items():
         atomic_write_text(outputs[split], dumps_multiesc(dialogues))
     return stats
-
-
-def convert_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                splits: Iterable[str] = SPLITS, greeting: str = "all") -> dict[str, ConvertStats]:
-    """``input_dir/{train,valid,test}.json`` (HF form) -> ``output_dir/{train,valid,test}.txt``."""
-    paths = {split: find_split_file(input_dir, split) for split in splits}
-
-    def read(path: str) -> Iterator[str]:
-        with open(path, encoding="utf-8") as f:
-            yield from f
-
-    outputs = {s: os.path.join(os.fspath(output_dir), f"{s}.txt") for s in paths}
-    return convert_splits({s: (p, read(p)) for s, p in paths.items()}, outputs, greeting)
 
 
 HUB_DATASET = "thu-coai/esconv"

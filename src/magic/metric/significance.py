@@ -294,11 +294,6 @@ def _encode_with(values: Sequence, labels: Sequence) -> np.ndarray:
     return np.array([code[str(v)] for v in values], dtype=np.int64)
 
 
-def classification_scores(gold: Sequence, pred: Sequence) -> Dict[str, float]:
-    """Accuracy, macro-F1 and weighted-F1 on the full set."""
-    return {m: classification_statistic(gold, pred, m).value() for m in CLASSIFICATION_METRICS}
-
-
 def classification_ci(gold: Sequence, pred: Sequence, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                       confidence: float = DEFAULT_CONFIDENCE) -> Dict[str, Dict[str, float]]:
     """bootstrap_ci of accuracy, macro-F1 and weighted-F1 (the same resamples for the three)."""

@@ -27,8 +27,6 @@ from magic.study.profiles import Profile
 # system -> main.py flags (the ablations of the paper's Table 3, as the released flags spell them)
 SYSTEMS = {"magic": [], "no_memory": ["--no_memory"], "no_aux": ["--l_strategy", "0"],
            "motivation": ["--use_motivation"]}
-SYSTEM_NAMES = {"magic": "MAGIC", "no_memory": "w/o strategy memory", "no_aux": "w/o auxiliary loss",
-                "motivation": "with motivation fused"}
 TEST_SETS = ("test", "test_all")
 
 
