@@ -22,7 +22,7 @@ from magic.esconv.dialogues import enumerate_samples, load_dialogues, load_sampl
 
 def _script(repo_root, name):
     spec = importlib.util.spec_from_file_location(name, repo_root / "data" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
+    mod = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 

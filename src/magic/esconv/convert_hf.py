@@ -68,6 +68,7 @@ GREETING_RE = re.compile(
     re.IGNORECASE,
 )
 GREETING_MODES = ("all", "opening", "none")
+DEFAULT_GREETING = GREETING_MODES[0]  # closest to MultiESC (docs/FIDELITY.md)
 DEFAULT_FINAL_INTENSITY = 2  # MultiESC's value when the seeker skipped the final survey question
 
 _PUNCT_RE = re.compile("([" + re.escape(string.punctuation) + "])")
@@ -101,7 +102,7 @@ def map_label(label: str) -> str:
     return _LABEL_LOOKUP[key]
 
 
-def merged_label(labels: list[str], texts: list[str], opening: bool, greeting: str = "all") -> str:
+def merged_label(labels: list[str], texts: list[str], opening: bool, greeting: str = DEFAULT_GREETING) -> str:
     """The MultiESC label of one merged supporter turn from the HF labels of its parts (rules 4 and 5)."""
     mapped = [map_label(x) for x in labels]
     substantive = [x for x in mapped if x != "Others"]
@@ -143,7 +144,7 @@ class ConvertStats:
             self.labels[k] = self.labels.get(k, 0) + v
 
 
-def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting: str = "all",
+def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting: str = DEFAULT_GREETING,
                      stats: ConvertStats | None = None) -> dict:
     """One HF-form dialogue (decoded JSON) -> one MultiESC-form dict. HFFormatError names path:line."""
     if greeting not in GREETING_MODES:
@@ -222,7 +223,7 @@ def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting
     return result
 
 
-def convert_lines(lines: Iterable[str], path: str = "<input>", greeting: str = "all",
+def convert_lines(lines: Iterable[str], path: str = "<input>", greeting: str = DEFAULT_GREETING,
                   stats: ConvertStats | None = None) -> list[dict]:
     """Convert HF-form JSON lines (blank lines skipped) and validate each result with magic.esconv.dialogues.
 
@@ -273,7 +274,7 @@ def find_split_file(input_dir: str | os.PathLike, split: str) -> str:
 
 
 def convert_splits(sources: dict[str, tuple[str, Iterable[str]]], outputs: dict[str, str | os.PathLike],
-                   greeting: str = "all") -> dict[str, ConvertStats]:
+                   greeting: str = DEFAULT_GREETING) -> dict[str, ConvertStats]:
     """Convert several splits: ``sources[split] = (name for messages, lines)`` -> file ``outputs[split]``.
 
     All splits are converted and validated before any file is written, so a bad line in test leaves
