@@ -1,6 +1,6 @@
 """Is system B better than system A? Paired bootstrap and approximate randomisation on the per-sample scores of
 two test_evaluation.py results (their .scores.json), sample by sample. Thin wrapper: the logic and the
-resampling choice of each metric are in metric/significance.py.
+resampling choice of each metric are in src/magic/metric/significance.py.
 
     python compare_results.py A.scores.json B.scores.json [--resamples 1000] [--permutations 1000] [--seed 0]
                               [--output compare_results.json] [--metrics Bleu_2 ROUGE_L ...]
@@ -13,12 +13,15 @@ nothing is written); 130 interrupted.
 """
 import os
 import sys
-from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser, ArgumentTypeError
+from dataclasses import dataclass
 
 from magic.common.errors import UserError, run_main
 from magic.common.io_utils import atomic_write_json
+from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import non_negative_int, probability
-from metric.significance import (DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, compare_files, format_comparison)
+from magic.metric.significance import (DEFAULT_CONFIDENCE, DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, compare_files,
+                                       format_comparison)
 
 MIN_DRAWS = 1000
 
@@ -33,25 +36,31 @@ def at_least_min_draws(text: str) -> int:
     return value
 
 
+@dataclass
+class CompareConfig:
+    a: str  # the two files: positional arguments (build_parser)
+    b: str
+    resamples: int = option(DEFAULT_RESAMPLES, f"paired bootstrap resamples (>= {MIN_DRAWS})", type=at_least_min_draws)
+    permutations: int = option(DEFAULT_PERMUTATIONS, f"approximate randomisation draws (>= {MIN_DRAWS})",
+                               type=at_least_min_draws)
+    seed: int = option(0, "seed of the resamples and swaps", type=non_negative_int)
+    confidence: float = option(DEFAULT_CONFIDENCE, "level of the bootstrap interval", type=probability)
+    output: str = option("compare_results.json", "the result as JSON")
+    metrics: list[str] | None = option(None, "only these metrics (names as in the table: Bleu_1..Bleu_4, METEOR, "
+                                       "ROUGE_L, CIDEr, PPL, Distinct-1, Distinct-2, or a per-sample extra); "
+                                       "default: all in both files", nargs="+")
+
+
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", metavar="A.scores.json", help="system A (the baseline): a .scores.json of test_evaluation.py")
     p.add_argument("b", metavar="B.scores.json", help="system B: a .scores.json of the same test samples")
-    p.add_argument("--resamples", type=at_least_min_draws, default=DEFAULT_RESAMPLES,
-                   help=f"paired bootstrap resamples (>= {MIN_DRAWS})")
-    p.add_argument("--permutations", type=at_least_min_draws, default=DEFAULT_PERMUTATIONS,
-                   help=f"approximate randomisation draws (>= {MIN_DRAWS})")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the resamples and swaps")
-    p.add_argument("--confidence", type=probability, default=0.95, help="level of the bootstrap interval")
-    p.add_argument("--output", type=str, default="compare_results.json", help="the result as JSON")
-    p.add_argument("--metrics", nargs="+", default=None,
-                   help="only these metrics (names as in the table: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr, PPL, "
-                        "Distinct-1, Distinct-2, or a per-sample extra); default: all in both files")
+    add_options(p, CompareConfig)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = from_namespace(CompareConfig, build_parser().parse_args(argv))
     if not 0 < args.confidence < 1:
         raise UserError(f"--confidence: expected a number strictly between 0 and 1, got {args.confidence}")
     out = os.path.abspath(args.output)

@@ -10,46 +10,51 @@ exist in ESConv; it is given by a keyword heuristic (--greeting). See docs/FIDEL
 Exit codes: 0 done, 2 bad flag or input, or the hub unavailable (one ``convert_hf_esconv.py: error: ...``
 line naming the file), 130 interrupted.
 """
-from __future__ import annotations
-
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 from magic.common.artifacts import SPLITS
 from magic.common.errors import UserError, run_main
-from magic.esconv.convert_hf import GREETING_MODES, HubUnavailableError, convert_splits, find_split_file, hub_lines
+from magic.common.settings import add_options, from_namespace, option
+from magic.esconv.convert_hf import (DEFAULT_GREETING, GREETING_MODES, HubUnavailableError, convert_splits,
+                                     find_split_file, hub_lines)
 from magic.esconv.dialogues import load_samples
+
+
+SOURCES = ("input", "input_dir", "from_hub")  # exactly one is given
+
+
+@dataclass
+class ConvertConfig:
+    input: str | None = option(None, "an HF-form JSON-lines file, or a folder holding {train,valid,test}.json (then "
+                               "--split picks one; without it all three are converted into --output_dir)")
+    input_dir: str | None = option(None, "folder with the HF-form train/valid(ation)/test .json/.jsonl/.txt files")
+    from_hub: bool = option(False, "load thu-coai/esconv with datasets.load_dataset (needs internet)")
+    split: str | None = option(None, "convert only this split (with a folder or --from_hub)", choices=SPLITS)
+    output: str | None = option(None, "output file (with a single input file or a single --split)")
+    output_dir: str = option("data", "output folder for <split>.txt")
+    greeting: str = option(DEFAULT_GREETING, "HEURISTIC: ESConv has no 'Greeting' label. 'all': an 'Others' "
+                           "supporter turn whose text looks like a greeting, thanks or good-bye becomes 'Greeting' "
+                           "(closest to MultiESC: 97.0% label agreement); 'opening': only the first supporter turn "
+                           "of a dialogue (92.0%); 'none': keep 'Others' (90.1%)", choices=GREETING_MODES)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Step 0 (alternative): HF thu-coai/esconv JSON lines -> MultiESC JSON lines "
-        "(data/{train,valid,test}.txt). "
-        "Merges consecutive same-speaker turns (dropping exact repeats), tokenises punctuation the MultiESC "
-        "way, maps 'Providing Suggestions' and 'Information' to 'Providing Suggestions or Information'. "
-        "Output is validated with magic.esconv.dialogues before it is written (atomically).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "(data/{train,valid,test}.txt), validated before it is written (atomically). The rules: "
+        "src/magic/esconv/convert_hf.py.",
         epilog="Measured on the real valid/test split: turn counts 390/390 dialogues, exact turn text 92.9%, "
-        "supporter labels 97.0% (--greeting all). Greeting is a keyword heuristic (--greeting).")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="an HF-form JSON-lines file, or a folder holding {train,valid,test}.json "
-                     "(then --split picks one; without it all three are converted into --output_dir)")
-    src.add_argument("--input_dir", help="folder with the HF-form train/valid(ation)/test .json/.jsonl/.txt files")
-    src.add_argument("--from_hub", action="store_true",
-                     help="load thu-coai/esconv with datasets.load_dataset (needs internet)")
-    p.add_argument("--split", choices=SPLITS, help="convert only this split (with a folder or --from_hub)")
-    p.add_argument("--output", help="output file (with a single input file or a single --split)")
-    p.add_argument("--output_dir", default="data", help="output folder for <split>.txt (default: data)")
-    p.add_argument("--greeting", choices=GREETING_MODES, default="all",
-                   help="HEURISTIC: ESConv has no 'Greeting' label. 'all' (default): an 'Others' supporter turn "
-                   "whose text looks like a greeting, thanks or good-bye becomes 'Greeting' (closest to MultiESC: "
-                   "97.0%% label agreement); 'opening': only the first supporter turn of a dialogue (92.0%%); "
-                   "'none': keep 'Others' (90.1%%)")
+        "supporter labels 97.0% (--greeting all).")
+    add_options(p.add_mutually_exclusive_group(required=True), ConvertConfig,
+                skip=[f for f in ConvertConfig.__dataclass_fields__ if f not in SOURCES])
+    add_options(p, ConvertConfig, skip=SOURCES)
     return p
 
 
-def plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, tuple[str, str]]:
+def plan(args: ConvertConfig, parser: argparse.ArgumentParser) -> dict[str, tuple[str, str]]:
     """split -> (input file or 'hub', output file)."""
     out_dir = args.output_dir
     if args.output and (args.input_dir or args.from_hub or os.path.isdir(args.input or "")) and not args.split:
@@ -73,7 +78,7 @@ def plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str,
 
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = from_namespace(ConvertConfig, parser.parse_args(argv))
     jobs = plan(args, parser)
     sources = {}
     for split, (inp, _) in jobs.items():

@@ -15,17 +15,17 @@ Without internet access, build the same files from the HF-form data instead:
 Exit codes: 0 done, 1 a file could not be downloaded, validated or written (one ``download_esconv.py:
 error: ...`` line naming the URL or file), 2 bad flag, 130 interrupted.
 """
-from __future__ import annotations
-
 import argparse
 import os
 import socket
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 from magic.common.artifacts import SPLITS
 from magic.common.errors import run_main
+from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import positive_float
 from magic.esconv.dialogues import ESConvFormatError, load_dialogues, load_samples
 
@@ -38,6 +38,14 @@ OFFLINE_HINT = ("Without internet access, build the same files from the HF-form 
                 "is reachable). See data/convert_hf_esconv.py --help.")
 OFFLINE_HINT_LINE = ("without internet access, build the same files from the HF-form ESConv data with "
                      "data/convert_hf_esconv.py --input_dir DIR --output_dir data/ (see its --help)")
+
+
+@dataclass
+class DownloadConfig:
+    output_dir: str = option("data", "where train/valid/test.txt go")
+    base_url: str = option(DEFAULT_BASE_URL, "folder URL holding train/valid/test.txt (default: MultiESC at commit "
+                           f"{MULTIESC_COMMIT[:10]})", show_default=False)
+    timeout: float = option(30.0, "seconds per request", type=positive_float)
 
 
 class DownloadError(RuntimeError):
@@ -56,18 +64,18 @@ def fetch(url: str, timeout: float) -> bytes:
         raise DownloadError(f"{url}: could not connect ({reason})") from None
 
 
-def download_split_files(base_url: str, output_dir: str, timeout: float = 30.0,
-                         splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
+def download_split_files(cfg: DownloadConfig, splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
     """Download, normalise to LF, validate, then move all files into place. Returns split -> path.
 
     Files are staged as hidden temporaries beside their destination; on any failure every temporary
     is removed and no destination file is created or replaced.
     """
+    base_url, output_dir = cfg.base_url, cfg.output_dir
     texts: dict[str, tuple[str, str]] = {}
     # everything is fetched before the disk is touched: offline, not even output_dir is created
     for split in splits:
         url = f"{base_url.rstrip('/')}/{split}.txt"
-        data = fetch(url, timeout)
+        data = fetch(url, cfg.timeout)
         try:
             texts[split] = (url, data.decode("utf-8").replace("\r\n", "\n"))
         except UnicodeDecodeError as e:
@@ -102,17 +110,14 @@ def download_split_files(base_url: str, output_dir: str, timeout: float = 30.0,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=OFFLINE_HINT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", default="data", help="where train/valid/test.txt go (default: data)")
-    p.add_argument("--base_url", default=DEFAULT_BASE_URL,
-                   help=f"folder URL holding train/valid/test.txt (default: MultiESC at commit {MULTIESC_COMMIT[:10]})")
-    p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default: 30)")
+    add_options(p, DownloadConfig)
     return p
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = from_namespace(DownloadConfig, build_parser().parse_args(argv))
     try:
-        paths = download_split_files(args.base_url, args.output_dir, args.timeout)
+        paths = download_split_files(args)
     except DownloadError as e:
         raise DownloadError(f"{e}; {OFFLINE_HINT_LINE}") from None
     for split, path in paths.items():

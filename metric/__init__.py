@@ -1,11 +1,10 @@
-"""Evaluation metrics: ``from metric import NLGEval`` as the released test_evaluation.py expects, and the
-protocol that turns generated text into the paper's numbers (metric/protocol.py)."""
-from .nlgeval import (JAVA_INSTALL_HINT, OVERLAP_METRICS, MeteorError, NLGEval, SafeMeteor, bleu_from_counts,
-                      bleu_statistics, distinct_n, java_available)
-from .protocol import (METRIC_ORDER, clean_response, compute_scores, compute_scores_and_samples, format_scores,
-                       one_line, prepare_for_metrics, tokenizer_name, word_tokenize)
+"""The released import path, kept for scripts run from the repository root (``from metric import NLGEval``).
+The code lives in the package (magic.metric, src/magic/metric/); this folder only re-exports it, and
+``metric.nlgeval`` / ``metric.protocol`` / ``metric.significance`` are the package's own module objects."""
+import sys
 
-__all__ = ["NLGEval", "distinct_n", "SafeMeteor", "MeteorError", "OVERLAP_METRICS", "JAVA_INSTALL_HINT",
-           "java_available", "METRIC_ORDER", "clean_response", "compute_scores", "format_scores", "one_line",
-           "prepare_for_metrics", "tokenizer_name", "word_tokenize", "bleu_statistics", "bleu_from_counts",
-           "compute_scores_and_samples"]
+from magic.metric import *  # noqa: F401,F403
+from magic.metric import __all__, nlgeval, protocol, significance  # noqa: F401
+
+for _module in (nlgeval, protocol, significance):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module

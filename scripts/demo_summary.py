@@ -130,7 +130,7 @@ def strategy_rows(work: str) -> list[dict]:
 
 def generator_rows(work: str) -> tuple[list[dict], list[str], list[str]]:
     """(rows, references, MAGIC's hypotheses). Each row: name, scores (fractions), distinct among first 8."""
-    from metric import java_available
+    from magic.metric import java_available
 
     from magic.generator.evaluation import compute_scores
 

@@ -17,37 +17,41 @@ Reads the real data from $MAGIC_DATA_DIR (default ../shared/data/esconv); withou
 with one line. Exit codes: 0 done (or skipped: no data); 1 a cell failed (its log is named); 2 bad flags;
 130 interrupted (rerun the same command to continue).
 """
-from __future__ import annotations
-
 import argparse
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 
 from magic.common.errors import run_main
+from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import positive_int
 from magic.study.data import ROOT, StudyError, data_dir
-from magic.study.plan import build_study
 from magic.study.profiles import PROFILES, get_profile
-from magic.study.report import write_report
+
+
+@dataclass
+class ReproduceConfig:
+    """The study's flags (the study modules import torch: they load after parsing, so --help answers at once)."""
+    profile: str = option("cpu", "the sizes of the study", choices=tuple(PROFILES))
+    plan: bool = option(False, "print the plan and stop")
+    report: bool = option(False, "only write the report from the result files")
+    only: list[str] | None = option(None, "run only these cells (and what they need)", nargs="+", metavar="CELL")
+    work: str | None = option(None, "work folder (default: study_run/<profile>)")
+    results: str | None = option(None, "result files (default: results/<profile>)")
+    output: str | None = option(None, "the report (default: docs/RESULTS.md; smoke: <results>/RESULTS.md)")
+    commit: bool = option(False, "git-commit each result file as its cell finishes")
+    jobs: int | None = option(None, "cells run at a time, each with cores/jobs threads (default: the profile's)",
+                              type=positive_int)
+    llm_path: str | None = option(None, "paper profile: the Llama-2-7b folder")
+    bart_path: str | None = option(None, "paper profile: the bart-base folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
-    p.add_argument("--plan", action="store_true", help="print the plan and stop")
-    p.add_argument("--report", action="store_true", help="only write the report from the result files")
-    p.add_argument("--only", nargs="+", metavar="CELL", help="run only these cells (and what they need)")
-    p.add_argument("--work", default=None, help="work folder (default study_run/<profile>)")
-    p.add_argument("--results", default=None, help="result files (default results/<profile>)")
-    p.add_argument("--output", default=None, help="the report (default docs/RESULTS.md; smoke: <results>/RESULTS.md)")
-    p.add_argument("--commit", action="store_true", help="git-commit each result file as its cell finishes")
-    p.add_argument("--jobs", type=positive_int, default=None,
-                   help="cells run at a time, each with cores/jobs threads (default: the profile's)")
-    p.add_argument("--llm_path", help="paper profile: the Llama-2-7b folder")
-    p.add_argument("--bart_path", help="paper profile: the bart-base folder")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, ReproduceConfig)
     return p
 
 
@@ -60,18 +64,20 @@ def preload() -> None:
     import magic.generator.checkpoint  # noqa: F401
     import magic.generator.data  # noqa: F401
     import magic.generator.evaluation  # noqa: F401
-    import metric.protocol  # noqa: F401
-    import metric.significance  # noqa: F401
+    import magic.metric.protocol  # noqa: F401
+    import magic.metric.significance  # noqa: F401
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = from_namespace(ReproduceConfig, build_parser().parse_args(argv))
+    from magic.study.plan import build_study
+    from magic.study.report import write_report
+
     profile = get_profile(args.profile)
     extra = {k: v for k, v in (("llm_path", args.llm_path), ("bart_path", args.bart_path)) if v}
     if profile.name == "paper" and not args.report and not args.plan and len(extra) < 2:
         raise ValueError("--profile paper needs --llm_path (Llama-2-7b) and --bart_path (bart-base) folders")
     if extra:
-        from dataclasses import replace
         profile = replace(profile, extra={**profile.extra, **extra})
     results = args.results or os.path.join(ROOT, "results", profile.name)
     output = args.output or (os.path.join(results, "RESULTS.md") if profile.name == "smoke"

@@ -24,4 +24,4 @@ fi
 "${VENV:-.venv}/bin/python" -m pip install -q --disable-pip-version-check -r requirements-test.txt \
   2> >(grep -v "is ignored: it is neither" >&2)  # as in setup_env.sh: minus notes about absent mirrors
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "${VENV:-.venv}/bin/python" -m pytest -q "$@"
+exec "${VENV:-.venv}/bin/python" -m pytest -q --durations=25 "$@"  # and the 25 slowest tests

@@ -14,10 +14,28 @@ import urllib.error
 import pytest
 
 from magic.esconv.convert_hf import (
-    HFFormatError, HubUnavailableError, convert_dialogue, convert_dir, convert_lines, hub_lines, map_label,
+    HFFormatError, HubUnavailableError, convert_dialogue, convert_lines, hub_lines, map_label,
     merged_label, tokenize_text,
 )
 from magic.esconv.dialogues import enumerate_samples, load_dialogues, load_samples
+
+
+def _script(repo_root, name):
+    spec = importlib.util.spec_from_file_location(name, repo_root / "data" / f"{name}.py")
+    mod = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def convert_dir(repo_root):
+    """data/convert_hf_esconv.py --input_dir IN --output_dir OUT [--split S], in process (its errors raised)."""
+    script = _script(repo_root, "convert_hf_esconv")
+
+    def convert(input_dir, output_dir, splits=None):
+        split = ["--split", *splits] if splits else []
+        return script.run(["--input_dir", str(input_dir), "--output_dir", str(output_dir), *split])
+    return convert
 
 
 def hf(dialog, situation="I feel stressed about work.", init="4", final="2", **extra):
@@ -106,7 +124,7 @@ def test_hub_row_form_is_accepted():
     assert out[0]["dialog"][1]["strategy"] == "Greeting"
 
 
-def test_output_is_valid_multiesc(tmp_path):
+def test_output_is_valid_multiesc(tmp_path, convert_dir):
     lines = [json.dumps(hf([s("Hi, how are you?", "Others"), u("Not great."), u("My dog died."),
                             s("I'm so sorry.", "Reflection of feelings")])) + "\n",
              "\n",
@@ -146,7 +164,7 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, repo_root, b
     assert list(tmp_path.iterdir()) == [src]  # no temp file left behind either
 
 
-def test_failing_split_writes_no_split(tmp_path):
+def test_failing_split_writes_no_split(tmp_path, convert_dir):
     good = json.dumps(hf([u("Hi"), s("Hello!", "Others")])) + "\n"
     for name in ("train", "valid"):
         (tmp_path / f"{name}.json").write_text(good, encoding="utf-8")
@@ -219,7 +237,7 @@ def test_real_valid_test_match_multiesc(esconv_dir, capsys):
     assert total["label_ok"] / total["sys_turns"] >= 0.95
 
 
-def test_real_train_gives_released_sample_count(esconv_dir, tmp_path, capsys):
+def test_real_train_gives_released_sample_count(esconv_dir, tmp_path, capsys, convert_dir):
     convert_dir(esconv_dir / "hf_split", tmp_path, splits=("train",))
     samples = load_samples(tmp_path / "train.txt", "train")
     assert len(samples) == 10191
@@ -236,10 +254,7 @@ def test_real_train_gives_released_sample_count(esconv_dir, tmp_path, capsys):
 # ---------------------------------------------------------------------------- data/download_esconv.py
 @pytest.fixture(scope="module")
 def dl(repo_root):
-    spec = importlib.util.spec_from_file_location("download_esconv", repo_root / "data" / "download_esconv.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _script(repo_root, "download_esconv")
 
 
 @pytest.fixture

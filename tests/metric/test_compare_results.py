@@ -13,7 +13,7 @@ import pytest
 
 import compare_results
 from magic.common.errors import run_main
-from metric.protocol import compute_scores_and_samples
+from magic.metric.protocol import compute_scores_and_samples
 from tests.generator.test_evaluation import trained_checkpoint  # noqa: F401  (a fixture: a tiny checkpoint of main.py)
 from tests.metric.test_significance import MIDDLING, POOR, REFS
 

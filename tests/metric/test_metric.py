@@ -1,4 +1,4 @@
-"""metric/: nlg-eval compatible scores equal direct pycocoevalcap calls; BLEU / ROUGE-L / CIDEr by hand;
+"""magic.metric: nlg-eval compatible scores equal direct pycocoevalcap calls; BLEU / ROUGE-L / CIDEr by hand;
 Distinct-n; METEOR's JVM is checked for, closed, and cannot hang."""
 import math
 
@@ -8,9 +8,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-import metric.nlgeval as nlgeval_mod
-from metric import NLGEval, SafeMeteor, distinct_n, java_available
-from metric.nlgeval import MeteorError
+import magic.metric.nlgeval as nlgeval_mod
+from magic.metric import NLGEval, SafeMeteor, distinct_n, java_available
+from magic.metric.nlgeval import MeteorError
 
 REFS = ["i am sorry to hear that .", "have you tried talking to your boss about it ?",
         "that sounds really hard .", "you are doing the best you can ."]

@@ -1,4 +1,4 @@
-"""metric/significance.py: per-sample statistics reproduce the reported corpus scores; paired bootstrap and
+"""magic.metric.significance: per-sample statistics reproduce the reported corpus scores; paired bootstrap and
 approximate randomisation (identical -> not significant, reference-equal vs poor -> significant, A/B swap flips
 the sign and keeps p); the confusion-matrix F1s equal sklearn's; McNemar's exact test; speed."""
 import math
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from metric.nlgeval import bleu_from_counts, bleu_statistics
-from metric.protocol import compute_scores, compute_scores_and_samples
-from metric.significance import (ColumnStatistic, approximate_randomisation, bleu_columns, bleu_reduce,
+from magic.metric.nlgeval import bleu_from_counts, bleu_statistics
+from magic.metric.protocol import compute_scores, compute_scores_and_samples
+from magic.metric.significance import (CLASSIFICATION_METRICS, ColumnStatistic, approximate_randomisation, bleu_columns, bleu_reduce,
                                  bootstrap_ci, bootstrap_paired, bootstrap_weights, classification_ci,
-                                 classification_scores, classification_statistic, compare_classifiers,
+                                 classification_statistic, compare_classifiers,
                                  mcnemar_exact, mean_statistic, swap_masks)
 
 pytestmark = pytest.mark.filterwarnings("ignore:nltk's punkt_tab data is not installed")
@@ -215,6 +215,11 @@ def _classifier_data(n=300, seed=0):
     gold = rng.choice(LABELS, size=n, p=[0.3, 0.1, 0.1, 0.05, 0.15, 0.15, 0.1, 0.05])
     pred = np.where(rng.random(n) < 0.5, gold, rng.choice(LABELS[:6], size=n))
     return gold.tolist(), pred.tolist()
+
+
+def classification_scores(gold, pred):
+    """Accuracy, macro-F1 and weighted-F1 on the full set."""
+    return {m: classification_statistic(gold, pred, m).value() for m in CLASSIFICATION_METRICS}
 
 
 def test_confusion_matrix_scores_equal_sklearn_on_the_set_and_on_resamples():

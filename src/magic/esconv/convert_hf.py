@@ -34,9 +34,8 @@ import os
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from magic.common.artifacts import SPLITS
 from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, ESConvFormatError, parse_dialogue
 from magic.common.io_utils import atomic_write_text
@@ -69,6 +68,7 @@ GREETING_RE = re.compile(
     re.IGNORECASE,
 )
 GREETING_MODES = ("all", "opening", "none")
+DEFAULT_GREETING = GREETING_MODES[0]  # closest to MultiESC (docs/FIDELITY.md)
 DEFAULT_FINAL_INTENSITY = 2  # MultiESC's value when the seeker skipped the final survey question
 
 _PUNCT_RE = re.compile("([" + re.escape(string.punctuation) + "])")
@@ -102,7 +102,7 @@ def map_label(label: str) -> str:
     return _LABEL_LOOKUP[key]
 
 
-def merged_label(labels: list[str], texts: list[str], opening: bool, greeting: str = "all") -> str:
+def merged_label(labels: list[str], texts: list[str], opening: bool, greeting: str = DEFAULT_GREETING) -> str:
     """The MultiESC label of one merged supporter turn from the HF labels of its parts (rules 4 and 5)."""
     mapped = [map_label(x) for x in labels]
     substantive = [x for x in mapped if x != "Others"]
@@ -144,7 +144,7 @@ class ConvertStats:
             self.labels[k] = self.labels.get(k, 0) + v
 
 
-def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting: str = "all",
+def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting: str = DEFAULT_GREETING,
                      stats: ConvertStats | None = None) -> dict:
     """One HF-form dialogue (decoded JSON) -> one MultiESC-form dict. HFFormatError names path:line."""
     if greeting not in GREETING_MODES:
@@ -223,7 +223,7 @@ def convert_dialogue(obj: object, path: str = "<input>", line: int = 0, greeting
     return result
 
 
-def convert_lines(lines: Iterable[str], path: str = "<input>", greeting: str = "all",
+def convert_lines(lines: Iterable[str], path: str = "<input>", greeting: str = DEFAULT_GREETING,
                   stats: ConvertStats | None = None) -> list[dict]:
     """Convert HF-form JSON lines (blank lines skipped) and validate each result with magic.esconv.dialogues.
 
@@ -255,18 +255,6 @@ def dumps_multiesc(dialogues: list[dict]) -> str:
     return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues)
 
 
-def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike, greeting: str = "all") -> ConvertStats:
-    """HF-form file -> MultiESC-form file, written atomically only when every line converted."""
-    input_path = os.fspath(input_path)
-    if not os.path.exists(input_path):
-        raise FileNotFoundError(f"{input_path}: no such file (expected HF thu-coai/esconv JSON lines)")
-    stats = ConvertStats()
-    with open(input_path, encoding="utf-8") as f:
-        dialogues = convert_lines(f, input_path, greeting, stats)
-    atomic_write_text(output_path, dumps_multiesc(dialogues))
-    return stats
-
-
 # HF split files are named train/valid/test (local copies) or train/validation/test (hub).
 HF_SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
 HF_EXTENSIONS = (".json", ".jsonl", ".txt")
@@ -286,7 +274,7 @@ def find_split_file(input_dir: str | os.PathLike, split: str) -> str:
 
 
 def convert_splits(sources: dict[str, tuple[str, Iterable[str]]], outputs: dict[str, str | os.PathLike],
-                   greeting: str = "all") -> dict[str, ConvertStats]:
+                   greeting: str = DEFAULT_GREETING) -> dict[str, ConvertStats]:
     """Convert several splits: ``sources[split] = (name for messages, lines)`` -> file ``outputs[split]``.
 
     All splits are converted and validated before any file is written, so a bad line in test leaves
@@ -299,19 +287,6 @@ def convert_splits(sources: dict[str, tuple[str, Iterable[str]]], outputs: dict[
     for split, dialogues in converted.items():
         atomic_write_text(outputs[split], dumps_multiesc(dialogues))
     return stats
-
-
-def convert_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                splits: Iterable[str] = SPLITS, greeting: str = "all") -> dict[str, ConvertStats]:
-    """``input_dir/{train,valid,test}.json`` (HF form) -> ``output_dir/{train,valid,test}.txt``."""
-    paths = {split: find_split_file(input_dir, split) for split in splits}
-
-    def read(path: str) -> Iterator[str]:
-        with open(path, encoding="utf-8") as f:
-            yield from f
-
-    outputs = {s: os.path.join(os.fspath(output_dir), f"{s}.txt") for s in paths}
-    return convert_splits({s: (p, read(p)) for s, p in paths.items()}, outputs, greeting)
 
 
 HUB_DATASET = "thu-coai/esconv"

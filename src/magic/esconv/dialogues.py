@@ -334,13 +334,3 @@ def enumerate_samples(dialogues: Iterable[Dialogue], split: str, test_mode: str 
 def load_samples(path: str | os.PathLike, split: str, test_mode: str = "last") -> list[Sample]:
     """``enumerate_samples(load_dialogues(path), split, test_mode)``."""
     return enumerate_samples(load_dialogues(path), split, test_mode)
-
-
-def check_ids(expected: Sequence[str], got: Sequence[str], what: str) -> None:
-    """Refuse to merge two files about different samples: counts and ids must agree, in order."""
-    if len(expected) != len(got):
-        raise ValueError(f"{what}: {len(got)} entries, expected {len(expected)} (one per sample)")
-    for i, (e, g) in enumerate(zip(expected, got)):
-        if e != g:
-            raise ValueError(f"{what}: entry {i} has id {g!r}, expected {e!r}")
-

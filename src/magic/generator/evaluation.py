@@ -4,7 +4,7 @@ Released protocol (test_evaluation.py of Wh2018/MAGIC), kept:
 - references = the records' ``response`` field, written one per line to ``eval_result/response_lables.txt``
   (sic; other scripts read that name);
 - generated responses written one per line to ``eval_result/<run>/diversity_<d>_length_<l>.txt``, cleaned
-  and scored by the released protocol, which lives in metric/protocol.py (cleaning, nltk tokenisation,
+  and scored by the released protocol, which lives in magic/metric/protocol.py (cleaning, nltk tokenisation,
   nlg-eval scores, Distinct-n, the x100 table).
 
 Fixed (see docs/FIDELITY.md): every sample is decoded (not 5), the model gets its motivation inputs,
@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from metric import JAVA_INSTALL_HINT, java_available
-from metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
+from magic.metric import JAVA_INSTALL_HINT, java_available
+from magic.metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
 from magic.generator.beam_search import beam_search, group_diversity
 from magic.generator.checkpoint import load_checkpoint
 from magic.generator.data import DialogueDataset, collator_for, load_records
@@ -331,7 +331,7 @@ def scores_record(cfg: EvalConfig, records: list[dict], paths: dict, settings: d
     """Scores of what is on disk, as released (file lines, not in-memory strings), and the record written
     beside the hypotheses. ``--no_metrics``: decoding only (machines without nltk / pycocoevalcap, e.g.
     scripts/gpu_check.sh). per_sample: numbers only, keyed by sample id, for compare_results.py (layout:
-    metric/significance.py)."""
+    magic/metric/significance.py)."""
     scores, per_sample = ({}, None) if cfg.no_metrics else compute_scores_and_samples(
         read_lines(paths["references"]), read_lines(paths["hypotheses"]), cfg.no_meteor)
     ids = [r.get("id") for r in records]

@@ -8,7 +8,7 @@ import statistics
 
 from magic.common.io_utils import atomic_save_figure, atomic_write_text, load_json
 from magic.esconv.dialogues import STRATEGIES
-from metric.significance import f1_per_class
+from magic.metric.significance import f1_per_class
 
 S1_ROWS = [("s1/majority", "majority class"), ("s1/zero_shot", "base LLM, zero-shot (released prompt)"),
            ("s1/lora_label/eval", "LoRA, label only"), ("s1/lora_motivation/eval", "LoRA, ChatGPT motivations (MAGIC)")]

@@ -161,7 +161,7 @@ def gold_labels(ctx, split: str) -> dict[str, int]:
 def score_predictions(ctx, profile: Profile, predictions: dict[str, dict[str, int]], seed: int = 0) -> dict:
     """Per evaluation set: metrics with 95 % bootstrap intervals, per-strategy F1, predicted and gold
     distributions, and the per-sample predictions (label ids keyed by sample id)."""
-    from metric.significance import classification_ci
+    from magic.metric.significance import classification_ci
 
     out = {}
     for name, pred in predictions.items():
@@ -210,7 +210,7 @@ def majority(ctx, profile: Profile) -> dict:
 def compare_lora(ctx, profile: Profile, a: str, b: str) -> dict:
     """Label-only (a) against motivation-trained (b) on the same samples: McNemar's exact test on the
     correct/incorrect pairs and a paired bootstrap of the accuracy and F1 differences (b - a)."""
-    from metric.significance import compare_classifiers
+    from magic.metric.significance import compare_classifiers
 
     out = {}
     ra, rb = ctx.dep_result(a)["sets"], ctx.dep_result(b)["sets"]

@@ -27,8 +27,6 @@ from magic.study.profiles import Profile
 # system -> main.py flags (the ablations of the paper's Table 3, as the released flags spell them)
 SYSTEMS = {"magic": [], "no_memory": ["--no_memory"], "no_aux": ["--l_strategy", "0"],
            "motivation": ["--use_motivation"]}
-SYSTEM_NAMES = {"magic": "MAGIC", "no_memory": "w/o strategy memory", "no_aux": "w/o auxiliary loss",
-                "motivation": "with motivation fused"}
 TEST_SETS = ("test", "test_all")
 
 
@@ -236,7 +234,7 @@ def reference_nll(ckpt: str, records_path: str, source: str, profile: Profile) -
 
 def frequent_response(ctx, profile: Profile) -> dict:
     """The most frequent training response as the answer to every sample (no text is kept: only its scores)."""
-    from metric.protocol import compute_scores_and_samples, one_line
+    from magic.metric.protocol import compute_scores_and_samples, one_line
 
     train = load_json(os.path.join(ctx.dep_work("records"), "train.json"), "records")
     top, count = Counter(r["response"] for r in train).most_common(1)[0]
@@ -251,14 +249,14 @@ def frequent_response(ctx, profile: Profile) -> dict:
 
 
 def _java() -> bool:
-    from metric import java_available
+    from magic.metric import java_available
     return java_available()
 
 
 def compare(ctx, profile: Profile, pairs: list[tuple[str, str, str]]) -> dict:
     """Paired bootstrap and approximate randomisation (metric.significance, as compare_results.py runs them)
     of each system against MAGIC, per set: ``pairs`` = ("<system>@<set>", MAGIC eval cell, other cell)."""
-    from metric.significance import compare_files
+    from magic.metric.significance import compare_files
 
     out = {}
     for label, a, b in pairs:

@@ -14,7 +14,7 @@ Differences from nlg-eval, none of which changes a score:
   so no JVM is left behind.
 - Embedding metrics (GloVe, skip-thoughts) are not offered: the MAGIC paper does not report them.
 
-Added for significance tests (metric/significance.py): ``bleu_statistics`` gives, per sample, exactly what
+Added for significance tests (significance.py): ``bleu_statistics`` gives, per sample, exactly what
 pycocoevalcap's corpus BLEU sums (clipped n-gram matches, hypothesis n-gram counts, hypothesis length and
 the closest reference length), and ``bleu_from_counts`` turns summed counts back into BLEU-1..n with
 pycocoevalcap's smoothing (``tiny`` / ``small``) and brevity penalty, vectorised over resamples. BLEU is a

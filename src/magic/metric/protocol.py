@@ -5,10 +5,10 @@
    follows a word character, runs of ``.`` / ``!`` collapsed, ``"`` removed; ours: a line break -> space).
 2. ``prepare_for_metrics``: references and hypotheses lower-cased and tokenised with nltk ``word_tokenize``,
    joined with spaces; an empty hypothesis becomes ``&``.
-3. ``compute_scores``: nlg-eval's BLEU-1..4 / METEOR / ROUGE-L / CIDEr (metric/nlgeval.py) plus corpus
+3. ``compute_scores``: nlg-eval's BLEU-1..4 / METEOR / ROUGE-L / CIDEr (nlgeval.py) plus corpus
    Distinct-1/2 of the tokenised hypotheses; ``format_scores`` prints them x100 (the released printout).
 4. ``compute_scores_and_samples`` (ours): the same scores plus, per sample (by position), the numbers a
-   significance test resamples (metric/significance.py); never text. How each metric is resampled:
+   significance test resamples (significance.py); never text. How each metric is resampled:
    - BLEU-1..4 is a corpus statistic: per sample the clipped n-gram matches and hypothesis n-gram counts
      (n = 1..4), the hypothesis length and the closest reference length (``metric.nlgeval.bleu_statistics``);
      a resample's BLEU is recomputed from its summed counts (``bleu_from_counts``; on the full set it is the
@@ -31,7 +31,7 @@ import re
 import warnings
 from typing import Dict, List, Sequence, Tuple
 
-from metric.nlgeval import NLGEval, bleu_statistics, distinct_n
+from magic.metric.nlgeval import NLGEval, bleu_statistics, distinct_n
 
 METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "Distinct-1", "Distinct-2")
 

@@ -65,7 +65,7 @@ import numpy as np
 
 from magic.common.errors import UserError
 from magic.common.io_utils import load_json
-from metric.nlgeval import bleu_from_counts
+from magic.metric.nlgeval import bleu_from_counts
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_PERMUTATIONS = 1000
@@ -292,11 +292,6 @@ def _encode_with(values: Sequence, labels: Sequence) -> np.ndarray:
     if missing:
         raise ValueError(f"labels {missing[:5]} are not in the label set {[str(x) for x in labels]}")
     return np.array([code[str(v)] for v in values], dtype=np.int64)
-
-
-def classification_scores(gold: Sequence, pred: Sequence) -> Dict[str, float]:
-    """Accuracy, macro-F1 and weighted-F1 on the full set."""
-    return {m: classification_statistic(gold, pred, m).value() for m in CLASSIFICATION_METRICS}
 
 
 def classification_ci(gold: Sequence, pred: Sequence, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
