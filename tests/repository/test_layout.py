@@ -70,10 +70,6 @@ def test_stages_import_downwards_only():
     assert not bad, "imports that go up or sideways between stages:\n" + "\n".join(bad)
 
 
-# Cycles that another change removes (the backend factory moves out of engines/base.py, issue 29 item 3);
-# empty this once it is in. A cycle found must lie inside one of these sets.
-
-
 def _cycles(graph):
     """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
     index, low, stack, on_stack, out = {}, {}, [], set(), []
