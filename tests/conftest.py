@@ -43,3 +43,10 @@ def bart_dir(tmp_path_factory):
     from tests.bart_fixtures import make_tiny_bart_dir
 
     return make_tiny_bart_dir(tmp_path_factory.mktemp("bart"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, bart_dir):
+    from tests.chat_fixtures import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt_r3b"), bart_dir)

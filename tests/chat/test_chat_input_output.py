@@ -1,0 +1,98 @@
+"""chat.py's input and output: --input not UTF-8 and --output unwritable are one line before any work; bytes typed at
+the terminal that are not UTF-8 are refused with the byte and the chat goes on."""
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script(rel, name=None):
+    spec = importlib.util.spec_from_file_location(name or Path(rel).stem + "_r3b", REPO / rel)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _env(**extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    env.update(extra)
+    return env
+
+
+def _dialogue_file(path):
+    path.write_text(json.dumps({"situation": "exams", "dialog": [
+        {"speaker": "usr", "text": "Hello , I feel lonely ."}]}), encoding="utf-8")
+    return path
+
+
+def test_chat_input_that_is_not_utf8_is_one_line_before_anything_is_loaded(tmp_path, capsys):
+    chat = _script("chat.py")
+    bad = tmp_path / "dialogue.json"
+    bad.write_bytes(b'{"situation": "caf\xe9", "dialog": []}')
+    rc = chat.main(["--model_path", str(tmp_path / "no_such_checkpoint"), "--strategy", "Question",
+                    "--input", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"chat.py: error: {bad}: not UTF-8 text (byte 18: "), err
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file", "read_only"])
+def test_chat_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, where):
+    chat = _script("chat.py")
+    dialogue = _dialogue_file(tmp_path / "dialogue.json")
+    if where == "folder":
+        out = tmp_path / "replies"
+        out.mkdir()
+        expected = f"--output {out}: is a folder; expected a file name"
+    elif where == "under_a_file":
+        (tmp_path / "notes.txt").write_text("x")
+        out = tmp_path / "notes.txt" / "reply.json"
+        expected = f"--output {out}: {tmp_path / 'notes.txt'} is not a folder"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "reply.json"
+        expected = f"--output {out}: cannot write in {ro}"
+    rc = chat.main(["--model_path", str(tmp_path / "no_such_checkpoint"), "--strategy", "Question",
+                    "--input", str(dialogue), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"chat.py: error: {expected}"), err  # the output, not the (missing) model: before loading
+
+
+def test_terminal_chat_given_bytes_that_are_not_utf8_says_so_and_goes_on(ckpt):
+    rng = random.Random(0)
+    noise = bytes(rng.choice([b for b in range(256) if b not in (10, 13)]) for _ in range(60))
+    typed = b"hello there\ncaf\xe9 \xff\xfe\n" + noise + b"\nI feel sad\n/quit\n"
+    proc = subprocess.run([sys.executable, str(REPO / "chat.py"), "--model_path", str(ckpt), "--strategy", "Question",
+                           "--num_beams", "1", "--num_beam_groups", "1", "--max_length_res", "4", "--device", "cpu"],
+                          input=typed, capture_output=True, env=_env(), cwd=REPO, timeout=240)
+    out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0 and "Traceback" not in out + err, out + err
+    assert out.count("supporter:") == 2, out  # "hello there" and "I feel sad", the one after the noise
+    said = [ln for ln in out.splitlines() if ln.startswith("error: line ")]
+    assert len(said) == 2, out
+    assert said[0].startswith("error: line 2 is not UTF-8 text (byte 3: ") and "not answered" in said[0], said
+    assert said[1].startswith("error: line 3 is not UTF-8 text"), said
+
+
+def test_a_typed_line_with_undecodable_bytes_is_refused_with_the_byte(monkeypatch):
+    """What input() returns under a UTF-8 locale with surrogateescape (lone surrogates), and raw bytes."""
+    from magic.chat.engine import typed_text
+
+    assert typed_text("I'm sad") == "I'm sad" and typed_text("café".encode()) == "café"
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 3: "):
+        typed_text(b"caf\xe9 \xff")
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 3: "):
+        typed_text(b"caf\xe9 \xff".decode("utf-8", "surrogateescape"))
