@@ -187,7 +187,7 @@ def test_a_length_too_small_for_the_tokenizer_is_refused_with_the_smallest_that_
     ("test_evaluation.py", ["--model_path", "x", "--max_length", "1"]),
 ])
 def test_length_flags_below_two_are_refused_at_parse_time(script, argv, capsys):
-    from magic.generator.train import build_parser  # main.py's parser (a library module: imported, not run)
+    from magic.generator.config import build_parser  # main.py's parser (a library module: imported, not run)
 
     parser = build_parser() if script == "main.py" else \
         _script("test_evaluation.py", "magic_test_evaluation_r3").build_parser()

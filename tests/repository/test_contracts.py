@@ -279,13 +279,12 @@ def test_no_private_name_is_imported_across_modules():
 # ---------------------------------------------------------------------------------------- imports at the top
 # Modules whose imports between magic modules are at the top (issue 21): common, esconv, generator, llm (its own
 # modules) and chat/web.py. The exceptions, each for a reason written where it stands: DialogueModel (model.py
-# loads transformers' BART modules) where checkpoint.py and train.py build one (any function), and
-# add_decoding_flags' own import, and padded.py (it imports model.py) where train_epoch runs it.
+# loads transformers' BART modules) where checkpoint.py and train.py build one (any function),
+# and add_decoding_flags' own import.
 # (file, module) -> the functions that may, None for any.
 TOP_IMPORT_MODULES = ("common", "esconv", "generator", "llm", os.path.join("chat", "web.py"))
 FUNCTION_IMPORTS_KEPT = {("generator/checkpoint.py", "magic.generator.model"): None,
                          ("generator/train.py", "magic.generator.model"): None,
-                         ("generator/train.py", "magic.generator.padded"): {"train_epoch"},
                          ("generator/evaluation.py", "magic.common.validate"): {"add_decoding_flags"}}
 NOT_YET = ("generator/pretrain.py", "llm/inference.py")  # being rewritten by others when this was done
 
