@@ -165,3 +165,27 @@ def test_memory_bank_is_first_in_first_out_per_slot():
         for s, got in enumerate(bank.to_list()):
             want = torch.stack(reference[s]) if reference[s] else torch.empty(0, d)
             torch.testing.assert_close(got, want.detach())
+
+
+def test_memory_chunks_equal_one_padded_call(bart_dir, tokenizer, monkeypatch):
+    """encode_memory's length-sorted chunks are a speed-up only: the pooled entries, in batch order, and their
+    gradients are those of one padded strategy-encoder call."""
+    import magic.generator.model as model_module
+    from magic.generator.data import DialogueDataset, collator_for
+    from magic.generator.model import DialogueModel
+
+    torch.manual_seed(0)
+    model = DialogueModel(no_dropout_config(bart_dir))
+    ds = DialogueDataset(make_records(3, seed=4), tokenizer, max_length=96)
+    b = collator_for(model)([ds[i] for i in range(len(ds))])
+    ids, mask = b["memory_input_ids"], b["memory_attention_mask"]
+    assert ids.size(0) > 5 and len(set(mask.sum(1).tolist())) > 2
+    got = []
+    for chunk in (2, 10 ** 6):  # several chunks; one call
+        monkeypatch.setattr(model_module, "MEMORY_CHUNK", chunk)
+        model.zero_grad()
+        pooled = model.encode_memory(ids, mask)
+        pooled.pow(2).sum().backward()
+        got.append((pooled.detach(), model.strategy_encoder.layers[0].fc1.weight.grad.clone()))
+    torch.testing.assert_close(got[0][0], got[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[0][1], got[1][1], rtol=1e-4, atol=1e-5)

@@ -39,6 +39,9 @@ from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
 from magic.generator.config import GeneratorConfig
 
+# memory responses per strategy-encoder call in training (encode_memory; benchmarks/README.md, Training)
+MEMORY_CHUNK = 16
+
 
 def _as_config(bart_config_or_dir) -> BartConfig:
     if isinstance(bart_config_or_dir, BartConfig):
@@ -266,10 +269,27 @@ class DialogueModel(nn.Module):
                                          self.device)
 
     def encode_memory(self, memory_input_ids: torch.Tensor, memory_attention_mask: torch.Tensor) -> torch.Tensor:
-        """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d]."""
-        states = self.strategy_encoder(input_ids=memory_input_ids,
-                                       attention_mask=memory_attention_mask).last_hidden_state
-        return masked_max(states, memory_attention_mask if self.pool == "masked" else None)
+        """Strategy encoder + max pool: memory_input_ids [M,Lm], mask [M,Lm] -> pooled [M,d].
+
+        With masked pooling the responses (a few tokens to max_length_res_memory: padded to the longest they
+        would be 2.5 times their real tokens) are encoded in chunks of MEMORY_CHUNK, longest first, each cut
+        to its own longest row; pads are never read, so the values are those of one padded call (up to float
+        rounding). The chunk lengths are read on the host (on a GPU, one wait per step)."""
+        enc = lambda ids, m: self.strategy_encoder(input_ids=ids, attention_mask=m).last_hidden_state  # noqa: E731
+        M = memory_input_ids.size(0)
+        if self.pool != "masked":
+            return masked_max(enc(memory_input_ids, memory_attention_mask), None)
+        if M <= MEMORY_CHUNK:
+            return masked_max(enc(memory_input_ids, memory_attention_mask), memory_attention_mask)
+        lens = memory_attention_mask.sum(dim=1)
+        order = torch.argsort(lens, descending=True, stable=True)
+        longest = lens[order[::MEMORY_CHUNK]].tolist()
+        parts = []
+        for start, n in zip(range(0, M, MEMORY_CHUNK), longest):
+            rows = order[start:start + MEMORY_CHUNK]
+            ids, mask = memory_input_ids[rows, :n], memory_attention_mask[rows, :n]
+            parts.append(masked_max(enc(ids, mask), mask))
+        return torch.cat(parts)[torch.argsort(order)]
 
     def update_memory(self, pooled: torch.Tensor, memory_strategy_ids: torch.Tensor) -> None:
         """Append pooled [M,d] to the slots memory_strategy_ids [M] (in order) and keep the newest K; this
@@ -360,8 +380,10 @@ class DialogueModel(nn.Module):
         gather = getattr(self, "memory_gather", None)
         if self.training and self.use_memory and memory_input_ids is not None and (
                 memory_input_ids.size(0) > 0 or gather is not None):
+            # a rank without entries of its own still joins the gather's backward: an empty slice of a parameter
+            # (not new_zeros: it has no graph, and the other ranks would wait for this one in backward)
             pooled = self.encode_memory(memory_input_ids, memory_attention_mask) if memory_input_ids.size(0) > 0 \
-                else self.generator.proj.weight.new_zeros(0, self.config.d_model)
+                else self.generator.proj.weight[:0]
             if gather is not None:  # every rank takes part, with or without entries of its own
                 pooled, memory_strategy_ids = gather(pooled.float(), memory_strategy_ids)
             if pooled.size(0) > 0:
