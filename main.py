@@ -17,11 +17,13 @@ for _name, _value in TRAINING_ENV.items():
 
 def main(argv=None) -> None:
     from magic.common.io_utils import plain_warnings
-    from magic.generator.train import build_parser, run_training
+    from magic.generator.config import parse_args
+
+    train_config, model_config = parse_args(argv)  # before torch loads: --help answers at once
+    from magic.generator.train import run_training
 
     plain_warnings()
-    args = build_parser().parse_args(argv)
-    result = run_training(args)
+    result = run_training(train_config, model_config)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one process reports
         print(f"run directory: {result['run_dir']}")
         print(f"best checkpoint: {result['best_checkpoint']} (validation PPL {result['best_val_ppl']:.3f})")

@@ -1,23 +1,22 @@
 """Generator training speed in the paper's configuration, on a GPU (or the CPU, as CI's form of it).
 
-    python benchmarks/bench_gpu_train.py [--device cuda] [--paths padded,grouped] [--steps 40 --warmup 8]
+    python benchmarks/bench_gpu_train.py [--device cuda] [--batching length,random] [--steps 40 --warmup 8]
     python benchmarks/bench_gpu_train.py --device cpu --size tiny --steps 2 --warmup 1   # CI: runs in seconds
 
 The paper's configuration: a random BART of bart-base's shapes (``make_paper_shaped_bart``: d 768, 6+6 layers,
 12 heads, 50,265 tokens; the weights' values do not change the speed), batch 16, context/response lengths
 512/64, K = 128 memory entries per strategy, l_strategy 0.2, fused AdamW, bfloat16 autocast (``--no_bf16``:
 fp32), on the real training split (``$MAGIC_DATA_DIR``, default ../shared/data/esconv; without it the demo's
-training dialogues, said in the output). Each path runs ``magic.generator.train.train_epoch`` itself (the code
+training dialogues, said in the output). Each row runs ``magic.generator.train.train_epoch`` itself (the code
 main.py runs) over ``--warmup`` untimed and then ``--steps`` timed batches; the memory bank is filled by the
-warm-up first (a real epoch reads full slots). ``--group_by_length`` batches similar context lengths (the
-sampler main.py's flag uses).
+warm-up first (a real epoch reads full slots). ``--batching``: ``length`` batches similar context lengths (the
+sampler main.py uses by default), ``random`` shuffles plainly (``--no_group_by_length``).
 
-Reported per path: samples/s, tokens/s (real context + target + memory tokens, no padding), peak GPU memory,
+Reported per batching: samples/s, tokens/s (real context + target + memory tokens, no padding), peak GPU memory,
 and MFU: model FLOPs per second over the card's dense bf16 peak (H100/H200: 989 TFLOP/s; A100: 312;
 ``--peak_tflops`` overrides; on CPU a measured 2048x2048 fp32 matmul). The model FLOPs are counted by
-torch.utils.flop_counter (matmuls and attention) over one forward + backward of a timed batch in the grouped
-pass, which runs the real tokens only (the padded pass also multiplies padding: not useful work), and used
-for both paths. ``--json FILE`` writes the rows.
+torch.utils.flop_counter (matmuls and attention) over one forward + backward of a timed batch (padding
+included: with length batching there is little). ``--json FILE`` writes the rows.
 Exit codes: 0 measured, 2 a flag or the device cannot be used.
 """
 from __future__ import annotations
@@ -93,7 +92,7 @@ def measure(path: str, args, records, bart: str, device) -> dict:
     collate = collator_for(model)
     gen = torch.Generator().manual_seed(0)
     n = (args.warmup + args.steps) * args.batch_size
-    if args.group_by_length:
+    if path == "length":
         sampler = LengthGroupedBatchSampler([len(x) for x in ds.context_ids], args.batch_size, gen)
         loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, pin_memory=device.type == "cuda")
     else:
@@ -109,11 +108,9 @@ def measure(path: str, args, records, bart: str, device) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     bf16 = not args.no_bf16
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    padded = path == "padded"
 
     def epoch(bs):
-        train_epoch(model, [b for b in bs], optimizer, scheduler, None, device, 0.2, autocast, True,
-                    desc=f"{path}", padded=padded)
+        train_epoch(model, [b for b in bs], optimizer, scheduler, None, device, 0.2, autocast, True, desc=path)
 
     epoch(warm)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -126,8 +123,7 @@ def measure(path: str, args, records, bart: str, device) -> dict:
     dt = time.perf_counter() - t
     samples = sum(b["input_ids"].size(0) for b in timed)
     tokens = sum(real_tokens(b) for b in timed)
-    # model FLOPs of one forward + backward of a timed batch, counted in an untimed pass of the grouped pass
-    # (real tokens only: the padded pass also multiplies padding, which is not useful work), for both paths
+    # model FLOPs of one forward + backward of a timed batch, counted in an untimed pass
     from bench_train import flop_counter  # benchmarks/ is on sys.path when this runs by path
 
     model.train()
@@ -140,7 +136,7 @@ def measure(path: str, args, records, bart: str, device) -> dict:
     flops_per_sample = counter.get_total_flops() / batch["input_ids"].size(0)
     peak, peak_what = card_peak(device, args.peak_tflops)
     row = {"path": path, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "precision": "bf16 autocast" if bf16 else "fp32", "group_by_length": args.group_by_length,
+           "precision": "bf16 autocast" if bf16 else "fp32",
            "steps": len(timed), "batch_size": args.batch_size, "seconds": round(dt, 3),
            "samples_per_s": round(samples / dt, 2), "tokens_per_s": round(tokens / dt, 1),
            "gflop_per_sample": round(flops_per_sample / 1e9, 2),
@@ -154,14 +150,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda, cuda:1, or cpu")
-    p.add_argument("--paths", default="padded,grouped", help="training passes to time: padded, grouped")
+    p.add_argument("--batching", default="length,random", help="batch orders to time: length, random")
     p.add_argument("--size", choices=list(SIZES), default="paper", help="paper: bart-base shapes; tiny: CI")
     p.add_argument("--steps", type=positive_int, default=40)
     p.add_argument("--warmup", type=positive_int, default=8)
     p.add_argument("--batch_size", type=positive_int, default=16)
     p.add_argument("--max_length", type=positive_int, default=512)
     p.add_argument("--max_length_res", type=positive_int, default=64)
-    p.add_argument("--group_by_length", action="store_true")
     p.add_argument("--no_bf16", action="store_true", help="fp32 instead of bfloat16 autocast")
     p.add_argument("--peak_tflops", type=positive_float, default=None)
     p.add_argument("--work", default=None, help="keep the BART here (default: a temporary folder)")
@@ -169,9 +164,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    paths = a.paths.split(",")
-    if set(paths) - {"padded", "grouped"}:
-        print(f"bench_gpu_train.py: error: --paths takes padded and/or grouped, got {a.paths!r}", file=sys.stderr)
+    paths = a.batching.split(",")
+    if set(paths) - {"length", "random"}:
+        print(f"bench_gpu_train.py: error: --batching takes length and/or random, got {a.batching!r}", file=sys.stderr)
         return 2
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -193,7 +188,7 @@ def main(argv=None) -> int:
                 make_small_bart(bart, texts, **SIZES[a.size])
         print(f"data: {what}, {len(records)} evenly spaced samples; BART: {a.size} ({bart})")
         rows = [measure(path, a, records, bart, device) for path in paths]
-    print("| path | device | precision | samples/s | tokens/s | GFLOP/sample | MFU | peak GiB |")
+    print("| batching | device | precision | samples/s | tokens/s | GFLOP/sample | MFU | peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['device']} | {r['precision']} | {r['samples_per_s']} | {r['tokens_per_s']} | "

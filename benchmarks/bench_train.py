@@ -6,7 +6,9 @@ Setup (the same for every mode): a random BART from src/magic/testing/make_small
 4 heads) whose ~8k byte-level BPE is trained on the texts; the 2,156 real validation samples (magic/valid.txt
 under MAGIC_DATA_DIR, built into records with magic.esconv.dialogues; the script says "skipped" and exits 0 without
 them); batch 16, K = 128, max lengths 512/64, l_strategy 0.2, AdamW lr 5e-5; one fixed random batch order
-(seed 0) shared by every mode except ``grouped``; ``--warmup`` optimizer steps, then ``--steps`` timed ones.
+(seed 0) shared by the modes that shuffle plainly, and the first batches of the length-grouped sampler (seed 0)
+for ``ours``, ``bf16`` and ``interleaved`` (main.py's default); ``--warmup`` optimizer steps, then ``--steps``
+timed ones.
 Each mode and thread count runs in its own process, so peak RSS (ru_maxrss) is per row; the rows of ours run
 with the environment main.py sets before torch loads (its TRAINING_ENV: huge pages for large CPU tensors), the
 released and emulated rows, and --interleaved, without it. The timed span is
@@ -14,11 +16,12 @@ the mode's own training loop over its own data loader (so the released per-step 
 does our collate).
 
 Modes:
-    ours        our default (magic.generator.train.train_epoch; dynamic padding, masked pooling)
+    ours        our default (magic.generator.train.train_epoch; batches of similar context length from the
+                length-grouped sampler, padded to their longest row, masked pooling)
+    random      ours on plainly shuffled batches (main.py --no_group_by_length)
     bf16        ours under bfloat16 autocast on the CPU (main.py --bf16); with ``ours`` in the same run it also
                 prints the speed ratio and the validation loss of both after the same steps (token NLL on the
                 first 64 records, frozen bank): the check that bf16 stays within 1 % of fp32
-    grouped     ours + --group_by_length (batches of similar context length; its own batch order)
     all         ours with --pool all (the released padding and pooling)
     released    the released code as released: its src/ and main.py read from the bare mirror of the
                 released repository (``git show HEAD:<path>``; --released_repo), written to a temporary
@@ -56,8 +59,9 @@ import time
 from magic.common.io_utils import load_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("released", "released_noanomaly", "ours", "grouped", "all", "emulated", "interleaved", "bf16")
-DEFAULT_MODES = ("released", "released_noanomaly", "ours", "grouped", "all")
+MODES = ("released", "released_noanomaly", "ours", "random", "all", "emulated", "interleaved", "bf16")
+DEFAULT_MODES = ("released", "released_noanomaly", "ours", "random", "all")
+LENGTH_BATCHED = ("ours", "bf16", "interleaved")  # modes on the length-grouped sampler's batches
 RELEASED_FILES = ("main.py", "src/__init__.py", "src/bart_dialog.py", "src/dataset.py")
 DEFAULT_RELEASED_REPO = "/work/.mirror/Wh2018+MAGIC/repo"
 BATCH_SEED = 0
@@ -103,6 +107,17 @@ def batch_order(n: int, batch_size: int, count: int) -> list[list[int]]:
     if count * batch_size > n:
         raise SystemExit(f"--warmup + --steps = {count} batches need {count * batch_size} samples; have {n}")
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(count)]
+
+
+def length_batches(ds, batch_size: int, count: int) -> list[list[int]]:
+    """The first ``count`` batches of the length-grouped sampler main.py uses (seed BATCH_SEED)."""
+    import torch
+
+    from magic.generator.data import LengthGroupedBatchSampler
+
+    sampler = LengthGroupedBatchSampler([len(x) for x in ds.context_ids], batch_size,
+                                        torch.Generator().manual_seed(BATCH_SEED))
+    return [b for b in sampler if len(b) == batch_size][:count]
 
 
 class TimedLoader:
@@ -192,7 +207,7 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
     from torch.utils.data import DataLoader
     from transformers import BartTokenizer, get_linear_schedule_with_warmup
 
-    from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
+    from magic.generator.data import DialogueDataset, collator_for, load_records
     from magic.generator.model import DialogueModel
     from magic.generator.train import make_optimizer, train_epoch
 
@@ -200,10 +215,8 @@ def run_ours(mode, records, bart, batches, warmup, count_flops):
     tok = BartTokenizer.from_pretrained(bart)
     model = DialogueModel.from_pretrained_bart(bart, pool="all" if mode in ("all", "emulated") else "masked")
     ds = DialogueDataset(load_records(records), tok, max_length=512, max_length_res_memory=64)
-    if mode == "grouped":
-        sampler = LengthGroupedBatchSampler([len(x) for x in ds.context_ids], len(batches[0]),
-                                            torch.Generator().manual_seed(BATCH_SEED))
-        batches = list(sampler)[:len(batches)]
+    if mode in LENGTH_BATCHED:
+        batches = length_batches(ds, len(batches[0]), len(batches))
     collate = collator_for(model)
     if mode == "emulated":
         base = collate
@@ -291,7 +304,10 @@ def run_released(mode, records, bart, batches, warmup, count_flops, released_dir
 
 
 def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
-    """Ours and the released code in one process, alternating step by step on the same batches, so that a
+    """Ours and the released code in one process, alternating step by step, each on its own default batches of
+    the same size (ours: the length-grouped sampler's, as main.py draws them; the released code: the shared
+    random order, as it shuffles: it pads to fixed lengths, and on the length batches its first steps meet an
+    empty memory slot, which it turns into NaN), so that a
     busy machine slows both alike: returns per-side lists of step seconds (warm-up excluded). Each side's
     step is its own train_epoch over a one-batch loader built (collated, and for the released side
     tokenised) inside the timed span; anomaly detection is on for the released steps only, as released."""
@@ -324,6 +340,7 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
     ours = DialogueModel.from_pretrained_bart(bart)
     ds = DialogueDataset(load_records(records), tok, max_length=512, max_length_res_memory=64)
     collate = collator_for(ours)
+    our_batches = length_batches(ds, len(batches[0]), len(batches))  # main.py's batches
     opt = make_optimizer(ours, 5e-5)
     sched = get_linear_schedule_with_warmup(opt, 0, 10 ** 6)
 
@@ -339,11 +356,11 @@ def run_interleaved(records, bart, batches, warmup, released_dir) -> dict:
 
     times = {"released": [], "ours": []}
     cpu = {"released": [], "ours": []}  # process CPU seconds: at 1 thread, less sensitive to other jobs
-    for k, idx in enumerate(batches):
-        sides = [("released", released_step), ("ours", our_step)]
-        for name, step in (sides if k % 2 == 0 else sides[::-1]):
+    for k, (idx, our_idx) in enumerate(zip(batches, our_batches)):
+        sides = [("released", released_step, idx), ("ours", our_step, our_idx)]
+        for name, step, ids in (sides if k % 2 == 0 else sides[::-1]):
             t, c = time.perf_counter(), time.process_time()
-            step(idx)
+            step(ids)
             if k >= warmup:
                 times[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)
@@ -470,7 +487,7 @@ def main() -> None:
                   f"{a.warmup + a.steps} steps {a16['val_loss']:.6f} vs {a32['val_loss']:.6f} "
                   f"({100 * rel:.3f} %: {'within' if rel <= 0.01 else 'NOT within'} 1 %)")
     print("\nspeed-ups:")
-    for ours in ("ours", "grouped"):
+    for ours in ("ours", "random"):
         for other in ("released", "released_noanomaly", "emulated", "all"):
             for t in threads:
                 if (ours, t) in results and (other, t) in results:

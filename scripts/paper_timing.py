@@ -14,7 +14,7 @@ Steps timed (``--size paper``: Llama-2-7b's shapes for the strategy LLM, bart-ba
   shared prefixes, static cache, 128 new tokens: random weights never stop early, an upper bound) on real
   valid prompts: prompts/s, the 12,542 prompts projected; and one prompt at a time (the released loop) for
   the released projection at its 4,096-token cap;
-* step 7, a generator epoch (``benchmarks/bench_gpu_train.py``'s measurement of the padded pass, bf16,
+* step 7, a generator epoch (``benchmarks/bench_gpu_train.py``'s measurement of the training pass, bf16,
   batch 16, 512/64, K 128): samples/s, the 20 released epochs over 10,191 samples projected;
 * step 8, decoding (``magic.generator.evaluation.generate_responses``: 5 beams in 5 groups, up to 64 tokens)
   of 16 test samples, the 195 projected.
@@ -160,12 +160,12 @@ def time_inference(size, device, dtype, tok, n_prompts: int) -> dict:
 
 
 def time_generator(size, device, n_steps: int) -> dict:
-    """benchmarks/bench_gpu_train.py (run by path, its own process) on the padded pass; its BART is kept for
+    """benchmarks/bench_gpu_train.py (run by path, its own process) with length batching; its BART is kept for
     the decoding step."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
         cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu_train.py"), "--device", str(device),
-               "--paths", "padded", "--size", size, "--steps", str(n_steps), "--warmup", "2", "--group_by_length",
+               "--batching", "length", "--size", size, "--steps", str(n_steps), "--warmup", "2",
                "--max_length", "512" if size == "paper" else "128", "--work", tmp, "--json", out]
         if device.type != "cuda":
             cmd.append("--no_bf16")
@@ -176,7 +176,7 @@ def time_generator(size, device, n_steps: int) -> dict:
         dec = time_decoding(os.path.join(tmp, f"bart_{size}"), device, STEPS[size]["decode"])
     sps = row["samples_per_s"]
     return {"samples_per_s": sps, "mfu": row["mfu"], "projected_s": round(TRAIN_SAMPLES / sps * GEN_EPOCHS, 1),
-            "what": f"padded pass, {row['precision']}, --group_by_length, {n_steps} timed batches of 16; "
+            "what": f"length batching, {row['precision']}, {n_steps} timed batches of 16; "
                     "projected: 20 epochs x 10,191 samples", "decoding": dec}
 
 

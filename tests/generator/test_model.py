@@ -409,32 +409,10 @@ def test_truncation_side(tokenizer):
     assert rec["context"][-1].endswith(tokenizer.decode(left[1:-1]).strip()[-10:])
 
 
-def test_length_grouped_encoding_matches_one_padded_pass(bart_dir, tokenizer):
-    """run_encoder's length groups are a speed-up only: same states at real tokens, same logits."""
-    model = new_model(bart_dir)
-    recs = make_records(3)
-    model.train()
-    model(**batch_of(model, tokenizer, recs))
-    model.eval()
-    b = batch_of(model, tokenizer, recs, with_memory=True)
-    assert len(set(b["attention_mask"].sum(1).tolist())) > 1  # rows of different lengths
-    with torch.no_grad():
-        grouped = model.run_encoder(model.encoder, b["input_ids"], b["attention_mask"])
-        logits_grouped = model(**b)["logits"]
-        mem_grouped = model.encode_memory(b["memory_input_ids"], b["memory_attention_mask"])
-        model.length_groups = 1
-        full = model.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-        logits_full = model(**b)["logits"]
-        mem_full = model.encode_memory(b["memory_input_ids"], b["memory_attention_mask"])
-    real = b["attention_mask"].bool()
-    assert torch.allclose(grouped[real], full[real], atol=1e-5)
-    assert torch.allclose(logits_grouped, logits_full, atol=1e-4)
-    assert torch.allclose(mem_grouped, mem_full, atol=1e-5)
-
-
-def test_packed_memory_attention_matches_per_sample_reference(bart_dir, tokenizer):
-    """Masked pooling attends from the real tokens only, per strategy slot; that must equal attending from
-    each sample's own real tokens to its own slot, and the released padded path when nothing is padded."""
+def test_memory_attention_matches_per_sample_reference(bart_dir, tokenizer):
+    """The memory attention (padded batch, SDPA, the bank's filled entries) equals each sample's own real tokens
+    attending through nn.MultiheadAttention to its own slot, max-pooled; pool "all" pools over the pads too
+    (released), and without padding both agree."""
     model = new_model(bart_dir)
     recs = make_records(3)
     model.train()
@@ -443,21 +421,24 @@ def test_packed_memory_attention_matches_per_sample_reference(bart_dir, tokenize
     b = batch_of(model, tokenizer, recs)
     assert len(set(b["attention_mask"].sum(1).tolist())) > 1
     mem = model.memory_enhance_module
+    bank = model.memory_bank
     with torch.no_grad():
         states = model.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-        got = mem(states, b["attention_mask"], b["strategy_ids"], model.memory_bank, "masked")
+        got = mem(states, b["attention_mask"], b["strategy_ids"], model.bank, "masked")
+        released = mem(states, b["attention_mask"], b["strategy_ids"], model.bank, "all")
         for i, s in enumerate(b["strategy_ids"].tolist()):
-            slot = model.memory_bank[s]
+            slot = bank[s]
             if slot.size(0) == 0:
-                assert torch.equal(got[i], torch.zeros_like(got[i]))
+                assert torch.equal(got[i], torch.zeros_like(got[i])) and torch.equal(released[i], got[i])
                 continue
             n = int(b["attention_mask"][i].sum())
-            ref, _ = mem.multihead_attn(states[i, :n].unsqueeze(1), slot.unsqueeze(1), slot.unsqueeze(1))
-            assert torch.allclose(got[i], ref[:, 0].max(dim=0).values, atol=1e-5)
+            ref, _ = mem.multihead_attn(states[i].unsqueeze(1), slot.unsqueeze(1), slot.unsqueeze(1))
+            assert torch.allclose(got[i], ref[:n, 0].max(dim=0).values, atol=1e-5)
+            assert torch.allclose(released[i], ref[:, 0].max(dim=0).values, atol=1e-5)
         full = torch.ones_like(b["attention_mask"])  # no padding: masked and released pooling agree
-        assert torch.allclose(mem(states, full, b["strategy_ids"], model.memory_bank, "masked"),
-                              mem(states, full, b["strategy_ids"], model.memory_bank, "all"), atol=1e-5)
-    assert any(model.memory_bank[s].size(0) == 0 for s in range(8))  # the empty-slot branch ran too
+        assert torch.allclose(mem(states, full, b["strategy_ids"], model.bank, "masked"),
+                              mem(states, full, b["strategy_ids"], model.bank, "all"), atol=1e-5)
+    assert any(bank[s].size(0) == 0 for s in range(8))  # the empty-slot branch ran too
 
 
 def test_target_only_loss_matches_full_logits(bart_dir, tokenizer):

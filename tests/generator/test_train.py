@@ -74,15 +74,19 @@ def test_main_writes_the_checkpoint_layout(full_run):
 
 
 def test_help_shows_defaults():
-    from magic.generator.config import GeneratorConfig
-    from magic.generator.train import build_parser
+    """Every option that takes a value and has a default shows it, once; the defaults are the configs'."""
+    from magic.generator.config import GeneratorConfig, TrainConfig, build_parser, parse_args
 
     parser = build_parser()
     text = " ".join(parser.format_help().split())
     assert "(default: masked)" in text and "(default: 5e-05)" in text and "(default: 16)" in text
-    options = [a for a in parser._actions if a.dest != "help"]
-    assert len(re.findall(r"\(default: [^)]*\)", text)) == len(options)  # every option shows its default
-    assert build_parser().parse_args([]).pool == GeneratorConfig().pool
+    valued = [a for a in parser._actions if a.dest != "help" and a.nargs != 0 and a.default is not None]
+    assert len(re.findall(r"\(default: [^)]*\)", text)) == len(valued)
+    assert parse_args([]) == (TrainConfig(), GeneratorConfig())
+    assert parse_args(["--no_memory", "--group_by_length", "--no_group_by_length", "--val_data", "v.json"]) == (
+        TrainConfig(group_by_length=False, valid_data="v.json"), GeneratorConfig(use_memory=False))
+    with pytest.raises(SystemExit):
+        parse_args(["--fp16", "--bf16"])
 
 
 def test_keep_best_only_and_pool_all(bart_dir, data_files, tmp_path, monkeypatch):
@@ -203,12 +207,11 @@ def test_validation_ppl_is_exp_mean_token_nll(bart_dir, data_files):
 
 def test_early_stopping_after_patience(bart_dir, data_files, tmp_path):
     """With lr 0 and no memory the validation PPL never improves after epoch 0: patience 1 stops at epoch 1."""
-    from magic.generator.train import build_parser, run_training
+    from magic.generator.config import parse_args
+    from magic.generator.train import run_training
 
-    args = build_parser().parse_args(main_args(bart_dir, data_files, tmp_path, "--num_epochs", "5", "--patience", "1",
-                                               "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch",
-                                               "--group_by_length"))
-    res = run_training(args)
+    res = run_training(*parse_args(main_args(bart_dir, data_files, tmp_path, "--num_epochs", "5", "--patience", "1",
+                                             "--learning_rate", "0", "--no_memory", "--scheduler_step", "epoch")))
     assert res["stopped_early"] and [h["epoch"] for h in res["history"]] == [0, 1]
     run = Path(res["run_dir"])
     assert [p.name.split("_val")[0] for p in run.glob("epoch_*")] == ["epoch_0"]
@@ -246,23 +249,3 @@ def test_make_small_bart_cli_from_esconv_txt(tmp_path):
     cfg = BartConfig.from_pretrained(out)
     assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.vocab_size) == (16, 1, 1, len(tok))
     BartModel.from_pretrained(out)  # weights load
-
-
-def test_train_path_padded_trains_like_the_grouped_one(bart_dir, data_files, full_run, tmp_path):
-    """--train_path padded (the GPU pass, magic.generator.padded) runs main.py end to end on CPU: the same
-    checkpoint layout and a filled bank; its first-epoch losses are those of the grouped pass up to dropout's
-    random draws (the two passes draw their masks differently), so only the scale is compared."""
-    import main
-    from magic.generator.checkpoint import load_checkpoint
-
-    out = tmp_path / "padded"
-    main.main(main_args(bart_dir, data_files, out, "--train_path", "padded"))
-    run = run_dir_of(out)
-    assert json.loads((run / "args.json").read_text())["train_path"] == "padded"
-    padded = json.loads((run / "history.json").read_text())
-    grouped = json.loads((full_run / "history.json").read_text())
-    assert [h["epoch"] for h in padded] == [0, 1]
-    assert padded[1]["train_loss"] < padded[0]["train_loss"]
-    assert abs(padded[0]["train_loss"] - grouped[0]["train_loss"]) < 0.1 * grouped[0]["train_loss"]
-    model, _, _ = load_checkpoint(sorted(run.glob("epoch_*"))[-1], device="cpu")
-    assert sum(t.size(0) for t in model.memory_bank) > 0

@@ -108,14 +108,14 @@ def test_empty_split_is_an_error_unless_asked_for(esconv_files, tmp_path, capsys
 
 
 def test_dataset_build_and_inference_refuse_empty_inputs(esconv_files, tmp_path):
-    from magic.generator.records import build_datasets
+    from magic.generator.records import DatasetConfig, build_datasets
     from magic.llm.inference import InferenceConfig, run_strategy_inference
 
     esconv_files["valid"].write_text("\n")
+    files = {f"{k}_file": str(v) for k, v in esconv_files.items()}
     with pytest.raises(UserError, match="no valid samples"):
-        build_datasets({k: str(v) for k, v in esconv_files.items()}, None)
-    assert build_datasets({k: str(v) for k, v in esconv_files.items()}, None,
-                          allow_empty=frozenset({"valid"}))["valid"] == []
+        build_datasets(DatasetConfig(**files, llm_dir=None))
+    assert build_datasets(DatasetConfig(**files, llm_dir=None, allow_empty="valid"))["valid"] == []
     prompts = tmp_path / "p_valid.json"
     prompts.write_text("[]")
     (tmp_path / "p_valid.ids.json").write_text("[]")  # its (empty) ids sidecar: sidecars are required

@@ -24,7 +24,7 @@ def test_negative_or_zero_counts_are_refused_at_parse_time(script, argv, capsys)
     mod = _script(script)
     parse = getattr(mod, "build_parser", None)
     if script == "main.py":
-        from magic.generator.train import build_parser as parse
+        from magic.generator.config import build_parser as parse
     with pytest.raises(SystemExit) as e:
         parse().parse_args(argv) if parse else mod.parse_args(argv)
     assert e.value.code == 2 and "invalid value" in capsys.readouterr().err
@@ -42,7 +42,7 @@ def _script(rel, name=None):
     ("test_evaluation.py", ["--model_path", "x", "--max_length", "1"]),
 ])
 def test_length_flags_below_two_are_refused_at_parse_time(script, argv, capsys):
-    from magic.generator.train import build_parser  # main.py's parser (a library module: imported, not run)
+    from magic.generator.config import build_parser  # main.py's parser (a library module: imported, not run)
 
     parser = build_parser() if script == "main.py" else \
         _script("test_evaluation.py", "magic_test_evaluation_r3").build_parser()

@@ -4,18 +4,24 @@
 A checkpoint stores it as ``generator_config.json`` beside the BART ``config.json``. The rule for a
 checkpoint without it is explicit: it was written by the released code, so it gets ``RELEASED`` (pool
 "all", i.e. contexts padded to 512 and memory responses to 64, max-pooled over pads as released).
-``main.py``'s flag defaults are this class's defaults (``--pool masked``; see docs/FIDELITY.md).
+
+``TrainConfig`` beside it holds step 7's training settings. ``main.py``'s flags are generated from both
+(magic.common.settings), so each default is written once, here. This module imports nothing heavy: ``main.py
+--help`` answers without torch.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.settings import add_options, from_namespace, option
+from magic.common.validate import length_int, non_negative_float, non_negative_int, positive_int
 
 CONFIG_FILE = "generator_config.json"
 POOL_MODES = ("masked", "all")
@@ -39,13 +45,18 @@ class GeneratorConfig:
     """
 
     num_strategies: int = 8
-    strategy_memory_max: int = 128
-    use_motivation: bool = False
-    use_memory: bool = True
-    pool: str = "masked"
-    max_length: int = 512
-    max_length_res_memory: int = 64
-    truncation_side: str = "right"
+    strategy_memory_max: int = option(128, "K, entries kept per memory slot", type=positive_int)
+    use_motivation: bool = option(False, "append the encoded motivation to the decoder's cross-attention memory "
+                                         "(released: encoded but unused)")
+    use_memory: bool = option(True, "ablation: no memory-enhanced vector, no memory bank, no auxiliary loss",
+                              flags=("--no_memory",))
+    pool: str = option("masked", "masked: pad each batch to its longest row, max-pool over real tokens; all: "
+                                 "released (pad contexts to --max_length and memory responses to "
+                                 "--max_length_res_memory, pool over the pads too)", choices=POOL_MODES)
+    max_length: int = option(512, "max tokens of a context / response / motivation", type=length_int)
+    max_length_res_memory: int = option(64, "max tokens of a memory response", type=length_int)
+    truncation_side: str = option("right", "which end of a long context is cut (released: right, i.e. the latest "
+                                           "turns)", choices=TRUNCATION_SIDES)
 
     def __post_init__(self):
         for f in fields(self):  # every field has the type its annotation names: "false" is not a boolean
@@ -117,3 +128,73 @@ def _jsonable(value: Any) -> bool:
 # lengths and pooled over the pads; docs/FIDELITY.md). Used for every checkpoint that carries no
 # generator_config.json.
 RELEASED = GeneratorConfig(pool="all")
+
+
+@dataclass
+class TrainConfig:
+    """Step 7's training settings (the model's are GeneratorConfig)."""
+
+    train_data: str = option("data/train.json", "training records")
+    valid_data: str = option("data/valid.json", "validation records", aliases=("--val_data",))
+    output_dir: str = option("out_model/", "runs go to <output_dir>/bs_<B>_epochs_<E>_<time>/")
+    batch_size: int = option(16, "samples per step (per process under torchrun)", type=positive_int)
+    num_epochs: int = option(20, "at most this many epochs (see --patience)", type=positive_int)
+    learning_rate: float = option(5e-5, "AdamW learning rate (linear decay)", type=non_negative_float)
+    warmup_steps: int = option(0, "linear warm-up steps of the schedule", type=non_negative_int)
+    bart_base_dir: str = option("src/bart_base/", "BART directory or hub name (facebook/bart-base): initial "
+                                                  "weights and tokenizer")
+    l_strategy: float = option(0.2, "weight of the auxiliary strategy loss", type=non_negative_float)
+    seed: int = option(42, "seeds the initialisation and the shuffling", type=non_negative_int)
+    patience: int = option(5, "stop after this many epochs without improvement", type=positive_int)
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+    fp16: bool = option(False, "CUDA float16 autocast with loss scaling")
+    bf16: bool = option(False, "bfloat16 autocast")
+    num_workers: int = option(0, "DataLoader workers", type=non_negative_int)
+    resume: str | None = option(None, "continue an interrupted run (its run directory or its last/) at the next "
+                                      "epoch", metavar="DIR")
+    max_train_samples: int | None = option(None, "use the first N training records", type=positive_int)
+    max_valid_samples: int | None = option(None, "use the first N validation records", type=positive_int)
+    scheduler_step: str = option("step", "step the linear LR schedule per batch or once per epoch (released)",
+                                 choices=("step", "epoch"))
+    group_by_length: bool = option(True, "shuffle plainly instead of batching samples of similar context length "
+                                         "(length batches are the default with --pool masked: less padding, "
+                                         "faster; --pool all always shuffles plainly, as released)",
+                                   flags=("--no_group_by_length",))
+    allow_empty_responses: bool = option(False, "train and validate on records whose response is empty (refused "
+                                                "by default, naming the record)")
+    keep_best_only: bool = option(False, "keep only this run's best epoch_<e>_val_ppl_<p>/ checkpoint (last/ is "
+                                         "kept for --resume)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """main.py's parser: TrainConfig's flags, then GeneratorConfig's."""
+    p = argparse.ArgumentParser(description="Step 7: train the MAGIC generator (BART + strategy memory).")
+    add_options(p, TrainConfig)
+    add_options(p.add_argument_group("model"), GeneratorConfig)
+    # the default since length batching became one: still accepted, changes nothing
+    p.add_argument("--group_by_length", action="store_true", dest="group_by_length", help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, GeneratorConfig]:
+    p = build_parser()
+    ns = p.parse_args(argv)
+    if ns.fp16 and ns.bf16:
+        p.error("argument --bf16: not allowed with argument --fp16")
+    return from_namespace(TrainConfig, ns), from_namespace(GeneratorConfig, ns)
+
+
+def run_settings(train: TrainConfig, model: GeneratorConfig) -> dict:
+    """Both as one flat dict of flag values (args.json; what --resume compares)."""
+    return {**dataclasses.asdict(train), **{f.name: getattr(model, f.name) for f in fields(model) if "cli" in f.metadata}}
+
+
+def from_run_settings(d: dict) -> tuple[TrainConfig, GeneratorConfig]:
+    """run_settings() read back (keys that are neither config's fields are ignored; an earlier version's
+    "no_memory" is read as use_memory)."""
+    d = dict(d)
+    if "no_memory" in d and "use_memory" not in d:
+        d["use_memory"] = not d["no_memory"]
+    pick = lambda cls: {f.name: d[f.name] for f in fields(cls) if f.name in d}  # noqa: E731
+    return TrainConfig(**pick(TrainConfig)), GeneratorConfig(**pick(GeneratorConfig))
+

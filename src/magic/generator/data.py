@@ -270,7 +270,8 @@ def collator_for(model, with_memory: bool = True) -> DialogueCollator:
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """Random batches of similar context length (``--group_by_length``), so dynamic padding pays off.
+    """Random batches of similar context length (main.py's default with --pool masked; off: --no_group_by_length), so
+    padding each batch to its longest row pays off.
 
     Each epoch: a random permutation (from ``generator``) is cut into chunks of ``chunk_batches`` batches;
     each chunk is sorted by context length and cut into batches; the batch order is shuffled. Every sample

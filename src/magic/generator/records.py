@@ -36,7 +36,8 @@ from magic.common.errors import UserError
 from magic.esconv.dialogues import STRATEGIES, Sample, canonical_strategy, enumerate_samples, expand_contractions, load_dialogues, \
     strategy_id
 from magic.common.io_utils import atomic_write_json, load_json
-from magic.common.validate import check_duplicate_dialogues, require_nonempty
+from magic.common.settings import option
+from magic.common.validate import check_duplicate_dialogues, parse_split_list, require_nonempty
 
 
 
@@ -101,21 +102,44 @@ def load_inferred(path: str, samples: list[Sample]) -> list[Inferred]:
     return out
 
 
-def build_datasets(files: dict[str, str], llm_dir: str | None, strategy_source: str = "inferred",
-                   test_mode: str = "last", allow_empty: frozenset = frozenset(),
-                   allow_shared: bool = False) -> dict[str, list[dict]]:
-    """Records of every split. ``files`` maps split -> MultiESC dialogue file.
+@dataclass
+class DatasetConfig:
+    """Step 6's settings (data/add_memory_motivation.py)."""
+
+    train_file: str = option("data/train.txt", "MultiESC train dialogues (JSON lines)")
+    valid_file: str = option("data/valid.txt", "MultiESC valid dialogues")
+    test_file: str = option("data/test.txt", "MultiESC test dialogues")
+    llm_dir: str | None = option("LLM_inference/", "folder holding strategy_with_motivation{,_valid,_test}.json "
+                                                   "from infer_strategy.py")
+    output_dir: str = option("data/", "where {train,valid,test}.json are written")
+    strategy_source: str = option("inferred", "inferred: strategies of the LLM files (released); gold: the "
+                                              "annotated ones (oracle)", choices=("inferred", "gold"))
+    test_mode: str = option("last", "last: one sample per test dialogue (released); all: every supporter turn",
+                            choices=("last", "all"))
+    allow_empty: str = option("", "comma-separated splits that may have no samples; otherwise an empty split is "
+                                  "an error", metavar="SPLITS")
+    allow_shared_dialogues: bool = option(False, "let splits share dialogues (otherwise a dialogue in two splits "
+                                                 "is an error: a mixed-up file)")
+
+    def files(self) -> dict[str, str]:
+        return {"train": self.train_file, "valid": self.valid_file, "test": self.test_file}
+
+
+def build_datasets(cfg: DatasetConfig) -> dict[str, list[dict]]:
+    """Records of every split, from the MultiESC dialogue files ``cfg.files()``.
 
     strategy_source "inferred" takes the strategy from the LLM files (when all three exist; without any
     of them the gold strategies are used with a warning, as released, and the records say
     ``"strategy_source": "gold"``); "gold" always keeps the gold strategy (oracle) and still takes the
     motivations when the LLM files exist.
     """
+    files, llm_dir, strategy_source = cfg.files(), cfg.llm_dir, cfg.strategy_source
+    allow_empty = parse_split_list(cfg.allow_empty)
     if strategy_source not in ("inferred", "gold"):
         raise ValueError(f"strategy_source must be 'inferred' or 'gold', got {strategy_source!r}")
     dialogues = {split: load_dialogues(files[split]) for split in SPLITS}
-    check_duplicate_dialogues(dialogues, allow_shared)  # a file given for the wrong split shares its dialogues with it
-    samples = {split: enumerate_samples(dialogues[split], split, test_mode) for split in SPLITS}
+    check_duplicate_dialogues(dialogues, cfg.allow_shared_dialogues)  # a file given for the wrong split shares its dialogues with it
+    samples = {split: enumerate_samples(dialogues[split], split, cfg.test_mode) for split in SPLITS}
     for split in SPLITS:  # an empty split is an error unless asked for (it would replace a good file with [])
         require_nonempty(len(samples[split]), files[split], split, allow_empty=split in allow_empty)
     llm_paths = {split: os.path.join(llm_dir, strategy_file(split)) for split in SPLITS} if llm_dir else {}

@@ -14,7 +14,6 @@ frozen. Training stops after ``--patience`` epochs without improvement.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -36,12 +35,11 @@ from magic.generator import distributed
 from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, resolve_device, save_checkpoint,
                             write_checkpoint_files)
 from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
-from magic.generator.config import POOL_MODES, TRUNCATION_SIDES, GeneratorConfig
+from magic.generator.config import GeneratorConfig, TrainConfig, from_run_settings, run_settings
 from magic.common.artifacts import RUN_STAMP_FORMAT, checkpoint_dir_name, parse_checkpoint_dir, run_dir_name
 from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_json, check_finite, load_json, load_weights,
                                    remove_stale_temp_dirs)
-from magic.common.validate import (check_bart_dir, check_split_ids, length_int, merge_resume_args, non_negative_float,
-                                   non_negative_int, positive_int)
+from magic.common.validate import check_bart_dir, check_split_ids, merge_resume_args
 
 STATE_FILE = "training_state.pt"
 LAST_DIR = "last"
@@ -49,74 +47,6 @@ LAST_DIR = "last"
 RESUME_OVERRIDES = ("resume", "device", "num_workers")
 # arguments that --resume honours when given (train further, wait longer); any other change is refused
 RESUME_HONOURED = ("num_epochs", "patience")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = GeneratorConfig()  # the model settings' defaults have one home
-    p = argparse.ArgumentParser(description="Step 7: train the MAGIC generator (BART + strategy memory).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # released flags and defaults
-    p.add_argument("--train_data", default="data/train.json", help="training records (data/train.json)")
-    p.add_argument("--valid_data", "--val_data", dest="valid_data", default="data/valid.json",
-                   help="validation records (data/valid.json)")
-    p.add_argument("--output_dir", default="out_model/", help="runs go to <output_dir>/bs_<B>_epochs_<E>_<time>/")
-    p.add_argument("--batch_size", type=positive_int, default=16, help="samples per step")
-    p.add_argument("--num_epochs", type=positive_int, default=20, help="at most this many epochs (see --patience)")
-    p.add_argument("--learning_rate", type=non_negative_float, default=5e-5, help="AdamW learning rate (linear decay)")
-    p.add_argument("--warmup_steps", type=non_negative_int, default=0, help="linear warm-up steps of the schedule")
-    p.add_argument("--bart_base_dir", default="src/bart_base/",
-                   help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
-    p.add_argument("--l_strategy", type=non_negative_float, default=0.2, help="weight of the auxiliary strategy loss")
-    p.add_argument("--max_length", type=length_int, default=d.max_length, help="max tokens of context / response")
-    p.add_argument("--strategy_memory_max", type=positive_int, default=d.strategy_memory_max,
-                   help="K, entries kept per memory slot")
-    p.add_argument("--max_length_res_memory", type=length_int, default=d.max_length_res_memory,
-                   help="max tokens of a memory response")
-    # added
-    p.add_argument("--seed", type=int, default=42, help="seeds the initialisation and the shuffling")
-    p.add_argument("--patience", type=positive_int, default=5, help="stop after this many epochs without improvement")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    amp = p.add_mutually_exclusive_group()
-    amp.add_argument("--fp16", action="store_true", help="CUDA float16 autocast with loss scaling")
-    amp.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader workers")
-    p.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue an interrupted run (its run directory or its last/) at the next epoch")
-    p.add_argument("--max_train_samples", type=positive_int, default=None, help="use the first N training records")
-    p.add_argument("--max_valid_samples", type=positive_int, default=None, help="use the first N validation records")
-    p.add_argument("--truncation_side", choices=list(TRUNCATION_SIDES), default=d.truncation_side,
-                   help="which end of a long context is cut (released: right, i.e. the latest turns)")
-    p.add_argument("--scheduler_step", choices=["step", "epoch"], default="step",
-                   help="step the linear LR schedule per batch or once per epoch (released)")
-    p.add_argument("--use_motivation", action="store_true",
-                   help="append the encoded motivation to the decoder's cross-attention memory "
-                        "(released: encoded but unused)")
-    p.add_argument("--no_memory", action="store_true",
-                   help="ablation: no memory-enhanced vector, no memory bank, no auxiliary loss")
-    p.add_argument("--group_by_length", action="store_true",
-                   help="batch samples of similar context length together (faster; not released behaviour)")
-    p.add_argument("--train_path", choices=["auto", "grouped", "padded"], default="auto",
-                   help="the training pass: grouped (length groups, built for CPUs), padded (padded batches, "
-                        "SDPA, the memory bank on the device, no host synchronisation in a step: built for GPUs; "
-                        "src/magic/generator/padded.py); auto: padded on CUDA, grouped elsewhere. Same model "
-                        "and losses (up to float rounding); --pool all always runs the released padded pass")
-    p.add_argument("--pool", choices=list(POOL_MODES), default=d.pool,
-                   help="masked: dynamic padding, max-pool over real tokens; all: released compatibility "
-                        "(pad contexts to --max_length and memory to --max_length_res_memory, pool over pads)")
-    p.add_argument("--allow_empty_responses", action="store_true",
-                   help="train and validate on records whose response is empty (refused by default, naming the "
-                        "record: an empty target teaches the model to say nothing)")
-    p.add_argument("--keep_best_only", action="store_true",
-                   help="keep only the best epoch_<e>_val_ppl_<p>/ checkpoint of this run: each time a better one "
-                        "is saved, the previous best of this run is deleted (last/ is kept for --resume)")
-    return p
-
-
-def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
-    """The model settings named by main.py's flags."""
-    return GeneratorConfig(strategy_memory_max=args.strategy_memory_max, use_motivation=args.use_motivation,
-                           use_memory=not args.no_memory, pool=args.pool, max_length=args.max_length,
-                           max_length_res_memory=args.max_length_res_memory, truncation_side=args.truncation_side)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -247,34 +177,21 @@ def remove_own_checkpoint(run_dir: str, path: str, keep: str, log: logging.Logge
 
 
 # ------------------------------------------------------------------------------------------ train / eval
-def padded_path(train_path: str, device: torch.device, model) -> bool:
-    """Whether --train_path runs src/magic/generator/padded.py's pass (auto: on CUDA; never with --pool all)."""
-    if model.pool != "masked":
-        return False
-    return train_path == "padded" or (train_path == "auto" and device.type == "cuda")
-
-
 def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy: float, autocast,
-                per_step_scheduler: bool, desc: str = "train", dp=None, padded: bool = False) -> dict:
+                per_step_scheduler: bool, desc: str = "train", dp=None) -> dict:
     """One pass over ``loader``; returns mean total, generation and auxiliary loss over the batches.
     ``dp``: a magic.generator.distributed.DataParallel (losses normalised over the global batch, gradients averaged).
-    ``padded``: the GPU pass (magic.generator.padded): the bank lives on the device for the epoch, and the
-    losses are summed on the device and read every ``SHOW_EVERY`` steps only (each read waits for the device)."""
-    from magic.generator.padded import DeviceBank, padded_step  # loads model.py (transformers' BART), as build_model
-
+    The losses are summed on the device and read every ``SHOW_EVERY`` steps only (on a GPU each read waits for
+    the device); the bank stays on the device."""
     dp = dp or distributed.DataParallel()
     model.train()
     sums = {"loss": 0.0, "gen_loss": 0.0, "strategy_loss": 0.0}
     n = 0
-    bank = DeviceBank.from_list(model.memory_bank, model.strategy_memory_max, device) if padded else None
     bar = tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not dp.main)
     for batch in bar:
         batch = to_device(batch, device)
         with autocast():
-            if padded:
-                out, bank = padded_step(model, bank, batch, l_strategy)
-            else:
-                out = model(**batch, l_strategy=l_strategy, return_logits=False)
+            out = model(**batch, l_strategy=l_strategy, return_logits=False)
         if dp.enabled:  # token mean over the global batch, not a mean of per-rank means (src/magic/generator/distributed.py)
             nll, tokens = dp.sum(float(out["nll_sum"]), float(out["n_tokens"]))
             gen = out["gen_loss"] * (out["n_tokens"].clamp(min=1) * dp.world / max(tokens, 1.0))
@@ -291,30 +208,23 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, l_strategy:
             out["loss"].backward()
             dp.average_gradients(model.parameters())
             optimizer.step()
-        if padded:
-            bank = bank.detach()  # this step's entries join the history: no graph kept across steps
-            if dp.enabled:
-                dp.check_bank(bank.to_list(), n)
-        else:
+        model.detach_memory()  # this step's entries join the history: no graph kept across steps
+        if dp.enabled:
             dp.check_bank(model.memory_bank, n)
         if per_step_scheduler:
             scheduler.step()
         n += 1
         if device.type == "cpu":
             _trim_now_and_then()
-        for k in sums:  # device tensors on the padded path (no wait), floats on the grouped one
-            v = out["shown_loss" if k == "loss" and dp.enabled else k].detach()
-            sums[k] = sums[k] + (v.float() if padded else float(v))
-        if not padded or n % SHOW_EVERY == 0:
+        for k in sums:  # device tensors: no wait for the device here
+            sums[k] = sums[k] + out["shown_loss" if k == "loss" and dp.enabled else k].detach().float()
+        if n % SHOW_EVERY == 0 or device.type == "cpu":
             bar.set_postfix(loss=f"{float(sums['loss']) / n:.3f}", gen=f"{float(sums['gen_loss']) / n:.3f}",
                             aux=f"{float(sums['strategy_loss']) / n:.3f}")
-    if padded:
-        model.memory_bank = bank.to_list()
-    model.detach_memory()  # keep no autograd graph alive in the bank after the epoch
     return {k: float(v) / max(n, 1) for k, v in sums.items()}
 
 
-SHOW_EVERY = 50  # padded path: steps between progress-bar loss updates
+SHOW_EVERY = 50  # on a GPU: steps between progress-bar loss updates
 
 
 @torch.no_grad()
@@ -375,24 +285,25 @@ def _resume_dirs(path: str) -> tuple[str, str]:
                             "by main.py (one completed epoch at least)")
 
 
-def resume_from(args: argparse.Namespace):
-    """(args, run_dir, last_dir, state) of ``--resume``: the saved arguments merged with the ones given (only
-    the honoured overrides may differ), the last epoch's training state; what a kill -9 during a save left
-    (.last.*, .epoch_*.*) is removed, and said."""
+def resume_from(args: TrainConfig, model_config: GeneratorConfig):
+    """(args, model_config, run_dir, last_dir, state) of ``--resume``: the saved settings merged with the ones
+    given (only the honoured overrides may differ), the last epoch's training state; what a kill -9 during a
+    save left (.last.*, .epoch_*.*) is removed, and said."""
     run_dir, last_dir = _resume_dirs(args.resume)
     saved = load_json(os.path.join(last_dir, "args.json"), "JSON object of training arguments")
     if not isinstance(saved, dict):
         raise ValueError(f"{os.path.join(last_dir, 'args.json')}: expected a JSON object of training arguments")
     saved.pop("model", None)
-    defaults = vars(build_parser().parse_args([]))
-    args = argparse.Namespace(**merge_resume_args(vars(args), saved, defaults, RESUME_OVERRIDES, RESUME_HONOURED,
-                                                  run_dir))
+    saved = run_settings(*from_run_settings(saved))  # an earlier version's names read as today's
+    defaults = run_settings(TrainConfig(), GeneratorConfig())
+    merged = merge_resume_args(run_settings(args, model_config), saved, defaults, RESUME_OVERRIDES,
+                               RESUME_HONOURED, run_dir)
     state = load_weights(os.path.join(last_dir, STATE_FILE))
     remove_stale_temp_dirs(run_dir)
-    return args, run_dir, last_dir, state
+    return (*from_run_settings(merged), run_dir, last_dir, state)
 
 
-def build_model(args: argparse.Namespace, last_dir: str | None, device, dp):
+def build_model(args: TrainConfig, model_config: GeneratorConfig, last_dir: str | None, device, dp):
     """(model, tokenizer): the last epoch's checkpoint when resuming, else the initial BART weights."""
     # not at module load: main.py imports this module for its parser (--help), and model.py loads
     # transformers' BART modules
@@ -404,7 +315,7 @@ def build_model(args: argparse.Namespace, last_dir: str | None, device, dp):
         model, tokenizer, _ = load_checkpoint(last_dir, device="cpu")
     else:
         tokenizer = BartTokenizer.from_pretrained(args.bart_base_dir)
-        model = DialogueModel.from_pretrained_bart(args.bart_base_dir, generator_config_from_args(args))
+        model = DialogueModel.from_pretrained_bart(args.bart_base_dir, model_config)
         check_finite(model.state_dict(), f"{args.bart_base_dir} (--bart_base_dir)")
     model.to(device)
     if dp.enabled:
@@ -421,12 +332,13 @@ class TrainData:
     drop_last: bool        # a last global batch smaller than the world would leave a rank without samples
     steps_per_epoch: int
     pin_memory: bool = False  # on CUDA: page-locked batches, so to_device's non_blocking copies overlap compute
+    by_length: bool = True  # batches of similar context length (LengthGroupedBatchSampler)
 
-    def train_loader(self, args: argparse.Namespace, epoch: int) -> DataLoader:
+    def train_loader(self, args: TrainConfig, epoch: int) -> DataLoader:
         """The epoch's batches: the shuffle order depends only on (seed, epoch), so a resumed run sees the
         same batches."""
         gen = torch.Generator().manual_seed(args.seed + epoch)
-        if args.group_by_length:
+        if self.by_length:
             sampler = LengthGroupedBatchSampler([len(x) for x in self.train_ds.context_ids], self.global_batch, gen)
             return DataLoader(self.train_ds, batch_sampler=sampler, collate_fn=self.train_collate,
                               num_workers=args.num_workers, pin_memory=self.pin_memory)
@@ -435,7 +347,7 @@ class TrainData:
                           pin_memory=self.pin_memory)
 
 
-def build_data(args: argparse.Namespace, model, tokenizer, dp, log) -> TrainData:
+def build_data(args: TrainConfig, model, tokenizer, dp, log) -> TrainData:
     allow = args.allow_empty_responses
     train_records = load_records(args.train_data, args.max_train_samples, allow, "--allow_empty_responses")
     valid_records = load_records(args.valid_data, args.max_valid_samples, allow, "--allow_empty_responses")
@@ -456,8 +368,10 @@ def build_data(args: argparse.Namespace, model, tokenizer, dp, log) -> TrainData
     global_batch = args.batch_size * dp.world  # --batch_size is per process
     drop_last = 0 < len(train_ds) % global_batch < dp.world
     steps = len(train_ds) // global_batch if drop_last else math.ceil(len(train_ds) / global_batch)
+    # length batches pay where batches are padded to their longest row; --pool all pads to fixed lengths and
+    # keeps the released plain shuffle
     return TrainData(train_ds, valid_loader, train_collate, global_batch, drop_last, steps,
-                     pin_memory=model.device.type == "cuda")
+                     pin_memory=model.device.type == "cuda", by_length=args.group_by_length and model.pool == "masked")
 
 
 @dataclass
@@ -480,25 +394,25 @@ class TrainProgress:
                    state.get("best_dir"))
 
 
-def log_setup(log, args, model, device, data: TrainData) -> None:
+def log_setup(log, settings: dict, model, device, data: TrainData) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     log.info(f"Model: DialogueModel ({n_params / 1e6:.1f}M parameters), device {device}, "
              f"pool {model.pool}, memory {model.use_memory}, motivation {model.use_motivation}")
-    for k, v in sorted(vars(args).items()):
+    for k, v in sorted(settings.items()):
         log.info(f"{k}: {v}")
     log.info(f"Size-train_data: {len(data.train_ds)}  Size-val_data: {len(data.valid_loader.dataset)}")
 
 
-def end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler, prog: TrainProgress, dp,
-              log) -> bool:
+def end_epoch(args: TrainConfig, settings: dict, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler,
+              prog: TrainProgress, dp, log) -> bool:
     """Keep the best checkpoint, count epochs without improvement, save history, curves and the resume
-    state; returns whether to stop early."""
+    state (``settings``: run_settings(), written as args.json); returns whether to stop early."""
     stop = False
     if val["ppl"] < prog.best:
         prog.best, prog.bad_epochs, previous = val["ppl"], 0, prog.best_dir
         prog.best_dir = os.path.join(run_dir, checkpoint_dir_name(epoch, val["ppl"]))
         if dp.main:
-            save_checkpoint(model, tokenizer, args, prog.best_dir)
+            save_checkpoint(model, tokenizer, settings, prog.best_dir)
         log.info(f"Model saved to {prog.best_dir}")
         if args.keep_best_only and previous:
             remove_own_checkpoint(run_dir, previous, prog.best_dir, log)
@@ -510,7 +424,7 @@ def end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler,
     if dp.main:
         atomic_write_json(os.path.join(run_dir, "history.json"), prog.history)
         plot_curves(prog.history, os.path.join(run_dir, "training_curves.png"))
-        save_training_state(run_dir, model, tokenizer, args, optimizer, scheduler, scaler,
+        save_training_state(run_dir, model, tokenizer, settings, optimizer, scheduler, scaler,
                             {"epoch": epoch, "best_val_ppl": prog.best, "bad_epochs": prog.bad_epochs,
                              "history": prog.history, "best_dir": prog.best_dir})
     dp.barrier()  # a resumed run finds last/ complete on every rank
@@ -519,15 +433,17 @@ def end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler,
     return stop
 
 
-def run_training(args: argparse.Namespace) -> dict:
+def run_training(args: TrainConfig, model_config: GeneratorConfig | None = None) -> dict:
     """Train as main.py does; returns {"run_dir", "best_checkpoint", "best_val_ppl", "history", "stopped_early"}.
 
     The workflow: resume state (if --resume); the device and the process group; the run folder; model,
     data, optimizer and schedule; then per epoch: train, validate, keep the best checkpoint, save the resume
     state, stop after --patience epochs without improvement."""
+    model_config = model_config or GeneratorConfig()
     resume_state, last_dir = None, None
     if args.resume:
-        args, run_dir, last_dir, resume_state = resume_from(args)
+        args, model_config, run_dir, last_dir, resume_state = resume_from(args, model_config)
+    settings = run_settings(args, model_config)
     device = resolve_device(args.device)  # checked before anything is written
     dp = distributed.setup(args.device)  # torchrun: one process per device, rank 0 writes
     device = dp.device or device
@@ -541,8 +457,8 @@ def run_training(args: argparse.Namespace) -> dict:
         random.seed(args.seed)
         torch.manual_seed(args.seed)
         if dp.main:
-            atomic_write_json(os.path.join(run_dir, "args.json"), {**vars(args), "world_size": dp.world})
-        model, tokenizer = build_model(args, last_dir, device, dp)
+            atomic_write_json(os.path.join(run_dir, "args.json"), {**settings, "world_size": dp.world})
+        model, tokenizer = build_model(args, model_config, last_dir, device, dp)
         if resume_state is not None:
             log.info(f"Resuming {run_dir} after epoch {resume_state['epoch']}")
         data = build_data(args, model, tokenizer, dp, log)
@@ -553,7 +469,7 @@ def run_training(args: argparse.Namespace) -> dict:
             prog = TrainProgress.restore(resume_state, optimizer, scheduler, scaler)
         else:
             prog = TrainProgress()
-            log_setup(log, args, model, device, data)
+            log_setup(log, settings, model, device, data)
 
         stopped_early = prog.bad_epochs >= args.patience and prog.start_epoch > 0
         started = True
@@ -564,8 +480,7 @@ def run_training(args: argparse.Namespace) -> dict:
             t0 = time.time()
             tr = train_epoch(model, data.train_loader(args, epoch), optimizer, scheduler, scaler, device,
                              args.l_strategy, autocast, per_step_scheduler=args.scheduler_step == "step",
-                             desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp,
-                             padded=padded_path(getattr(args, "train_path", "auto"), device, model))
+                             desc=f"train {epoch + 1}/{args.num_epochs}", dp=dp)
             log.info(f"Training loss: {tr['loss']:.4f}  loss_gen: {tr['gen_loss']:.4f}  "
                      f"loss_aux: {tr['strategy_loss']:.4f}  ({time.time() - t0:.0f} s)")
             val = evaluate_ppl(model, data.valid_loader, device, autocast, desc=f"valid {epoch + 1}/{args.num_epochs}",
@@ -574,7 +489,7 @@ def run_training(args: argparse.Namespace) -> dict:
             prog.history.append({"epoch": epoch, "train_loss": tr["loss"], "train_gen_loss": tr["gen_loss"],
                                  "train_strategy_loss": tr["strategy_loss"], "val_ppl": val["ppl"],
                                  "lr": optimizer.param_groups[0]["lr"]})
-            stopped_early = end_epoch(args, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler,
+            stopped_early = end_epoch(args, settings, run_dir, epoch, val, model, tokenizer, optimizer, scheduler, scaler,
                                       prog, dp, log)
         log.info(f"Best validation perplexity {prog.best:.4f}: {prog.best_dir}")
         return {"run_dir": run_dir, "best_checkpoint": prog.best_dir, "best_val_ppl": prog.best,
