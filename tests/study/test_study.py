@@ -201,7 +201,7 @@ def test_paper_profile_runs_the_released_command_lines(monkeypatch, tmp_path):
                         "--max_length": "512"}.items():
         assert gen.get(flag) == value, flag
     assert "--no_memory" not in gen and "--use_motivation" not in gen and "--l_strategy" not in gen
-    assert "--patience" in gen and int(gen["--patience"]) >= 20  # the released code never stops early
+    assert gen["--patience"] == "5"  # released main.py: stop after 5 epochs without improvement
     nomem = _flags(_first_command(monkeypatch, lambda: stage2.train(ctx, paper, "no_memory", 0)))
     assert nomem["--no_memory"] is True
     noaux = _flags(_first_command(monkeypatch, lambda: stage2.train(ctx, paper, "no_aux", 0)))
