@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_epochs", type=positive_int, default=20, help="at most this many epochs (see --patience)")
     p.add_argument("--learning_rate", type=non_negative_float, default=5e-5, help="AdamW learning rate (linear decay)")
     p.add_argument("--warmup_steps", type=non_negative_int, default=0, help="linear warm-up steps of the schedule")
-    p.add_argument("--bart_base_dir", default="src/bart_base/",
-                   help="BART directory or hub name (facebook/bart-base) for the initial weights and tokenizer")
+    p.add_argument("--bart_base_dir", default="facebook/bart-base",
+                   help="BART folder or hub id for the initial weights and tokenizer (released: src/bart_base/)")
     p.add_argument("--l_strategy", type=non_negative_float, default=0.2, help="weight of the auxiliary strategy loss")
     p.add_argument("--max_length", type=length_int, default=d.max_length, help="max tokens of context / response")
     p.add_argument("--strategy_memory_max", type=positive_int, default=d.strategy_memory_max,
