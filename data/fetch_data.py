@@ -17,22 +17,22 @@ import argparse
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # download_esconv.py beside this file
+from magic.common.artifacts import ids_path
+from magic.common.errors import UserError, run_main
+from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.settings import add_options, from_namespace, option
+from magic.common.validate import positive_float
+from magic.esconv.dialogues import load_samples, strategy_mismatches
+from magic.study.data import DATA_FILES, EXPECTED_SAMPLES, FETCHED_DIR
 
-from download_esconv import MULTIESC_COMMIT, DownloadConfig, DownloadError, download_split_files, fetch  # noqa: E402
-
-from magic.common.artifacts import ids_path  # noqa: E402
-from magic.common.errors import UserError, run_main  # noqa: E402
-from magic.common.io_utils import atomic_write_json, load_json  # noqa: E402
-from magic.common.settings import add_options, from_namespace, option  # noqa: E402
-from magic.common.validate import positive_float  # noqa: E402
-from magic.esconv.dialogues import load_samples, strategy_mismatches  # noqa: E402
-from magic.study.data import DATA_FILES, EXPECTED_SAMPLES, FETCHED_DIR  # noqa: E402
-
+HERE = os.path.dirname(os.path.abspath(__file__))
 MAGIC_COMMIT = "e7003b04d68a8c31e133fd790a865d03a8f6247e"
 MOTIVATIONS_URL = (f"https://raw.githubusercontent.com/Wh2018/MAGIC/{MAGIC_COMMIT}/LLM_inference/"
                    "motivations_4_LLaMA.json")
@@ -50,6 +50,10 @@ class FetchConfig:
     source: str | None = option(None, "a folder in the same layout to copy from instead of downloading",
                                 flags=("--from",), metavar="DIR")
     timeout: float = option(60.0, "seconds per download request", type=positive_float)
+    multiesc_url: str | None = option(None, "folder URL of MultiESC's train/valid/test.txt (default: "
+                                      "download_esconv.py's pinned commit)")
+    motivations_url: str = option(MOTIVATIONS_URL, "URL of the released motivations_4_LLaMA.json (default: "
+                                  f"Wh2018/MAGIC at {MAGIC_COMMIT[:10]})", show_default=False)
 
 
 class DataCheckError(RuntimeError):
@@ -73,16 +77,31 @@ def copy_from(src: str, stage: str) -> None:
         shutil.copyfile(os.path.join(src, rel), os.path.join(stage, rel))
 
 
-def download(stage: str, timeout: float) -> None:
+class DownloadError(RuntimeError):
+    """A file could not be downloaded."""
+
+
+def download(stage: str, cfg: "FetchConfig") -> None:
+    """MultiESC's split by step 0's own downloader (pinned, CRLF made LF, validated), then the motivations."""
     split_dir = os.path.join(stage, "multiesc")
-    paths = download_split_files(DownloadConfig(output_dir=split_dir, timeout=timeout))
-    for split, path in paths.items():
+    base = ["--base_url", cfg.multiesc_url] if cfg.multiesc_url else []
+    p = subprocess.run([sys.executable, os.path.join(HERE, "download_esconv.py"), "--output_dir", split_dir,
+                        "--timeout", str(cfg.timeout), *base], capture_output=True, text=True)
+    if p.returncode != 0:  # its one line, less its own offline advice: ours is --from
+        line = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        raise DownloadError(line.split("error: ", 1)[-1].split("; without internet", 1)[0].split(" (MAGIC_DEBUG")[0])
+    for split in ("train", "valid", "test"):
         dest = os.path.join(stage, DATA_FILES[split])
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(path, dest)
+        os.replace(os.path.join(split_dir, f"{split}.txt"), dest)
     shutil.rmtree(split_dir)
+    try:
+        with urllib.request.urlopen(cfg.motivations_url, timeout=cfg.timeout) as resp:
+            data = resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{cfg.motivations_url}: could not download ({getattr(e, 'reason', e)})") from None
     with open(os.path.join(stage, DATA_FILES["motivations"]), "wb") as f:
-        f.write(fetch(MOTIVATIONS_URL, timeout))
+        f.write(data)
 
 
 def check(root: str) -> list[str]:
@@ -136,8 +155,8 @@ def run(argv=None) -> int:
             copy_from(cfg.source, stage)
             origin = cfg.source
         else:
-            download(stage, cfg.timeout)
-            origin = f"MultiESC {MULTIESC_COMMIT[:10]} + Wh2018/MAGIC {MAGIC_COMMIT[:10]}"
+            download(stage, cfg)
+            origin = f"MultiESC's repository + Wh2018/MAGIC {MAGIC_COMMIT[:10]}"
         lines = check(stage)
         for rel in [*DATA_FILES.values(), ids_path(DATA_FILES["motivations"])]:  # all checked: put in place
             os.makedirs(os.path.dirname(os.path.join(out, rel)), exist_ok=True)
@@ -153,7 +172,15 @@ def run(argv=None) -> int:
 
 def main(argv=None) -> int:
     """A download or check that fails: one line, exit 1; a bad flag or --from folder: exit 2."""
-    return run_main("fetch_data.py", lambda: run(argv), codes={DownloadError: 1, DataCheckError: 1})
+    def body():
+        try:
+            return run(argv)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; without internet, copy the data folder (or MultiESC's train/valid/test.txt "
+                                "and the released motivations, laid out as docs/STEPS.md says) from a machine that "
+                                "has it and run `python data/fetch_data.py --from DIR`") from None
+
+    return run_main("fetch_data.py", body, codes={DownloadError: 1, DataCheckError: 1})
 
 
 if __name__ == "__main__":

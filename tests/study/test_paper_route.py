@@ -76,3 +76,26 @@ def test_without_a_profile_reproduce_prints_its_help_and_each_profiles_size(tmp_
         assert any(line.split()[:1] == [name] and " cells " in line and " h of cells " in line
                    for line in p.stdout.splitlines()), name
     assert "one A100/H100 80 GB" in p.stdout
+
+
+def test_fetch_downloads_the_split_and_the_motivations(esconv_dir, tmp_path):
+    """The download path against a local HTTP server holding MultiESC-style files (CRLF) and the released file."""
+    www = tmp_path / "www"
+    (www / "data").mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        text = (esconv_dir / DATA_FILES[split]).read_text(encoding="utf-8")
+        (www / "data" / f"{split}.txt").write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
+    shutil.copyfile(esconv_dir / DATA_FILES["motivations"], www / "m.json")
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(www)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline().split("port ")[1].split()[0])
+        base = f"http://127.0.0.1:{port}"
+        p = _run(["data/fetch_data.py", "--output_dir", str(tmp_path / "out"), "--multiesc_url", f"{base}/data",
+                  "--motivations_url", f"{base}/m.json", "--timeout", "20"])
+    finally:
+        server.terminate()
+        server.wait()
+    assert p.returncode == 0, p.stderr
+    for rel in DATA_FILES.values():
+        assert (tmp_path / "out" / rel).read_bytes() == (esconv_dir / rel).read_bytes(), rel
