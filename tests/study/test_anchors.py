@@ -27,3 +27,13 @@ def test_every_figure_is_in_the_list_of_what_was_read_where():
     for a in ANCHORS:
         for metric, value in a.values.items():
             assert f"{value:.2f}" in found, (a.system, metric, value)
+
+
+def test_the_readme_copies_the_figures_of_the_one_table():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("**Numbers to aim at.**"):]
+    section = section[:section.index("\n**", 5)]
+    for a in ANCHORS:
+        for metric, value in a.values.items():
+            assert f"{metric} {value:.2f}" in section, (a.system, metric)
+    assert "src/magic/study/anchors.py" in section and "not public" in section

@@ -18,8 +18,8 @@ ESTIMATE_BASIS = {
     "smoke": "the 2-core project machine (a twentieth of the cpu profile's rates)",
     "cpu": "the 2-core project machine (AMD EPYC with AVX512-BF16, no AMX), measured: docs/RESULTS.md, sizing",
     "gpu-small": "one GPU, projected as a twentieth of the cpu profile's rates (never measured on a GPU)",
-    "paper": "one A100/H100 80 GB; the generator epoch measured (H200, 2026-11-26: 243 s for 10,191 samples, "
-             "benchmarks/README.md), LoRA and LLM inference projected by arithmetic, never measured",
+    "paper": "one A100/H100 80 GB; the generator's epoch from a measurement (H200, 2026-11-26: 2.62 steps/s over "
+             "369 of 637 steps, ~243 s; benchmarks/README.md), LoRA and LLM inference projected by arithmetic",
 }
 
 
