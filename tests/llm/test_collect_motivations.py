@@ -239,3 +239,44 @@ def test_local_backend_with_a_tiny_random_model(tmp_path, train_file, monkeypatc
     rc, stdout, _ = _run_cli(monkeypatch, capsys, args, key=None)
     assert rc == 0 and "4 from the cache, 2 requested" in stdout
     assert out.read_bytes() == first
+
+
+# ------------------------------------------------------------------- --source released: the authors' file
+def test_source_released_writes_the_released_bytes_and_the_ids(train_file, tmp_path, monkeypatch):
+    samples = load_samples(train_file, "train")
+    released = tmp_path / "released.json"  # the released form: indent 2, non-ASCII as is, no final newline
+    released.write_text(json.dumps([f"motivation {i} é [Question]" for i in range(len(samples))],
+                                   ensure_ascii=False, indent=2), encoding="utf-8")
+    out = tmp_path / "out" / "motivations_4_LLaMA.json"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # nothing is asked: no key needed
+    assert cli.main(["--train_file", str(train_file), "--output_file", str(out), "--source", "released",
+                     "--released_file", str(released)]) == 0
+    assert out.read_bytes() == released.read_bytes()
+    assert json.loads((tmp_path / "out" / "motivations_4_LLaMA.ids.json").read_text()) == [s.id for s in samples]
+    assert not (tmp_path / "out" / "motivations_4_LLaMA.json.cache.jsonl").exists()
+
+
+def test_source_released_refuses_a_file_of_another_length(train_file, tmp_path, capsys):
+    released = tmp_path / "released.json"
+    released.write_text(json.dumps(["one [Question]"] * 3))
+    out = tmp_path / "m.json"
+    assert cli.main(["--train_file", str(train_file), "--output_file", str(out), "--source", "released",
+                     "--released_file", str(released)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3 motivations for the 11 training samples" in err
+    assert not out.exists()
+
+
+def test_source_released_on_the_real_data_is_the_released_file(esconv_dir, tmp_path):
+    """Step 1 by its script, SOURCE=released, on MAGIC's train.txt: the released file, byte for byte."""
+    released = esconv_dir / "magic" / "motivations_4_LLaMA.json"
+    env = {**os.environ, "SOURCE": "released", "RELEASED": str(released), "PY": sys.executable,
+           "DATA_DIR": str(esconv_dir / "reconstructed"), "LLM_DIR": str(tmp_path)}
+    env.pop("OPENAI_API_KEY", None)
+    p = subprocess.run(["bash", "scripts/1_collect_motivations.sh"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "motivations_4_LLaMA.json").read_bytes() == released.read_bytes()
+    ids = json.loads((tmp_path / "motivations_4_LLaMA.ids.json").read_text())
+    assert ids == [s.id for s in load_samples(esconv_dir / "reconstructed" / "train.txt", "train")]
+    assert len(ids) == 10191 and "0 of 10191 motivations name a different strategy" in p.stdout

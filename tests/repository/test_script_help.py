@@ -15,7 +15,8 @@ from magic.common.settings import defaults
 REPO = Path(__file__).resolve().parents[2]
 # script -> its config class
 CONFIGS = {"scripts/reproduce.py": "ReproduceConfig", "compare_results.py": "CompareConfig",
-           "data/download_esconv.py": "DownloadConfig", "data/convert_hf_esconv.py": "ConvertConfig"}
+           "data/download_esconv.py": "DownloadConfig", "data/convert_hf_esconv.py": "ConvertConfig",
+           "data/fetch_data.py": "FetchConfig"}
 MAX_HELP_LINES = 45
 PROBE = """
 import contextlib, io, json, runpy, sys

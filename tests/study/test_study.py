@@ -201,19 +201,21 @@ def test_paper_profile_runs_the_released_command_lines(monkeypatch, tmp_path):
                         "--max_length": "512"}.items():
         assert gen.get(flag) == value, flag
     assert "--no_memory" not in gen and "--use_motivation" not in gen and "--l_strategy" not in gen
-    assert "--patience" in gen and int(gen["--patience"]) >= 20  # the released code never stops early
+    assert gen["--patience"] == "5"  # released main.py: stop after 5 epochs without improvement
     nomem = _flags(_first_command(monkeypatch, lambda: stage2.train(ctx, paper, "no_memory", 0)))
     assert nomem["--no_memory"] is True
     noaux = _flags(_first_command(monkeypatch, lambda: stage2.train(ctx, paper, "no_aux", 0)))
     assert noaux["--l_strategy"] == "0"
 
 
-def test_without_data_the_study_skips_with_one_line(tmp_path):
+def test_without_data_a_requested_profile_exits_2_naming_the_fetch_command(tmp_path):
     env = {**os.environ, "MAGIC_DATA_DIR": str(tmp_path / "nothing")}
     p = subprocess.run([sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--work", str(tmp_path / "w"),
                         "--results", str(tmp_path / "r")], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout.strip().startswith("reproduce.py: skipped: no ESConv data")
-    assert len(p.stdout.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert p.stderr.startswith(f"reproduce.py: error: no ESConv data in {tmp_path / 'nothing'} (no such folder): "
+                               "missing reconstructed/train.txt, magic/valid.txt")
+    assert "`python data/fetch_data.py`" in p.stderr and not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow

@@ -306,7 +306,10 @@ def check_bart_dir(bart_dir: str | os.PathLike, flag: str = "--bart_base_dir") -
         config = BartConfig.from_pretrained(name)
     except OSError as e:  # a hub id (or a folder typed without ./) that cannot be fetched
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{name}: no such folder, and not loadable as a hub model ({flag}): {first}") from None
+        local = f"models/{os.path.basename(name)}"
+        raise UserError(f"{name}: no such folder, and not loadable as a hub model ({flag}): {first.rstrip('.')}; "
+                        f"with hub access it downloads by itself (HF_HUB_OFFLINE unset), else fetch it: "
+                        f"`hf download {name} --local-dir {local}` and pass {flag} {local}") from None
     check_vocab(tokenizer, _Rows(config.vocab_size), f"{name} ({flag})")
 
 

@@ -24,6 +24,7 @@ from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import length_int, non_negative_float, non_negative_int, positive_int
 
 CONFIG_FILE = "generator_config.json"
+DEFAULT_BART = "facebook/bart-base"  # the paper's generator; a local copy works the same (--bart_base_dir DIR)
 POOL_MODES = ("masked", "all")
 TRUNCATION_SIDES = ("right", "left")
 
@@ -141,8 +142,8 @@ class TrainConfig:
     num_epochs: int = option(20, "at most this many epochs (see --patience)", type=positive_int)
     learning_rate: float = option(5e-5, "AdamW learning rate (linear decay)", type=non_negative_float)
     warmup_steps: int = option(0, "linear warm-up steps of the schedule", type=non_negative_int)
-    bart_base_dir: str = option("src/bart_base/", "BART directory or hub name (facebook/bart-base): initial "
-                                                  "weights and tokenizer")
+    bart_base_dir: str = option(DEFAULT_BART, "BART folder or hub id for the initial weights and tokenizer "
+                                              "(released: src/bart_base/)")
     l_strategy: float = option(0.2, "weight of the auxiliary strategy loss", type=non_negative_float)
     seed: int = option(42, "seeds the initialisation and the shuffling", type=non_negative_int)
     patience: int = option(5, "stop after this many epochs without improvement", type=positive_int)

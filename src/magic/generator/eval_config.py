@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from magic.common.settings import option
+from magic.generator.config import DEFAULT_BART
 from magic.common.validate import finite_float, length_int, non_negative_float, non_negative_int, positive_int
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
@@ -17,8 +18,8 @@ EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_sto
 @dataclass(kw_only=True)
 class DecodingConfig:
     """Loading a generator checkpoint and decoding with it (test_evaluation.py, chat.py)."""
-    bart_base_dir: str = option("src/bart_base/", "BART the model was trained from; only for checkpoints "
-                                "without config.json (the released code's)")
+    bart_base_dir: str = option(DEFAULT_BART, "BART (folder or hub id) the model was trained from; only "
+                                "for checkpoints without config.json (the released code's: src/bart_base/)")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     num_beams: int = option(5, "beams per sample", type=positive_int)
     num_beam_groups: int = option(5, "beam groups of diverse beam search, dividing --num_beams (5 groups of one "

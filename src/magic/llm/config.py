@@ -52,6 +52,10 @@ class MotivationConfig:
     train_file: str = option(os.path.join(RELEASED_DATA, "train.txt"), "MultiESC train.txt (JSON lines)",
                              aliases=("--train_file_path",))
     output_file: str = option(MOTIVATIONS_FILE, "motivations (+ <name>.ids.json sidecar)")
+    source: str = option("model", "model: ask the LLM of --backend; released: copy the authors' released "
+                         "motivations (--released_file), nothing asked or paid", choices=("model", "released"))
+    released_file: str | None = option(None, "--source released: the released motivations_4_LLaMA.json "
+                                       "(data/fetch_data.py puts it in <data folder>/magic/)")
     cache_file: str | None = option(None, "answer cache (default: <output_file>.cache.jsonl)")
     limit: int | None = option(None, "only the first N samples", type=positive_int, metavar="N")
     dry_run: bool = option(False, "count prompts, tokens and cost; send nothing")

@@ -3,7 +3,8 @@
 ``collect_motivations(cfg)`` is the whole of ``LLM_inference/collect_motivations_ChatGPT.py``:
 
 1. samples = ``load_samples(train_file, "train")`` (first ``--limit``), prompts = ``chatgpt_prompt(sample)``;
-2. ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
+2. ``--source released``: the authors' released motivations instead, written as released with the ids
+   sidecar (nothing asked); ``--dry_run``: count prompts, estimate tokens and cost, ask nothing;
 3. answers from the cache or the model (``magic.llm.engines.factory.make_engine``: an OpenAI-compatible server
    or a local model);
 4. only when every sample has an answer: ``motivations_4_LLaMA.json`` (JSON list of strings in sample
@@ -26,7 +27,7 @@ from typing import Sequence
 from magic.common.artifacts import ids_path
 from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
-from magic.common.io_utils import atomic_write_json
+from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 from magic.common.validate import check_api_key
 from magic.llm.config import LOCAL_MAX_NEW_TOKENS, MotivationConfig
 from magic.llm.engines.base import Engine, Generation
@@ -188,12 +189,41 @@ def make_motivation_engine(cfg: MotivationConfig, api_key: str) -> Engine:
                        timeout=cfg.timeout)
 
 
+def use_released(cfg: MotivationConfig, samples: Sequence[Sample]) -> int:
+    """``--source released``: the authors' motivations, one per training sample in sample order, written as
+    released (the same bytes; the first ``--limit`` as JSON) with their ids sidecar. Nothing is asked."""
+    if not cfg.released_file:
+        raise UserError("--source released needs --released_file FILE (the released motivations_4_LLaMA.json; "
+                        "python data/fetch_data.py fetches it)")
+    motivations = load_json(cfg.released_file, "released motivations")
+    if not isinstance(motivations, list) or not all(isinstance(m, str) for m in motivations):
+        raise UserError(f"{cfg.released_file}: not a JSON list of motivation strings")
+    full = load_samples(cfg.train_file, "train")
+    if len(motivations) != len(full):
+        raise UserError(f"{cfg.released_file}: {len(motivations)} motivations for the {len(full)} training samples "
+                        f"of {cfg.train_file} (the released file fits MAGIC's train.txt: 10,191 samples)")
+    atomic_write_json(ids_path(cfg.output_file), [s.id for s in samples])
+    if len(samples) == len(full):
+        with open(cfg.released_file, encoding="utf-8") as f:
+            atomic_write_text(cfg.output_file, f.read())
+    else:
+        atomic_write_json(cfg.output_file, motivations[:len(samples)])
+    print(f"wrote {len(samples)} released motivations to {cfg.output_file} (sample ids in "
+          f"{ids_path(cfg.output_file)}); nothing was asked of a model", flush=True)
+    other, none, total, _ = strategy_mismatches(samples, dict(zip((s.id for s in samples), motivations)))
+    print(f"{other} of {total} motivations name a different strategy than the gold one"
+          + (f"; {none} name no strategy" if none else ""), flush=True)
+    return EXIT_OK
+
+
 def collect_motivations(cfg: MotivationConfig) -> int:
     """Run the step (see the script's --help); returns the exit code of a run that
     started. Bad input or configuration raises before any request (see the module docstring)."""
     samples, items = build_items(cfg.train_file, cfg.limit)
     if not samples:
         raise UserError(f"{cfg.train_file}: no training samples")
+    if cfg.source == "released":
+        return use_released(cfg, samples)
     cache_path = cfg.cache_file or default_cache_path(cfg.output_file)
     local = cfg.backend == "local"
     if local and not cfg.model_name_or_path:

@@ -151,9 +151,9 @@ class Study:
                 left += c.estimate_s
             else:
                 state = "done" if self.done(c) else "not now"  # not done, and not asked for (--only)
-            rows.append(f"  {c.name:<44} {state:<10} ~{c.estimate_s / 60:6.1f} min   key {c.key}")
+            rows.append(f"  {c.name:<44} {state:<10} ~{c.estimate_s / 3600:6.2f} h   key {c.key}")
         done = sum(self.done(c) for c in self.cells.values())
-        rows.append(f"  {len(self.cells)} cells, {done} done, {len(todo)} to run, estimated {left / 60:.0f} min")
+        rows.append(f"  {len(self.cells)} cells, {done} done, {len(todo)} to run, estimated {left / 3600:.1f} h")
         return rows
 
     # -- running

@@ -17,9 +17,41 @@ class StudyError(RuntimeError):
     """A step of the study failed; the message names the step and its log file."""
 
 
+# The data folder (docs/STEPS.md, "The data folder"): each file the study and the paper route read, by its path
+# inside the folder; data/fetch_data.py builds it and checks it against EXPECTED_SAMPLES.
+DATA_FILES = {"train": "reconstructed/train.txt", "valid": "magic/valid.txt", "test": "magic/test.txt",
+              "motivations": "magic/motivations_4_LLaMA.json"}
+EXPECTED_SAMPLES = {"train": 10191, "valid": 2156, "test": 195}  # MAGIC's samples of the MultiESC split
+FETCH_COMMAND = "python data/fetch_data.py"  # with internet; offline: --from DIR (a copy in the same layout)
+FETCHED_DIR = os.path.join(ROOT, "data", "esconv")  # where the fetch script writes by default
+
+
 def data_dir(default_root: str = ROOT) -> str:
-    """The real data: $MAGIC_DATA_DIR, else ../shared/data/esconv beside the repository."""
-    return os.environ.get("MAGIC_DATA_DIR") or os.path.join(os.path.dirname(default_root), "shared", "data", "esconv")
+    """The real data: $MAGIC_DATA_DIR, else data/esconv/ in the repository (what data/fetch_data.py writes),
+    else the project's shared copy ../shared/data/esconv beside the repository, when they exist."""
+    if os.environ.get("MAGIC_DATA_DIR"):
+        return os.environ["MAGIC_DATA_DIR"]
+    fetched = os.path.join(default_root, "data", "esconv")
+    shared = os.path.join(os.path.dirname(default_root), "shared", "data", "esconv")
+    return next((d for d in (fetched, shared) if os.path.isdir(d)), fetched)
+
+
+def missing_data(root: str | None = None) -> list[str]:
+    """The files of DATA_FILES not in the data folder (paths inside it)."""
+    root = root or data_dir()
+    return [rel for rel in DATA_FILES.values() if not os.path.isfile(os.path.join(root, rel))]
+
+
+def require_data(root: str | None = None) -> None:
+    """A UserError (exit 2) naming what is missing and the command that fetches it, unless the folder is whole."""
+    from magic.common.errors import UserError
+
+    root = root or data_dir()
+    missing = missing_data(root)
+    if missing:
+        where = "" if os.path.isdir(root) else " (no such folder)"
+        raise UserError(f"no ESConv data in {root}{where}: missing {', '.join(missing)}; fetch it with "
+                        f"`{FETCH_COMMAND}` (offline: `{FETCH_COMMAND} --from DIR`), or set MAGIC_DATA_DIR")
 
 
 def evenly_spaced(items: Sequence, k: int | None) -> list:

@@ -13,20 +13,42 @@ S1_SYSTEMS = {"s1/zero_shot": "llm", "s1/lora_label/eval": "s1/lora_label/train"
               "s1/lora_motivation/eval": "s1/lora_motivation/train"}
 
 
+# What the estimates of each profile assume (``--plan`` prints it beside the hours).
+ESTIMATE_BASIS = {
+    "smoke": "the 2-core project machine (a twentieth of the cpu profile's rates)",
+    "cpu": "the 2-core project machine (AMD EPYC with AVX512-BF16, no AMX), measured: docs/RESULTS.md, sizing",
+    "gpu-small": "one GPU, projected as a twentieth of the cpu profile's rates (never measured on a GPU)",
+    "paper": "one A100/H100 80 GB; the generator's epoch from a measurement (H200, 2026-11-26: 2.62 steps/s over "
+             "369 of 637 steps, ~243 s; benchmarks/README.md), LoRA and LLM inference projected by arithmetic",
+}
+
+
 def _estimates(p: Profile) -> dict[str, float]:
-    """Planned seconds per cell on the 2-core project machine, from CPU-time measurements of the cells'
-    steps (AMD EPYC with AVX512-BF16, no AMX; one thread per cell, two cells at a time; docs/RESULTS.md,
-    "How this profile was sized"): SmolLM2 bf16 ~1.7 s per prompt (32 new tokens, batch 32), a LoRA step
-    ~3.5 s, a generator epoch of 10,191 samples (d_model 128, 2+2 layers, lengths 256/64) ~8 min; the other
-    profiles scaled."""
-    scale = {"smoke": 0.05, "cpu": 1.0, "gpu-small": 0.05, "paper": 1.0}.get(p.name, 1.0)
+    """Planned seconds per cell. cpu: CPU-time measurements of the cells' steps (one thread per cell, two cells
+    at a time; docs/RESULTS.md, "How this profile was sized"): SmolLM2 bf16 ~1.7 s per prompt (32 new tokens,
+    batch 32), a LoRA step ~3.5 s, a generator epoch of 10,191 samples (d_model 128, 2+2 layers, lengths
+    256/64) ~8 min; smoke and gpu-small scaled. paper (ESTIMATE_BASIS): a generator epoch of bart-base's shapes
+    243 s on an H200 (bf16, batch 16, 512/64, the pass of 2026-11-26; the validation pass a third of that per
+    sample); LoRA 6 x 7e9 FLOPs per token (forward, recomputed forward, backward to the activations) x ~1,000
+    tokens per prompt (the released test prompts average 4,540 characters; cutoff 1,024) at 125 TFLOP/s
+    (40 % of an A100's fp16 peak): 0.34 s per prompt and epoch; 7B inference ~0.25 s per prompt (batches of 16,
+    128 new tokens at ~30 ms a step); 5-beam decoding ~0.3 s per sample."""
     n_eval = (p.test_subset or 195) + (p.valid_subset or 2156)
     n_train = p.train_samples or 10191
+    n_valid = p.gen_valid_subset or 2156
+    n_all = p.test_all_subset or 2000
+    if p.name == "paper":
+        per_sample = 243 / 10191
+        return {"data": 5, "llm": 5, "prompts": 30, "infer": 0.25 * n_eval, "lora": 0.34 * p.lora_epochs * n_train,
+                "addition": 0.25 * n_all, "records": 30, "bart": 5, "pretrain": 0,
+                "train": (per_sample * (n_train + n_valid / 3)) * p.epochs + 60,
+                "eval": 0.3 * (p.test_subset or 195) + 60, "eval_all": 0.3 * n_all + 60, "small": 20}
+    scale = {"smoke": 0.05, "cpu": 1.0, "gpu-small": 0.05}.get(p.name, 1.0)
     return {k: v * scale for k, v in {
         "data": 5, "llm": 60, "prompts": 30, "infer": 1.7 * n_eval, "lora": 3.5 * (p.lora_train_pairs or 10191),
-        "addition": 1.7 * (p.test_all_subset or 2000), "records": 30, "bart": 30,
+        "addition": 1.7 * n_all, "records": 30, "bart": 30,
         "pretrain": 240 * p.pretrain_epochs, "train": 0.047 * n_train * p.epochs + 30,
-        "eval": 0.25 * (p.test_subset or 195) + 30, "eval_all": 0.25 * (p.test_all_subset or 2000) + 30,
+        "eval": 0.25 * (p.test_subset or 195) + 30, "eval_all": 0.25 * n_all + 30,
         "small": 20}.items()}
 
 
@@ -112,11 +134,11 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
 
 def _data_fingerprint() -> dict:
     """Sizes of the shared files step 0 copies (a changed data folder gives every cell a new key)."""
-    from magic.study.data import data_dir
+    from magic.study.data import DATA_FILES, data_dir
 
     root = data_dir()
     out = {}
-    for rel in ("reconstructed/train.txt", "magic/valid.txt", "magic/test.txt", "magic/motivations_4_LLaMA.json"):
+    for rel in DATA_FILES.values():
         path = os.path.join(root, rel)
         out[rel] = os.path.getsize(path) if os.path.exists(path) else None
     return out

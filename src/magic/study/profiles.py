@@ -4,8 +4,9 @@ Every profile has every cell (rows are never dropped); only sizes change. ``smok
 (minutes, tiny random models, tiny subsets); ``cpu`` what the 2-core project machine finishes in about 3 hours
 (SmolLM2-135M-Instruct as the strategy LLM, a small random BART with a BPE trained on the training split and
 denoising pre-training on its utterances); ``gpu-small`` the same models on the full data for one GPU;
-``paper`` Llama-2-7b and bart-base from local folders with the released hyperparameters (not run here: the
-commands it would run are checked by tests/study/test_study.py).
+``paper`` Llama-2-7b and bart-base from local folders with the released hyperparameters, the released early
+stopping included (5 epochs without improvement), on the data folder ``data/fetch_data.py`` builds (not run
+here: the commands it would run are checked by tests/study/test_study.py).
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ PROFILES: dict[str, Profile] = {
     "paper": replace(CPU, name="paper", llm="local", llm_dtype="float16", lora_train_pairs=None, lora_epochs=5.0,
                      lora_lr=5e-5, lora_batch=16, lora_grad_acc=4, lora_layers=None, lora_target="q_proj,v_proj",
                      llm_new_tokens=128, valid_subset=None, bart="local", pretrain_epochs=0, gen_valid_subset=None,
-                     test_all_subset=None, epochs=20, lr=5e-5, batch_size=16, max_length=512, patience=20,
+                     test_all_subset=None, epochs=20, lr=5e-5, batch_size=16, max_length=512,
                      device="cuda", llm_batch=16, jobs=1),
 }
 
