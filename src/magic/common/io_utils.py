@@ -224,20 +224,24 @@ def check_finite(obj: Any, where: str) -> None:
 
 def load_weights(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only, so a
-    file with arbitrary pickled code is refused, with an error naming it (never executed); and every tensor in
+    file with arbitrary pickled code is refused in one line naming it, "not a safe checkpoint" (never executed);
+    any other unreadable file (text, truncated) is one line naming it; and every tensor in
     it finite (check_finite), so a NaN / inf in a checkpoint is refused naming the file and the tensor."""
     import torch
 
     path = os.fspath(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: refused to load (not plain tensors; weights_only=True: {first})") from None
-    except (EOFError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip" not in str(e):
-            raise
-        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt: {e})") from None
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: say what it is instead
+        raise UserError(f"{path}: not a safe checkpoint (it holds pickled objects other than tensors and plain "
+                        "containers; refused to load it, nothing in it was run)") from None
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # a text file: KeyError; a truncated one: EOFError / RuntimeError (zip reader) ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: not a readable torch file (truncated or corrupt: {type(e).__name__}: "
+                        f"{first[:160]})") from None
     check_finite(obj, path)
     return obj
 
