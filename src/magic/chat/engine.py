@@ -348,17 +348,14 @@ class ChatSession:
 
 def save_line(path: str, line: str) -> str:
     """Add one JSON line to ``path`` (created, or appended to, through a temporary file and a rename, so an
-    existing data file is never left half-written); returns "wrote" or "appended to"."""
-    from magic.common.io_utils import atomic_write_text
+    existing data file is never left half-written; a symlink's target is appended to, an existing file's mode
+    kept: magic.common.io_utils.output_target); returns "wrote" or "appended to"."""
+    from magic.common.io_utils import atomic_write_text, output_target
 
-    old = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-        if old and not old.endswith("\n"):
-            old += "\n"
-    atomic_write_text(path, old + line)
-    return "appended to" if old else "wrote"
+    target, _, stream = output_target(path)
+    appended = stream is None and os.path.isfile(target) and os.path.getsize(target) > 0
+    atomic_write_text(path, line, append=True)
+    return "appended to" if appended else "wrote"
 
 
 def load_input_dialogue(path: str) -> dict:

@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every step: atomic writes, so nothing half-written is left behind."""
+"""Small I/O helpers shared by every step: atomic writes, so nothing half-written is left behind; what an
+output path may be (output_target: the one rule of every file writer)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,19 +20,79 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place."""
+def _same_file(st: os.stat_result, fd_or_path: int | str) -> bool:
+    try:
+        other = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
+
+
+def output_target(path: str | os.PathLike) -> tuple[str, int | None, int | None]:
+    """THE rule of every file writer (atomic_write_text and what builds on it): what writing ``path`` means ->
+    (the file to replace, the mode to give it, or a file descriptor to write through).
+
+    * absent: a new file, mode 0666 & ~umask (the usual permissions);
+    * a regular file: replaced atomically, keeping its mode (a file made private stays private);
+    * a symlink: followed on purpose: its target is written (replaced, keeping the target's mode), the link kept;
+    * this process's stdout or stderr (``/dev/stdout``, ``/dev/stderr``, ``/proc/self/fd/1``, or any path to
+      the same stream): written through (fd 1 or 2), never replaced; ``/dev/null`` likewise (discarded);
+    * anything else (a folder, a FIFO, a character or block device such as /dev/full, a socket): refused, one
+      UserError naming it: renaming a file over it would destroy the node (as root), and opening a FIFO
+      waits for a reader."""
+    import stat
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(path)  # follows symlinks
+    except (FileNotFoundError, NotADirectoryError):  # absent (under a file: the writer names the error)
+        if os.path.islink(path):  # a dangling symlink: its target is created
+            return os.path.realpath(path), 0o666 & ~_UMASK, None
+        return path, 0o666 & ~_UMASK, None
+    for fd in (1, 2):
+        if _same_file(st, fd):
+            return path, None, fd
+    if stat.S_ISREG(st.st_mode):
+        return (os.path.realpath(path) if os.path.islink(path) else path), stat.S_IMODE(st.st_mode), None
+    if stat.S_ISCHR(st.st_mode) and _same_file(st, os.devnull):
+        return path, None, -1
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+    raise UserError(f"{path}: is {kind}; refusing to write over it (an output is a regular file, /dev/stdout "
+                    "or /dev/stderr); choose a file path")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, append: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place; what
+    stands at ``path`` is handled by output_target (symlinks followed, the mode of an existing file kept,
+    stdout / stderr written through, devices, FIFOs and folders refused). ``append``: after the file's
+    current content (a line break added if it lacks one), still through a temporary file and a rename."""
+    path = os.fspath(path)
+    target, mode, fd = output_target(path)
+    if fd is not None:  # a stream of this process (or /dev/null): written through, never renamed over
+        if fd >= 0:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+        return
+    if append and os.path.isfile(target):
+        with open(target, encoding="utf-8") as f:
+            old = f.read()
+        text = (old + "\n" if old and not old.endswith("\n") else old) + text
+    folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)  # mkstemp creates 0600: the existing file's mode, else the usual permissions
+        os.replace(tmp, target)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -259,14 +320,18 @@ def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> str:
     import matplotlib.pyplot as plt
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    target, mode, stream = output_target(path)
+    if stream is not None:
+        plt.close(fig)
+        raise UserError(f"{path}: a picture is written to a file, not to a stream; choose a file path")
+    folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):

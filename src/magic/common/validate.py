@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 
 from magic.common.artifacts import SPLITS, load_ids
 from magic.common.errors import UserError
-from magic.common.io_utils import load_json
+from magic.common.io_utils import load_json, output_target
 
 
 # ---------------------------------------------------------------------------------------- argparse types
@@ -320,12 +320,19 @@ class _Rows:
 # ---------------------------------------------------------------------------------------- output files
 def check_output_file(path: str | os.PathLike, flag: str = "--output") -> None:
     """Before any work: ``path`` can be written as a file by atomic_write_text / atomic_write_json (a temporary
-    file in its folder, then a rename; missing folders are created). Refused, naming the flag: an existing
-    folder, a path under a file, a folder this process cannot write in (permissions, a read-only disk)."""
+    file in its folder, then a rename; missing folders are created; stdout / stderr written through).
+    Refused, naming the flag: an existing folder, a FIFO or device (io_utils.output_target), a path under a file, a folder this process cannot write in (permissions, a read-only disk)."""
+
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f"{flag} {path}: is a folder; expected a file name")
-    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        target, _, stream = output_target(path)  # a FIFO, a device: refused now, not after the work
+    except UserError as e:
+        raise UserError(f"{flag} {e}") from None
+    if stream is not None:
+        return
+    folder = os.path.dirname(os.path.abspath(target))
     while not os.path.exists(folder):  # created by the writer; what counts is the first folder that exists
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
