@@ -61,6 +61,11 @@ finite_float = _number(float, lambda v: True, "a number")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 probability = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+any_int = _number(int, lambda v: True, "an integer")  # settings.add_options' type for an int field given none
+port_int = _number(int, lambda v: 1 <= v <= 65535, "a port number between 1 and 65535")
+port_or_zero = _number(int, lambda v: 0 <= v <= 65535, "a port number between 0 (any free port) and 65535")
+# numpy (transformers' set_seed) takes seeds below 2**32 only
+seed_int = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer between 0 and 4294967295 (a seed)")
 
 
 # ---------------------------------------------------------------------------------------- models

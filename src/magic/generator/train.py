@@ -42,7 +42,7 @@ from magic.common.errors import UserError
 from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_json, check_finite, load_json,
                                    remove_stale_temp_dirs)
 from magic.common.validate import (check_bart_dir, check_split_ids, length_int, merge_resume_args, non_negative_float,
-                                   non_negative_int, positive_int)
+                                   non_negative_int, positive_int, seed_int)
 
 STATE_FILE = "training_state.pt"
 LAST_DIR = "last"
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length_res_memory", type=length_int, default=d.max_length_res_memory,
                    help="max tokens of a memory response")
     # added
-    p.add_argument("--seed", type=int, default=42, help="seeds the initialisation and the shuffling")
+    p.add_argument("--seed", type=seed_int, default=42, help="seeds the initialisation and the shuffling")
     p.add_argument("--patience", type=positive_int, default=5, help="stop after this many epochs without improvement")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     amp = p.add_mutually_exclusive_group()
