@@ -362,6 +362,22 @@ def _key_character(c: str) -> str:
     return "a non-ASCII character"
 
 
+# sent to a server without auth (vLLM, llama.cpp, Ollama accept any key): the OpenAI client refuses to send none
+KEYLESS_PLACEHOLDER = "EMPTY"
+
+
+def openai_api_key(base_url: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """THE rule of every step that talks to an OpenAI-compatible server: $OPENAI_API_KEY when set and not empty
+    (checked: check_api_key); else, for a --base_url server, the placeholder KEYLESS_PLACEHOLDER (an empty key
+    counts as unset: the OpenAI client would refuse it with "Missing credentials"); else None (the caller
+    decides: step 1 refuses, for the official API a key is needed)."""
+    key = environ.get("OPENAI_API_KEY") or None
+    if key:
+        check_api_key(key)
+        return key
+    return KEYLESS_PLACEHOLDER if base_url else None
+
+
 def check_api_key(key: str | None, source: str = "OPENAI_API_KEY") -> None:
     """An API key goes into an HTTP header (``Authorization: Bearer <key>``): it must be printable ASCII without
     spaces (what every provider issues). Otherwise an ApiKeyError before the first request, saying which kind of
