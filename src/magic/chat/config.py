@@ -49,4 +49,5 @@ class ChatConfig(DecodingConfig):
     host: str = option("127.0.0.1", "web: address to listen on (0.0.0.0 exposes it)")
     port: int = option(7860, "web: port", type=port_int)
     share: bool = option(False, "web: a public gradio.live link")
-    auth: str | None = option(None, "web: USER:PASS to open the page (else $MAGIC_CHAT_AUTH, else none)")
+    auth: str | None = option(None, "web: USER:PASS to open the page; prefer $MAGIC_CHAT_AUTH (ps shows this flag); "
+                              "default: $MAGIC_CHAT_AUTH, else none")

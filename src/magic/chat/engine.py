@@ -358,13 +358,24 @@ def save_line(path: str, line: str) -> str:
     return "appended to" if appended else "wrote"
 
 
+# --input holds one dialogue (a few KB), or a JSON-lines file of them whose last line is used (ESConv's test
+# split is ~2 MB): anything larger is refused, read no further (`--input /dev/zero` would fill the memory)
+MAX_INPUT_BYTES = 64 * 2 ** 20
+
+
 def load_input_dialogue(path: str) -> dict:
     """A MultiESC dialogue from a file: one JSON object (pretty-printed or one line) or a JSON-lines file
-    whose last non-blank line is used. A file that is not UTF-8 is a ChatSetupError naming it and the byte."""
+    whose last non-blank line is used. A file that is not UTF-8 is a ChatSetupError naming it and the byte;
+    one larger than MAX_INPUT_BYTES (or an endless device) is refused after reading that much."""
     if not os.path.exists(path):
         raise ChatSetupError(f"{path}: input dialogue not found (expected a MultiESC JSON object)")
+    if os.path.isdir(path):
+        raise ChatSetupError(f"{path}: is a folder; expected a MultiESC dialogue file")
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read(MAX_INPUT_BYTES + 1)
+    if len(raw) > MAX_INPUT_BYTES:
+        raise ChatSetupError(f"{path}: more than {MAX_INPUT_BYTES // 2 ** 20} MiB; expected one MultiESC dialogue "
+                             "(or a JSON-lines file of them, the last one answered)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
