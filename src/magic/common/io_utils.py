@@ -110,7 +110,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 # Written into every folder atomic_dir builds: it may later replace that folder, and only such a folder.
 OUTPUT_MARKER = ".magic_output"
 # Files of the model folders this project wrote before the marker existed (checkpoints, exports, last/):
-# a folder holding only such files is recognised as ours too.
+# a folder holding only such files, one of them a file only this project writes (_OWN_FILES), is recognised as
+# ours too. A model folder of anyone else (a downloaded base model: config.json, weights, tokenizer) is not.
+_OWN_FILES = ("dialogue_model.pth", "training_state.pt", "magic_encoding.json", "generator_config.json")
 _MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pth", "*.pt", "config.json",
                         "generation_config.json", "args.json", "tokenizer*", "vocab.*", "merges.txt",
                         "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
@@ -118,15 +120,37 @@ _MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*
 
 def is_own_output(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder atomic_dir may replace: empty, marked as written by it, or holding only
-    model-folder files (checkpoints and exports written before the marker)."""
+    model-folder files, one of them a file only this project writes (checkpoints and exports written before
+    the marker; a base model folder is not ours)."""
     path = os.fspath(path)
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     names = os.listdir(path)
     if not names or OUTPUT_MARKER in names:
         return True
-    return all(os.path.isfile(os.path.join(path, n)) and any(fnmatch.fnmatch(n, p) for p in _MODEL_FILE_PATTERNS)
-               for n in names)
+    return any(n in _OWN_FILES for n in names) and all(
+        os.path.isfile(os.path.join(path, n)) and any(fnmatch.fnmatch(n, p) for p in _MODEL_FILE_PATTERNS)
+        for n in names)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_not_an_input(output: str | os.PathLike, out_flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse (UserError) an output folder that is, holds or lies inside one of the step's own inputs
+    (``{flag: path}``), compared as resolved paths (symlinks, ``..``, a trailing slash): a step never writes
+    into what it reads (``export_model.py --export_dir`` equal to ``--model_name_or_path`` replaced the base
+    model). Call it before any work. Inputs that are not local paths (a hub name) never match."""
+    out = os.path.realpath(os.fspath(output))
+    for flag, src in inputs.items():
+        if not src or not os.path.exists(src):
+            continue
+        src = os.path.realpath(os.fspath(src))
+        if _inside(out, src) or _inside(src, out):
+            how = "is" if out == src else "lies inside" if _inside(out, src) else "holds"
+            raise UserError(f"{out_flag} {output}: {how} {flag} {src}, an input of this step; writing there would "
+                            "replace what the step reads; choose another output folder")
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite_output_dir") -> None:
@@ -297,9 +321,9 @@ def load_weights(path: str | os.PathLike) -> Any:
         # torch's message advises weights_only=False, i.e. running the file's code: say what it is instead
         raise UserError(f"{path}: not a safe checkpoint (it holds pickled objects other than tensors and plain "
                         "containers; refused to load it, nothing in it was run)") from None
-    except (OSError, MemoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, MemoryError):
         raise
-    except Exception as e:  # a text file: KeyError; a truncated one: EOFError / RuntimeError (zip reader) ...
+    except Exception as e:  # a text file: KeyError; a truncated one: EOFError, RuntimeError or OSError (zip reader)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{path}: not a readable torch file (truncated or corrupt: {type(e).__name__}: "
                         f"{first[:160]})") from None
