@@ -22,6 +22,8 @@ import dataclasses
 import typing
 from typing import Any, Sequence
 
+from magic.common.validate import any_int, finite_float
+
 _MISSING = dataclasses.MISSING
 
 
@@ -86,8 +88,6 @@ def _builtin(annotation: Any):
     if args and origin is not None:
         return _builtin(args[0])
     if annotation in (int, float):  # never a plain int / float: a number is always checked (overflow, NaN)
-        from magic.common.validate import any_int, finite_float
-
         return any_int if annotation is int else finite_float
     return annotation if annotation is str else None
 
