@@ -123,6 +123,9 @@ def test_an_existing_file_keeps_its_mode(tmp_path):
     private.chmod(0o600)
     atomic_write_text(private, "{}\n{}\n")
     assert private.stat().st_mode & 0o777 == 0o600 and private.read_text() == "{}\n{}\n"
+    private.chmod(0o4755)  # permission bits kept, not setuid: the new content is not the program it was given to
+    atomic_write_text(private, "x")
+    assert private.stat().st_mode & 0o7777 == 0o755
     fresh = tmp_path / "fresh.txt"
     atomic_write_text(fresh, "x")
     umask = os.umask(0)

@@ -218,6 +218,7 @@ def _a_training_state(**change):
     (_a_training_state(history="DROP"), r"missing history"),
     (_a_training_state(rng={"torch": 1}), r"rng is not a torch and python random state"),
     (_a_training_state(epoch=-1), r"epoch -1 / bad_epochs 0 negative"),
+    (_a_training_state(best_val_ppl=float("nan")), r"best_val_ppl is NaN"),
     ([1, 2], r"not a training state \(a list"),
 ])
 def test_a_resume_state_is_checked_after_loading_one_line_naming_the_file(tmp_path, content, message):

@@ -33,7 +33,7 @@ def output_target(path: str | os.PathLike) -> tuple[str, int | None, int | None]
     (the file to replace, the mode to give it, or a file descriptor to write through).
 
     * absent: a new file, mode 0666 & ~umask (the usual permissions);
-    * a regular file: replaced atomically, keeping its mode (a file made private stays private);
+    * a regular file: replaced atomically, keeping its permission bits (a file made private stays private);
     * a symlink: followed on purpose: its target is written (replaced, keeping the target's mode), the link kept;
     * this process's stdout or stderr (``/dev/stdout``, ``/dev/stderr``, ``/proc/self/fd/1``, or any path to
       the same stream): written through (fd 1 or 2), never replaced; ``/dev/null`` likewise (discarded);
@@ -53,7 +53,8 @@ def output_target(path: str | os.PathLike) -> tuple[str, int | None, int | None]
         if _same_file(st, fd):
             return path, None, fd
     if stat.S_ISREG(st.st_mode):
-        return (os.path.realpath(path) if os.path.islink(path) else path), stat.S_IMODE(st.st_mode), None
+        # its permission bits (not setuid / setgid: new content is not the program the bits were given to)
+        return (os.path.realpath(path) if os.path.islink(path) else path), st.st_mode & 0o777, None
     if stat.S_ISCHR(st.st_mode) and _same_file(st, os.devnull):
         return path, None, -1
     kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)

@@ -153,6 +153,8 @@ def load_training_state(path: str) -> dict:
         if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (tuple, list)) \
                 or len(rng["python"]) != 3:
             wrong.append("rng is not a torch and python random state")
+        if state["best_val_ppl"] != state["best_val_ppl"]:  # NaN: no later epoch would ever count as better
+            wrong.append("best_val_ppl is NaN")
         if state["epoch"] < 0 or state["bad_epochs"] < 0:
             wrong.append(f"epoch {state['epoch']} / bad_epochs {state['bad_epochs']} negative")
         if not all(isinstance(h, dict) for h in state["history"]):
