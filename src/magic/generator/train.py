@@ -395,7 +395,9 @@ def resume_from(args: argparse.Namespace):
                                                   run_dir))
     state = load_training_state(os.path.join(last_dir, STATE_FILE))
     remove_stale_temp_dirs(run_dir)
-    if restore_best_checkpoint(run_dir, last_dir, state, (STATE_FILE,)):  # killed between last/ and it
+    if os.environ.get("RANK", "0") == "0":  # one writer under torchrun
+        # a kill after last/ may have left the epoch's best checkpoint and history.json unwritten
+        restore_best_checkpoint(run_dir, last_dir, state, (STATE_FILE,))
         atomic_write_json(os.path.join(run_dir, "history.json"), state["history"])
     return args, run_dir, last_dir, state
 
