@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 from magic.chat.config import DEMO_MAX_NEW_TOKENS, HISTORY_LENGTH, ChatConfig
 from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
 from magic.common.errors import run_main
+from magic.common.io_utils import check_not_an_input
 from magic.common.settings import add_options, from_namespace
 from magic.common.validate import check_api_key, check_output_file
 
@@ -256,6 +257,7 @@ def run(argv=None) -> int:
     dialogue = load_input_dialogue(cfg.input) if cfg.input else None
     if cfg.output:
         check_output_file(cfg.output, "--output")
+        check_not_an_input(cfg.output, "--output", {"--input": cfg.input})  # also through a symlink
     engine, desc = build_engine(cfg)
     if cfg.input:
         return run_once(engine, cfg, dialogue)

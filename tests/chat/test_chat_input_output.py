@@ -98,6 +98,20 @@ def test_a_typed_line_with_undecodable_bytes_is_refused_with_the_byte(monkeypatc
         typed_text(b"caf\xe9 \xff".decode("utf-8", "surrogateescape"))
 
 
+def test_the_output_is_never_the_input_file_even_through_a_symlink(tmp_path, capsys):
+    chat = _script("chat.py")
+    dialogue = _dialogue_file(tmp_path / "dialogue.json")
+    before = dialogue.read_text()
+    link = tmp_path / "reply.json"
+    link.symlink_to(dialogue)
+    for out in (dialogue, link):
+        rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--input", str(dialogue),
+                        "--output", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"chat.py: error: --output {out}: is --input" in err, err
+    assert dialogue.read_text() == before
+
+
 def test_an_endless_or_huge_input_is_refused_after_a_bounded_read(tmp_path, capsys):
     chat = _script("chat.py")
     from magic.chat.engine import MAX_INPUT_BYTES

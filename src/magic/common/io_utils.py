@@ -139,7 +139,7 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def check_not_an_input(output: str | os.PathLike, out_flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:
-    """Refuse (UserError) an output folder that is, holds or lies inside one of the step's own inputs
+    """Refuse (UserError) an output (folder or file) that is, holds or lies inside one of the step's own inputs
     (``{flag: path}``), compared as resolved paths (symlinks, ``..``, a trailing slash): a step never writes
     into what it reads (``export_model.py --export_dir`` equal to ``--model_name_or_path`` replaced the base
     model). Call it before any work. Inputs that are not local paths (a hub name) never match."""
