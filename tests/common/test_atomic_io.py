@@ -172,6 +172,11 @@ def test_compare_results_and_chat_refuse_a_fifo_output_with_one_line(tmp_path, c
     a = write_scores(tmp_path / "a.scores.json", REFS)
     rc, _, err = run([a, a, "--output", fifo, "--resamples", "1000"], capsys)
     assert rc == 2 and err.startswith(f"compare_results.py: error: {fifo}: is a FIFO") and err.count("\n") == 1
+    link = tmp_path / "out.json"
+    link.symlink_to(a)  # followed by the writers: an input behind a link is still an input
+    before = a.read_text()
+    rc, _, err = run([a, a, "--output", link, "--resamples", "1000"], capsys)
+    assert rc == 2 and "--output is one of the inputs" in err and a.read_text() == before
     spec = importlib.util.spec_from_file_location("chat", Path(__file__).resolve().parents[2] / "chat.py")
     chat = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(chat)
