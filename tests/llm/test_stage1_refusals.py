@@ -334,7 +334,7 @@ def test_export_never_writes_into_its_own_input(lora_run, tmp_path, capsys):
         rc = export.main(["--model_name_or_path", str(mine), "--adapter_name_or_path", str(run),
                           "--export_dir", str(export_dir), "--overwrite_output_dir"])
         err = capsys.readouterr().err
-        assert rc == 1 and f"an input of this step" in err and flag in err, err
+        assert rc == 1 and "an input of this step" in err and flag in err, err
     link = tmp_path / "link"
     link.symlink_to(mine)  # the same folder by another name
     assert export.main(["--model_name_or_path", str(mine), "--adapter_name_or_path", str(run),
