@@ -5,7 +5,7 @@ and the generator's response. Thin wrapper: the logic is in src/magic/chat/engin
     python chat.py --model_path out_model/<run>/epoch_<e>_val_ppl_<p> --llm_path LLM_inference/fine_tuned_llama2
     python chat.py --model_path CKPT --base_url http://localhost:8000/v1 --model NAME   # a vLLM/llama.cpp server
     python chat.py --model_path CKPT --strategy Question    # no LLM: a fixed strategy
-    python chat.py --demo --web [--host 0.0.0.0 --port 7860 --auth user:pass]
+    MAGIC_CHAT_AUTH=user:pass python chat.py --demo --web [--host 0.0.0.0 --port 7860]   # not --auth: ps shows it
     python chat.py --demo --input dialogue.json --output reply.json
 
 Commands in the terminal: /strategy LABEL (force the next turn), /reset, /history, /save FILE, /help, /quit.
@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 from magic.chat.config import DEMO_MAX_NEW_TOKENS, HISTORY_LENGTH, ChatConfig
 from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
 from magic.common.errors import run_main
+from magic.common.io_utils import check_not_an_input
 from magic.common.settings import add_options, from_namespace
 from magic.common.validate import check_api_key, check_output_file
 
@@ -245,10 +246,18 @@ def run(argv=None) -> int:
         raise ChatSetupError("--output needs --input (the dialogue to answer)")
     if cfg.web and cfg.input:
         raise ChatSetupError("--web and --input exclude each other")
+    if cfg.auth is not None:  # as --openai_api_key: a secret on the command line is readable by every local user
+        print("warning: --auth puts the password in your shell history and the process list (ps), readable by "
+              "every user of this machine; export MAGIC_CHAT_AUTH=USER:PASS instead", file=sys.stderr)
+    if cfg.web:
+        from magic.chat.web import parse_auth
+
+        parse_auth(cfg.auth)  # a malformed USER:PASS is refused now, not after the models load
     # the input read and the output checked before any model is loaded: a reply is never computed to be lost
     dialogue = load_input_dialogue(cfg.input) if cfg.input else None
     if cfg.output:
         check_output_file(cfg.output, "--output")
+        check_not_an_input(cfg.output, "--output", {"--input": cfg.input})  # also through a symlink
     engine, desc = build_engine(cfg)
     if cfg.input:
         return run_once(engine, cfg, dialogue)

@@ -63,10 +63,10 @@ def main(argv=None) -> int:
     args = from_namespace(CompareConfig, build_parser().parse_args(argv))
     if not 0 < args.confidence < 1:
         raise UserError(f"--confidence: expected a number strictly between 0 and 1, got {args.confidence}")
-    out = os.path.abspath(args.output)
+    out = os.path.realpath(args.output)  # resolved: the writers follow a symlink to its target
     if os.path.isdir(out):
         raise UserError(f"{args.output}: --output is a folder; expected a JSON file path")
-    if out in (os.path.abspath(args.a), os.path.abspath(args.b)):
+    if out in (os.path.realpath(args.a), os.path.realpath(args.b)):
         raise UserError(f"{args.output}: --output is one of the inputs; choose another path")
     result = compare_files(args.a, args.b, resamples=args.resamples, permutations=args.permutations,
                            seed=args.seed, metrics=args.metrics, confidence=args.confidence)

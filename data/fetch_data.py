@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from magic.common.artifacts import ids_path
+from magic.common.artifacts import SPLITS, ids_path
 from magic.common.errors import UserError, run_main
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.common.settings import add_options, from_namespace, option
@@ -90,7 +90,7 @@ def download(stage: str, cfg: "FetchConfig") -> None:
     if p.returncode != 0:  # its one line, less its own offline advice: ours is --from
         line = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         raise DownloadError(line.split("error: ", 1)[-1].split("; without internet", 1)[0].split(" (MAGIC_DEBUG")[0])
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         dest = os.path.join(stage, DATA_FILES[split])
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.replace(os.path.join(split_dir, f"{split}.txt"), dest)
@@ -108,7 +108,7 @@ def check(root: str) -> list[str]:
     """The folder's checks (DataCheckError on the first that fails); writes the motivations' ids sidecar.
     Returns one line per file."""
     lines, samples = [], {}
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         path = os.path.join(root, DATA_FILES[split])
         samples[split] = load_samples(path, split)
         n = len(samples[split])

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from magic.common.artifacts import best_checkpoint, run_dirs
 from magic.common.errors import UserError, run_main
 from magic.common.io_utils import load_json
+from magic.common.validate import non_negative_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -520,7 +521,7 @@ def run(argv=None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter for the subprocesses")
     p.add_argument("--epoch_timing", action="store_true", default=os.environ.get("EPOCH_TIMING") == "1",
                    help="also time one bf16 epoch of the paper configuration (default $EPOCH_TIMING=1)")
-    p.add_argument("--epoch_timing_samples", type=int, default=int(os.environ.get("EPOCH_TIMING_SAMPLES") or 0),
+    p.add_argument("--epoch_timing_samples", type=non_negative_int, default=int(os.environ.get("EPOCH_TIMING_SAMPLES") or 0),
                    help="cap the timed epoch at N samples (a smoke run of the timing path; 0 = all)")
     p.add_argument("--parts", default=os.environ.get("PARTS") or ",".join(PARTS),
                    help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)} (default $PARTS, else "

@@ -27,7 +27,7 @@ from magic.common.artifacts import MOTIVATIONS_FILE, prompt_file
 from magic.common.errors import UserError, run_main
 from magic.esconv.dialogues import load_samples
 from magic.common.io_utils import atomic_write_json, load_json
-from magic.common.validate import non_negative_float
+from magic.common.validate import non_negative_float, positive_int
 from magic.llm.prompts import llama_prompt
 
 
@@ -93,16 +93,16 @@ def main():
         os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data", "esconv")),
         help="the real ESConv data (default: $MAGIC_DATA_DIR, else ../shared/data/esconv)")
     p.add_argument("--work_dir", default="demo_run/smollm2_strategy", help="adapters, answers, results.json")
-    p.add_argument("--n_train", type=int, default=200)
-    p.add_argument("--n_valid", type=int, default=50)
-    p.add_argument("--cutoff_len", type=int, default=256,
+    p.add_argument("--n_train", type=positive_int, default=200)
+    p.add_argument("--n_valid", type=positive_int, default=50)
+    p.add_argument("--cutoff_len", type=positive_int, default=256,
                    help="256 keeps one epoch under ~40 min on 2 shared CPU cores")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=positive_int, default=4)
     p.add_argument("--learning_rate", type=non_negative_float, default=1e-3,
                    help="higher than the paper's 5e-5: 50 steps on a 135M model")
-    p.add_argument("--lora_rank", type=int, default=8)
-    p.add_argument("--max_new_tokens", type=int, default=40)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lora_rank", type=positive_int, default=8)
+    p.add_argument("--max_new_tokens", type=positive_int, default=40)
+    p.add_argument("--threads", type=positive_int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.work_dir, exist_ok=True)

@@ -96,3 +96,48 @@ def test_a_typed_line_with_undecodable_bytes_is_refused_with_the_byte(monkeypatc
         typed_text(b"caf\xe9 \xff")
     with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 3: "):
         typed_text(b"caf\xe9 \xff".decode("utf-8", "surrogateescape"))
+
+
+def test_the_output_is_never_the_input_file_even_through_a_symlink(tmp_path, capsys):
+    chat = _script("chat.py")
+    dialogue = _dialogue_file(tmp_path / "dialogue.json")
+    before = dialogue.read_text()
+    link = tmp_path / "reply.json"
+    link.symlink_to(dialogue)
+    for out in (dialogue, link):
+        rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--input", str(dialogue),
+                        "--output", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"chat.py: error: --output {out}: is --input" in err, err
+    assert dialogue.read_text() == before
+
+
+def test_an_endless_or_huge_input_is_refused_after_a_bounded_read(tmp_path, capsys):
+    chat = _script("chat.py")
+    from magic.chat.engine import MAX_INPUT_BYTES
+
+    for path in ("/dev/zero", tmp_path / "huge.jsonl"):
+        if path != "/dev/zero":
+            with open(path, "wb") as f:
+                f.truncate(MAX_INPUT_BYTES + 10)  # sparse: no disk used
+        rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--input", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err == (f"chat.py: error: {path}: more than {MAX_INPUT_BYTES // 2 ** 20} MiB; expected one "
+                                   "MultiESC dialogue (or a JSON-lines file of them, the last one answered)\n")
+
+
+def test_auth_on_the_command_line_is_warned_about_and_checked_before_loading(tmp_path, capsys, monkeypatch):
+    chat = _script("chat.py")
+    monkeypatch.delenv("MAGIC_CHAT_AUTH", raising=False)
+    rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--web", "--auth", "u:p"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "warning: --auth puts the password in your shell history and the process list" in err
+    assert "export MAGIC_CHAT_AUTH=USER:PASS instead" in err and "checkpoint folder not found" in err
+    rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--web", "--auth", "nopass"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "expected USER:PASS" in err and "checkpoint folder" not in err  # before any model
+    monkeypatch.setenv("MAGIC_CHAT_AUTH", "u:p")
+    rc = chat.main(["--model_path", str(tmp_path / "none"), "--strategy", "Question", "--web"])
+    assert "warning" not in capsys.readouterr().err  # the environment variable is the way: no warning
+    doc = chat.__doc__
+    assert "MAGIC_CHAT_AUTH=" in doc and "--auth user:pass" not in doc

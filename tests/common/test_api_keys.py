@@ -117,3 +117,23 @@ def test_chat_refuses_a_bad_key_for_its_server_before_the_first_request(ckpt, tm
                         "--num_beams", "1", "--num_beam_groups", "1", "--max_length_res", "4", "--device", "cpu"])
     captured = capsys.readouterr()
     _stub_checks(captured.out + captured.err, rc, stub)
+
+
+@pytest.mark.parametrize("env", [{"OPENAI_API_KEY": ""}, {}])
+def test_an_empty_or_unset_key_sends_the_placeholder_to_a_keyless_server_everywhere(env, monkeypatch):
+    """One rule (magic.common.validate.openai_api_key): the chat's and step 5's server engine, as step 1."""
+    from magic.chat.engine import ServerStrategyLLM
+    from magic.common.validate import KEYLESS_PLACEHOLDER, openai_api_key
+    from magic.llm.engines.base import Generation
+    from magic.llm.motivations import resolve_api_key
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert openai_api_key("http://127.0.0.1:1/v1") == resolve_api_key(None, "http://x/v1", env) == KEYLESS_PLACEHOLDER
+    assert openai_api_key(None) is None
+    with StubServer() as stub:
+        source = ServerStrategyLLM(stub.base_url, "default", Generation(max_new_tokens=8), timeout=5.0)
+        assert source.check() is None
+        assert source.answer("test-0-1", "[INST] hi [/INST]")
+        assert {r.authorization for r in stub.requests} == {f"Bearer {KEYLESS_PLACEHOLDER}"}

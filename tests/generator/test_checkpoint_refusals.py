@@ -36,7 +36,7 @@ def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(bart_dir, tmp_pat
     for f in ("config.json", "vocab.json", "merges.txt"):
         shutil.copy(Path(bart_dir) / f, ckpt / f)
     torch.save({"x": _Evil()}, ckpt / "dialogue_model.pth")
-    with pytest.raises(ValueError, match="dialogue_model.pth: refused to load"):
+    with pytest.raises(ValueError, match="dialogue_model.pth: not a safe checkpoint .*nothing in it was run"):
         load_checkpoint(ckpt, device="cpu")
     assert not (tmp_path / "PWNED").exists()
 
@@ -182,3 +182,55 @@ def test_a_memory_bank_with_more_rows_per_slot_than_k_is_refused(copy_ckpt):
         _load(ck)
     model, _, _ = _load(ck, strategy_memory_max=16)  # asked for another K: the latest 16 kept, and said so
     assert model.memory_bank[0].size(0) == 16
+
+
+def test_a_memory_bank_or_weights_cast_to_integers_are_refused_with_the_shapes(copy_ckpt):
+    from magic.generator.checkpoint import BANK_FILE, MODEL_FILE
+
+    ck = copy_ckpt()
+    bank = torch.load(ck / BANK_FILE, weights_only=True)
+    torch.save([t.long() for t in bank], ck / BANK_FILE)
+    with pytest.raises(UserError, match=rf"{BANK_FILE}: slot 0 of the memory bank is torch.int64, expected floating"):
+        _load(ck)
+
+    ck = copy_ckpt("ck2")
+    state = torch.load(ck / MODEL_FILE, weights_only=True)
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[-1]
+    state[name] = state[name].long()
+    torch.save(state, ck / MODEL_FILE)
+    with pytest.raises(ValueError, match=rf"{MODEL_FILE}: .*{name}: file torch.int64 vs model torch.float32"):
+        _load(ck)
+
+
+def _a_training_state(**change):
+    state = {"epoch": 0, "best_val_ppl": 3.5, "bad_epochs": 0, "history": [{"epoch": 0}], "best_dir": None,
+             "optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "scaler": None,
+             "rng": {"torch": torch.get_rng_state(), "python": (3, tuple(range(5)), None)}}
+    state.update(change)
+    return {k: v for k, v in state.items() if v != "DROP"}
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"a line of text\n", r"not a readable torch file \(truncated or corrupt"),
+    ({"foo": 1}, r"not a training state main.py wrote \(missing epoch, best_val_ppl"),
+    (_a_training_state(epoch="3"), r"not a training state main.py wrote \(epoch is str\)"),
+    (_a_training_state(bad_epochs=True), r"bad_epochs is bool"),
+    (_a_training_state(history="DROP"), r"missing history"),
+    (_a_training_state(rng={"torch": 1}), r"rng is not a torch and python random state"),
+    (_a_training_state(epoch=-1), r"epoch -1 / bad_epochs 0 negative"),
+    (_a_training_state(best_val_ppl=float("nan")), r"best_val_ppl is NaN"),
+    ([1, 2], r"not a training state \(a list"),
+])
+def test_a_resume_state_is_checked_after_loading_one_line_naming_the_file(tmp_path, content, message):
+    from magic.generator.checkpoint import load_training_state
+
+    path = tmp_path / "last" / "training_state.pt"
+    path.parent.mkdir()
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(UserError, match=rf"^{path}: .*{message}"):
+        load_training_state(str(path))
+    torch.save(_a_training_state(), path)
+    assert load_training_state(str(path))["epoch"] == 0

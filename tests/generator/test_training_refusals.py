@@ -121,3 +121,58 @@ def test_resume_honours_more_epochs_and_refuses_other_changes_by_name(bart_dir, 
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     assert json.loads((run / "args.json").read_text())["num_epochs"] == 2
+
+
+def test_a_resume_state_replaced_or_edited_is_one_line_naming_it(bart_dir, gen_data, tmp_path, capsys):
+    import main
+    import torch
+
+    out = tmp_path / "out"
+    assert main.cli(_main_args(bart_dir, gen_data, out)) == 0
+    state = next(out.iterdir()) / "last" / "training_state.pt"
+    good = torch.load(state, weights_only=True)
+    for bad in (b"not a torch file\n", {"foo": 1}, {**good, "epoch": "0"}):
+        state.write_bytes(bad) if isinstance(bad, bytes) else torch.save(bad, state)
+        assert main.cli(["--resume", str(state.parent.parent), "--num_epochs", "2", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and f"main.py: error: {state}: not a" in err
+
+
+@pytest.mark.parametrize("killed_in", ["save_checkpoint", "plot_curves"])
+def test_a_kill_while_saving_the_first_epoch_loses_no_epoch(bart_dir, gen_data, tmp_path, capsys, monkeypatch,
+                                                           killed_in):
+    """The resume state is written first: a kill in any later save of the epoch (its best checkpoint, the
+    history and curves) resumes after that epoch, and the missing checkpoint is rebuilt from last/."""
+    import main
+    from magic.generator import train
+
+    real = getattr(train, killed_in)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, killed_in, killed)
+    out = tmp_path / "out"
+    assert main.cli(_main_args(bart_dir, gen_data, out, "--num_epochs", "2")) == 130
+    monkeypatch.setattr(train, killed_in, real)
+    run = next(out.iterdir())
+    assert (run / "last" / "training_state.pt").is_file()
+    capsys.readouterr()
+    assert main.cli(["--resume", str(run), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 kept, not trained again
+    epoch0 = sorted(p for p in run.iterdir() if p.name.startswith("epoch_0_"))
+    assert len(epoch0) == 1 and (epoch0[0] / "dialogue_model.pth").is_file()
+    assert ("rebuilt it from" in err) == (killed_in == "save_checkpoint")
+
+
+def test_resume_without_a_resume_state_but_with_an_epoch_checkpoint_says_what_happened(tmp_path, capsys):
+    import main
+
+    run = tmp_path / "bs_4_epochs_1"
+    (run / "epoch_0_val_ppl_12.5000").mkdir(parents=True)
+    assert main.cli(["--resume", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "interrupted while saving its first epoch" in err and "epoch_0_val_ppl_12.5000 is complete" in err
+    assert "one completed epoch at least" not in err

@@ -195,3 +195,164 @@ def test_disk_full_while_collecting_motivations_is_one_error_exit_2(esconv_files
     err = capsys.readouterr().err
     assert rc == 2 and "No space left on device" in err and "m.json.cache.jsonl" in err
     assert not out.exists()
+
+
+# ---- LoRA checkpoints, adapters and base models are checked before transformers reads them
+# (magic.llm.sft.check_lora_files, magic.llm.local_model.causal_lm_from_pretrained), and a step never writes into
+# its own input (magic.common.io_utils.check_not_an_input)
+SFT_PAIRS = [{"instruction": "(1) Seeker: I feel sad.\nMotivation:", "output": "To learn more [question]."},
+             {"instruction": "(1) Seeker: hello\nMotivation:", "output": "To greet back [greeting]."}]
+
+
+def _sft_cfg(base, data, out, steps, **kw):
+    from magic.llm.sft import SFTConfig
+
+    return SFTConfig(model_name_or_path=str(base), dataset=str(data), output_dir=str(out), per_device_train_batch_size=4,
+                     gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-2, logging_steps=1,
+                     save_steps=2, lr_scheduler_type="constant", device="cpu", disable_tqdm=True, max_samples=4, **kw)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A tiny base model and a 4-step LoRA run with checkpoint-2 and checkpoint-4."""
+    from magic.llm.sft import run_sft
+    from magic.testing.make_small_llm import make_tiny_llama
+
+    d = tmp_path_factory.mktemp("lora")
+    base = Path(make_tiny_llama(d))
+    data = d / "prompts.json"
+    data.write_text(json.dumps(SFT_PAIRS * 2))
+    run_sft(_sft_cfg(base, data, d / "run", 4))
+    return base, data, d / "run"
+
+
+def _copy_run(lora_run, tmp_path):
+    import shutil
+
+    base, data, run = lora_run
+    shutil.copytree(run, tmp_path / "run")
+    return base, data, tmp_path / "run"
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_truncated_adapter_in_the_newest_checkpoint_resumes_from_the_previous_one_and_says_so(lora_run, tmp_path):
+    from magic.llm.sft import run_sft
+
+    base, data, run = _copy_run(lora_run, tmp_path)
+    _truncate(run / "checkpoint-4" / "adapter_model.safetensors")
+    with pytest.warns(UserWarning, match=r"resuming from .*checkpoint-2, not from a newer checkpoint .*"
+                                         r"checkpoint-4/adapter_model.safetensors: not a readable safetensors"):
+        summary = run_sft(_sft_cfg(base, data, run, 6))
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 6
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate_state", r"checkpoint-4/trainer_state.json:\d+: not valid JSON"),
+    ("truncate_optimizer", r"checkpoint-4/optimizer.pt: not a readable torch file"),
+    ("evil_rng", r"checkpoint-4/rng_state.pth: not a safe checkpoint .*nothing in it was run"),
+    ("truncate_adapter", r"checkpoint-4/adapter_model.safetensors: not a readable safetensors file"),
+])
+def test_a_broken_checkpoint_given_to_resume_from_is_one_line_naming_the_file(lora_run, tmp_path, damage, message,
+                                                                              monkeypatch):
+    import torch
+
+    from magic.llm.sft import run_sft
+
+    base, data, run = _copy_run(lora_run, tmp_path)
+    ck = run / "checkpoint-4"
+    if damage == "evil_rng":
+        monkeypatch.chdir(tmp_path)
+        torch.save({"x": _Evil()}, ck / "rng_state.pth")
+    else:
+        _truncate(ck / {"truncate_state": "trainer_state.json", "truncate_optimizer": "optimizer.pt",
+                        "truncate_adapter": "adapter_model.safetensors"}[damage])
+    with pytest.raises(UserError, match=message):
+        run_sft(_sft_cfg(base, data, run, 6, resume_from_checkpoint=str(ck)))
+    assert not (tmp_path / "PWNED").exists()
+    for name in ("checkpoint-2", "checkpoint-4"):  # no checkpoint usable: refused, naming what is broken
+        f = run / name / "trainer_state.json"
+        f.write_text(f.read_text()[:20])
+    with pytest.raises(UserError, match=r"no usable checkpoint to resume from .*checkpoint-2/trainer_state.json:\d+: not valid JSON"):
+        run_sft(_sft_cfg(base, data, run, 6))
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_export_with_a_truncated_adapter_is_one_line_naming_it(lora_run, tmp_path, capsys):
+    export = _script("LLM_inference/export_model.py")
+    base, _, run = _copy_run(lora_run, tmp_path)
+    _truncate(run / "adapter_model.safetensors")
+    rc = export.main(["--model_name_or_path", str(base), "--adapter_name_or_path", str(run),
+                      "--export_dir", str(tmp_path / "merged")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and f"{run}/adapter_model.safetensors: not a readable safetensors" in err
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("change", [{"intermediate_size": 2}, {"num_hidden_layers": 2}])
+def test_a_base_folder_whose_config_does_not_match_its_weights_is_refused_in_fine_tuning_and_export(
+        lora_run, tmp_path, change, capsys):
+    import shutil
+
+    from magic.llm.sft import run_sft
+
+    base, data, run = lora_run
+    mixed = tmp_path / "mixed"
+    shutil.copytree(base, mixed)
+    config = json.loads((mixed / "config.json").read_text())
+    for k, factor in change.items():
+        config[k] *= factor
+    (mixed / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=rf"--model_name_or_path {mixed}: config.json does not match the weights"):
+        run_sft(_sft_cfg(mixed, data, tmp_path / "out", 2))
+    export = _script("LLM_inference/export_model.py")
+    rc = export.main(["--model_name_or_path", str(mixed), "--adapter_name_or_path", str(run),
+                      "--export_dir", str(tmp_path / "merged")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "config.json does not match the weights" in err
+
+
+def test_export_never_writes_into_its_own_input(lora_run, tmp_path, capsys):
+    import os
+    import shutil
+
+    export = _script("LLM_inference/export_model.py")
+    base, _, run = lora_run
+    mine = tmp_path / "base"
+    shutil.copytree(base, mine)
+    before = sorted(os.listdir(mine))
+    for export_dir, flag in ((mine, "--model_name_or_path"), (str(mine) + "/", "--model_name_or_path"),
+                             (run, "--adapter_name_or_path")):
+        rc = export.main(["--model_name_or_path", str(mine), "--adapter_name_or_path", str(run),
+                          "--export_dir", str(export_dir), "--overwrite_output_dir"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "an input of this step" in err and flag in err, err
+    link = tmp_path / "link"
+    link.symlink_to(mine)  # the same folder by another name
+    assert export.main(["--model_name_or_path", str(mine), "--adapter_name_or_path", str(run),
+                        "--export_dir", str(link)]) == 1
+    assert "is --model_name_or_path" in capsys.readouterr().err
+    assert sorted(os.listdir(mine)) == before
+
+
+def test_a_model_folder_without_the_marker_is_not_taken_for_an_export(lora_run, tmp_path, capsys):
+    """A base model folder (config.json, weights, tokenizer) was taken for an export written before the marker."""
+    import shutil
+
+    export = _script("LLM_inference/export_model.py")
+    base, _, run = lora_run
+    other = tmp_path / "other_base"
+    shutil.copytree(base, other)
+    (other / ".magic_output").unlink()  # as downloaded: no marker
+    rc = export.main(["--model_name_or_path", str(base), "--adapter_name_or_path", str(run),
+                      "--export_dir", str(other)])
+    assert rc == 1 and "refusing to replace" in capsys.readouterr().err
+    assert not (other / ".magic_output").exists()

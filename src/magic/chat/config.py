@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from magic.common.settings import option
-from magic.common.validate import non_negative_float, positive_float, positive_int
+from magic.common.validate import non_negative_float, port_int, positive_float, positive_int
 from magic.generator.eval_config import DecodingConfig
 
 DEMO_MAX_NEW_TOKENS = 48  # scripts/demo.sh runs step 5 with MAX_NEW_TOKENS=48
@@ -47,6 +47,7 @@ class ChatConfig(DecodingConfig):
                                       "default: none kept", metavar="FILE")
     web: bool = option(False, "serve the chat as a Gradio page instead of the terminal")
     host: str = option("127.0.0.1", "web: address to listen on (0.0.0.0 exposes it)")
-    port: int = option(7860, "web: port", type=positive_int)
+    port: int = option(7860, "web: port", type=port_int)
     share: bool = option(False, "web: a public gradio.live link")
-    auth: str | None = option(None, "web: USER:PASS to open the page (else $MAGIC_CHAT_AUTH, else none)")
+    auth: str | None = option(None, "web: USER:PASS to open the page; prefer $MAGIC_CHAT_AUTH (ps shows this flag); "
+                              "default: $MAGIC_CHAT_AUTH, else none")

@@ -348,26 +348,34 @@ class ChatSession:
 
 def save_line(path: str, line: str) -> str:
     """Add one JSON line to ``path`` (created, or appended to, through a temporary file and a rename, so an
-    existing data file is never left half-written); returns "wrote" or "appended to"."""
-    from magic.common.io_utils import atomic_write_text
+    existing data file is never left half-written; a symlink's target is appended to, an existing file's mode
+    kept: magic.common.io_utils.output_target); returns "wrote" or "appended to"."""
+    from magic.common.io_utils import atomic_write_text, output_target
 
-    old = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-        if old and not old.endswith("\n"):
-            old += "\n"
-    atomic_write_text(path, old + line)
-    return "appended to" if old else "wrote"
+    target, _, stream = output_target(path)
+    appended = stream is None and os.path.isfile(target) and os.path.getsize(target) > 0
+    atomic_write_text(path, line, append=True)
+    return "appended to" if appended else "wrote"
+
+
+# --input holds one dialogue (a few KB), or a JSON-lines file of them whose last line is used (ESConv's test
+# split is ~2 MB): anything larger is refused, read no further (`--input /dev/zero` would fill the memory)
+MAX_INPUT_BYTES = 64 * 2 ** 20
 
 
 def load_input_dialogue(path: str) -> dict:
     """A MultiESC dialogue from a file: one JSON object (pretty-printed or one line) or a JSON-lines file
-    whose last non-blank line is used. A file that is not UTF-8 is a ChatSetupError naming it and the byte."""
+    whose last non-blank line is used. A file that is not UTF-8 is a ChatSetupError naming it and the byte;
+    one larger than MAX_INPUT_BYTES (or an endless device) is refused after reading that much."""
     if not os.path.exists(path):
         raise ChatSetupError(f"{path}: input dialogue not found (expected a MultiESC JSON object)")
+    if os.path.isdir(path):
+        raise ChatSetupError(f"{path}: is a folder; expected a MultiESC dialogue file")
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read(MAX_INPUT_BYTES + 1)
+    if len(raw) > MAX_INPUT_BYTES:
+        raise ChatSetupError(f"{path}: more than {MAX_INPUT_BYTES // 2 ** 20} MiB; expected one MultiESC dialogue "
+                             "(or a JSON-lines file of them, the last one answered)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every step: atomic writes, so nothing half-written is left behind."""
+"""Small I/O helpers shared by every step: atomic writes, so nothing half-written is left behind; what an
+output path may be (output_target: the one rule of every file writer)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,19 +20,80 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place."""
+def _same_file(st: os.stat_result, fd_or_path: int | str) -> bool:
+    try:
+        other = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
+
+
+def output_target(path: str | os.PathLike) -> tuple[str, int | None, int | None]:
+    """THE rule of every file writer (atomic_write_text and what builds on it): what writing ``path`` means ->
+    (the file to replace, the mode to give it, or a file descriptor to write through).
+
+    * absent: a new file, mode 0666 & ~umask (the usual permissions);
+    * a regular file: replaced atomically, keeping its permission bits (a file made private stays private);
+    * a symlink: followed on purpose: its target is written (replaced, keeping the target's mode), the link kept;
+    * this process's stdout or stderr (``/dev/stdout``, ``/dev/stderr``, ``/proc/self/fd/1``, or any path to
+      the same stream): written through (fd 1 or 2), never replaced; ``/dev/null`` likewise (discarded);
+    * anything else (a folder, a FIFO, a character or block device such as /dev/full, a socket): refused, one
+      UserError naming it: renaming a file over it would destroy the node (as root), and opening a FIFO
+      waits for a reader."""
+    import stat
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(path)  # follows symlinks
+    except (FileNotFoundError, NotADirectoryError):  # absent (under a file: the writer names the error)
+        if os.path.islink(path):  # a dangling symlink: its target is created
+            return os.path.realpath(path), 0o666 & ~_UMASK, None
+        return path, 0o666 & ~_UMASK, None
+    for fd in (1, 2):
+        if _same_file(st, fd):
+            return path, None, fd
+    if stat.S_ISREG(st.st_mode):
+        # its permission bits (not setuid / setgid: new content is not the program the bits were given to)
+        return (os.path.realpath(path) if os.path.islink(path) else path), st.st_mode & 0o777, None
+    if stat.S_ISCHR(st.st_mode) and _same_file(st, os.devnull):
+        return path, None, -1
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+    raise UserError(f"{path}: is {kind}; refusing to write over it (an output is a regular file, /dev/stdout "
+                    "or /dev/stderr); choose a file path")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, append: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it into place; what
+    stands at ``path`` is handled by output_target (symlinks followed, the mode of an existing file kept,
+    stdout / stderr written through, devices, FIFOs and folders refused). ``append``: after the file's
+    current content (a line break added if it lacks one), still through a temporary file and a rename."""
+    path = os.fspath(path)
+    target, mode, fd = output_target(path)
+    if fd is not None:  # a stream of this process (or /dev/null): written through, never renamed over
+        if fd >= 0:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+        return
+    if append and os.path.isfile(target):
+        with open(target, encoding="utf-8") as f:
+            old = f.read()
+        text = (old + "\n" if old and not old.endswith("\n") else old) + text
+    folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)  # mkstemp creates 0600: the existing file's mode, else the usual permissions
+        os.replace(tmp, target)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -49,7 +111,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 # Written into every folder atomic_dir builds: it may later replace that folder, and only such a folder.
 OUTPUT_MARKER = ".magic_output"
 # Files of the model folders this project wrote before the marker existed (checkpoints, exports, last/):
-# a folder holding only such files is recognised as ours too.
+# a folder holding only such files, one of them a file only this project writes (_OWN_FILES), is recognised as
+# ours too. A model folder of anyone else (a downloaded base model: config.json, weights, tokenizer) is not.
+_OWN_FILES = ("dialogue_model.pth", "training_state.pt", "magic_encoding.json", "generator_config.json")
 _MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pth", "*.pt", "config.json",
                         "generation_config.json", "args.json", "tokenizer*", "vocab.*", "merges.txt",
                         "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
@@ -57,15 +121,37 @@ _MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*
 
 def is_own_output(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder atomic_dir may replace: empty, marked as written by it, or holding only
-    model-folder files (checkpoints and exports written before the marker)."""
+    model-folder files, one of them a file only this project writes (checkpoints and exports written before
+    the marker; a base model folder is not ours)."""
     path = os.fspath(path)
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     names = os.listdir(path)
     if not names or OUTPUT_MARKER in names:
         return True
-    return all(os.path.isfile(os.path.join(path, n)) and any(fnmatch.fnmatch(n, p) for p in _MODEL_FILE_PATTERNS)
-               for n in names)
+    return any(n in _OWN_FILES for n in names) and all(
+        os.path.isfile(os.path.join(path, n)) and any(fnmatch.fnmatch(n, p) for p in _MODEL_FILE_PATTERNS)
+        for n in names)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_not_an_input(output: str | os.PathLike, out_flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse (UserError) an output (folder or file) that is, holds or lies inside one of the step's own inputs
+    (``{flag: path}``), compared as resolved paths (symlinks, ``..``, a trailing slash): a step never writes
+    into what it reads (``export_model.py --export_dir`` equal to ``--model_name_or_path`` replaced the base
+    model). Call it before any work. Inputs that are not local paths (a hub name) never match."""
+    out = os.path.realpath(os.fspath(output))
+    for flag, src in inputs.items():
+        if not src or not os.path.exists(src):
+            continue
+        src = os.path.realpath(os.fspath(src))
+        if _inside(out, src) or _inside(src, out):
+            how = "is" if out == src else "lies inside" if _inside(out, src) else "holds"
+            raise UserError(f"{out_flag} {output}: {how} {flag} {src}, an input of this step; writing there would "
+                            "replace what the step reads; choose another output folder")
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite_output_dir") -> None:
@@ -224,20 +310,24 @@ def check_finite(obj: Any, where: str) -> None:
 
 def load_weights(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only, so a
-    file with arbitrary pickled code is refused, with an error naming it (never executed); and every tensor in
+    file with arbitrary pickled code is refused in one line naming it, "not a safe checkpoint" (never executed);
+    any other unreadable file (text, truncated) is one line naming it; and every tensor in
     it finite (check_finite), so a NaN / inf in a checkpoint is refused naming the file and the tensor."""
     import torch
 
     path = os.fspath(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: refused to load (not plain tensors; weights_only=True: {first})") from None
-    except (EOFError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip" not in str(e):
-            raise
-        raise ValueError(f"{path}: not a readable torch file (truncated or corrupt: {e})") from None
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: say what it is instead
+        raise UserError(f"{path}: not a safe checkpoint (it holds pickled objects other than tensors and plain "
+                        "containers; refused to load it, nothing in it was run)") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError, MemoryError):
+        raise
+    except Exception as e:  # a text file: KeyError; a truncated one: EOFError, RuntimeError or OSError (zip reader)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: not a readable torch file (truncated or corrupt: {type(e).__name__}: "
+                        f"{first[:160]})") from None
     check_finite(obj, path)
     return obj
 
@@ -255,14 +345,18 @@ def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> str:
     import matplotlib.pyplot as plt
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    target, mode, stream = output_target(path)
+    if stream is not None:
+        plt.close(fig)
+        raise UserError(f"{path}: a picture is written to a file, not to a stream; choose a file path")
+    folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):

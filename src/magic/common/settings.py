@@ -22,6 +22,8 @@ import dataclasses
 import typing
 from typing import Any, Sequence
 
+from magic.common.validate import any_int, finite_float
+
 _MISSING = dataclasses.MISSING
 
 
@@ -30,8 +32,8 @@ def option(default: Any = _MISSING, help: str = "", *, type: Any = None, choices
            nargs: Any = None, show_default: bool = True, factory: Any = None) -> Any:
     """A dataclass field that is also a command-line flag.
 
-    ``type``: the argparse type (e.g. ``magic.common.validate.positive_int``); default: the annotation's
-    builtin. ``flags``: replaces ``--<name>`` (a bool field whose default is True is switched off by its flag,
+    ``type``: the argparse type (e.g. ``magic.common.validate.positive_int``); default: for str the
+    annotation, for int / float a checked type (validate.any_int, validate.finite_float: never plain int/float). ``flags``: replaces ``--<name>`` (a bool field whose default is True is switched off by its flag,
     e.g. ``--no_memory``). ``aliases``: extra spellings (released names). ``factory``: a default factory (lists).
     """
     meta = {"help": help, "type": type, "choices": tuple(choices) if choices is not None else None,
@@ -85,7 +87,9 @@ def _builtin(annotation: Any):
         return args[0]
     if args and origin is not None:
         return _builtin(args[0])
-    return annotation if annotation in (int, float, str) else None
+    if annotation in (int, float):  # never a plain int / float: a number is always checked (overflow, NaN)
+        return any_int if annotation is int else finite_float
+    return annotation if annotation is str else None
 
 
 def from_namespace(cls: type, ns: argparse.Namespace, **overrides: Any):

@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 
 from magic.common.artifacts import SPLITS, load_ids
 from magic.common.errors import UserError
-from magic.common.io_utils import load_json
+from magic.common.io_utils import load_json, output_target
 
 
 # ---------------------------------------------------------------------------------------- argparse types
@@ -61,6 +61,11 @@ finite_float = _number(float, lambda v: True, "a number")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 probability = _number(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+any_int = _number(int, lambda v: True, "an integer")  # settings.add_options' type for an int field given none
+port_int = _number(int, lambda v: 1 <= v <= 65535, "a port number between 1 and 65535")
+port_or_zero = _number(int, lambda v: 0 <= v <= 65535, "a port number between 0 (any free port) and 65535")
+# numpy (transformers' set_seed) takes seeds below 2**32 only
+seed_int = _number(int, lambda v: 0 <= v < 2 ** 32, "an integer between 0 and 4294967295 (a seed)")
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -323,12 +328,19 @@ class _Rows:
 # ---------------------------------------------------------------------------------------- output files
 def check_output_file(path: str | os.PathLike, flag: str = "--output") -> None:
     """Before any work: ``path`` can be written as a file by atomic_write_text / atomic_write_json (a temporary
-    file in its folder, then a rename; missing folders are created). Refused, naming the flag: an existing
-    folder, a path under a file, a folder this process cannot write in (permissions, a read-only disk)."""
+    file in its folder, then a rename; missing folders are created; stdout / stderr written through).
+    Refused, naming the flag: an existing folder, a FIFO or device (io_utils.output_target), a path under a file, a folder this process cannot write in (permissions, a read-only disk)."""
+
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserError(f"{flag} {path}: is a folder; expected a file name")
-    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        target, _, stream = output_target(path)  # a FIFO, a device: refused now, not after the work
+    except UserError as e:
+        raise UserError(f"{flag} {e}") from None
+    if stream is not None:
+        return
+    folder = os.path.dirname(os.path.abspath(target))
     while not os.path.exists(folder):  # created by the writer; what counts is the first folder that exists
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
@@ -351,6 +363,22 @@ def _key_character(c: str) -> str:
     if ord(c) < 0x20 or ord(c) == 0x7F:
         return "a control character"
     return "a non-ASCII character"
+
+
+# sent to a server without auth (vLLM, llama.cpp, Ollama accept any key): the OpenAI client refuses to send none
+KEYLESS_PLACEHOLDER = "EMPTY"
+
+
+def openai_api_key(base_url: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """THE rule of every step that talks to an OpenAI-compatible server: $OPENAI_API_KEY when set and not empty
+    (checked: check_api_key); else, for a --base_url server, the placeholder KEYLESS_PLACEHOLDER (an empty key
+    counts as unset: the OpenAI client would refuse it with "Missing credentials"); else None (the caller
+    decides: step 1 refuses, for the official API a key is needed)."""
+    key = environ.get("OPENAI_API_KEY") or None
+    if key:
+        check_api_key(key)
+        return key
+    return KEYLESS_PLACEHOLDER if base_url else None
 
 
 def check_api_key(key: str | None, source: str = "OPENAI_API_KEY") -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -120,8 +121,73 @@ def check_bank_rows(bank, model, path: str, k_given: bool) -> None:
                       f"(strategy_memory_max {k} was asked for)")
 
 
+def check_bank_dtypes(bank, model, path: str) -> None:
+    """A memory bank is a list of num_strategies floating-point tensors (shapes are checked by
+    DialogueModel.load_memory_state): a bank cast to integers would load, decode and score silently."""
+    if not isinstance(bank, (list, tuple)):
+        raise ValueError(f"{path}: expected a list of {model.num_strategies} tensors, got {type(bank).__name__}")
+    for i, t in enumerate(bank):
+        if isinstance(t, torch.Tensor) and not t.is_floating_point():
+            raise UserError(f"{path}: slot {i} of the memory bank is {t.dtype}, expected floating point "
+                            "(float32, float16 or bfloat16); the bank was altered; refusing to load it")
+
+
+# What last/training_state.pt holds (save_training_state in train.py): key -> the types its value may have.
+TRAINING_STATE_KEYS = {"epoch": (int,), "best_val_ppl": (float, int), "bad_epochs": (int,), "history": (list,),
+                       "best_dir": (str, type(None)), "optimizer": (dict,), "scheduler": (dict,),
+                       "scaler": (dict, type(None)), "rng": (dict,)}
+
+
+def load_training_state(path: str) -> dict:
+    """Load a --resume training state (load_weights: plain tensors only, all finite) and check its keys and
+    types: anything else is one UserError naming the file, never a KeyError / TypeError from deep in resuming."""
+    state = load_weights(path)
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a training state (a {type(state).__name__}, expected the dict main.py "
+                        "saves); the file was replaced or corrupted; start the run again")
+    missing = [k for k in TRAINING_STATE_KEYS if k not in state]
+    wrong = [f"{k} is {type(state[k]).__name__}" for k, types in TRAINING_STATE_KEYS.items()
+             if k in state and (not isinstance(state[k], types) or isinstance(state[k], bool))]
+    if not missing and not wrong:
+        rng = state["rng"]
+        if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("python"), (tuple, list)) \
+                or len(rng["python"]) != 3:
+            wrong.append("rng is not a torch and python random state")
+        if state["best_val_ppl"] != state["best_val_ppl"]:  # NaN: no later epoch would ever count as better
+            wrong.append("best_val_ppl is NaN")
+        if state["epoch"] < 0 or state["bad_epochs"] < 0:
+            wrong.append(f"epoch {state['epoch']} / bad_epochs {state['bad_epochs']} negative")
+        if not all(isinstance(h, dict) for h in state["history"]):
+            wrong.append("history is not a list of per-epoch records")
+    if missing or wrong:
+        raise UserError(f"{path}: not a training state main.py wrote ("
+                        + "; ".join(([f"missing {', '.join(missing)}"] if missing else []) + wrong)
+                        + "); the file was edited or corrupted; start the run again")
+    return state
+
+
+def restore_best_checkpoint(run_dir: str, last_dir: str, state: dict, exclude: tuple[str, ...]) -> str | None:
+    """The resume state (last/) is written before the epoch's best checkpoint (train.end_epoch), so a kill
+    between the two leaves a state naming a best checkpoint that is missing: when that checkpoint is of the
+    state's own epoch (bad_epochs 0: last/ holds the same weights and bank), rebuild it from last/ (all files
+    but ``exclude``), atomically, and say so. Returns its path, or None when nothing was missing."""
+    best = state.get("best_dir")
+    if (not best or os.path.lexists(best) or state["bad_epochs"] != 0
+            or os.path.dirname(os.path.abspath(best)) != os.path.abspath(run_dir)):
+        return None
+    with atomic_dir(best) as tmp:
+        for name in os.listdir(last_dir):
+            src = os.path.join(last_dir, name)
+            if name not in exclude and not name.startswith(".") and os.path.isfile(src):
+                shutil.copy2(src, os.path.join(tmp, name))
+    warnings.warn(f"{best}: the checkpoint of epoch {state['epoch']} was not written (the run was interrupted "
+                  f"while saving); rebuilt it from {last_dir}")
+    return best
+
+
 def load_state_dict_strict(model, path: str) -> None:
-    """Load a state_dict file with weights_only=True and strict=True; a mismatch names the keys."""
+    """Load a state_dict file with weights_only=True and strict=True; a mismatch (keys, shapes, or a
+    floating-point weight stored as integers) names the keys."""
     state = load_weights(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
@@ -130,11 +196,13 @@ def load_state_dict_strict(model, path: str) -> None:
     unexpected = sorted(set(state) - set(own))
     bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    bad_shape += [f"{k}: file {state[k].dtype} vs model {own[k].dtype}" for k in own if k in state
+                  and isinstance(state[k], torch.Tensor) and state[k].is_floating_point() != own[k].is_floating_point()]
     if missing or unexpected or bad_shape:
         raise ValueError(
             f"{path}: does not match the model built from its config: "
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-            f"{len(bad_shape)} with other shapes {bad_shape[:5]} (wrong --bart_base_dir?)")
+            f"{len(bad_shape)} with other shapes or dtypes {bad_shape[:5]} (wrong --bart_base_dir?)")
     model.load_state_dict(state, strict=True)
 
 
@@ -193,9 +261,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, bart_base_dir: str | os.PathLik
     bank_path = os.path.join(ckpt_dir, BANK_FILE)
     if os.path.exists(bank_path):
         bank = load_weights(bank_path)
-        if not isinstance(bank, (list, tuple)):
-            raise ValueError(f"{bank_path}: expected a list of {model.num_strategies} tensors, "
-                             f"got {type(bank).__name__}")
+        check_bank_dtypes(bank, model, bank_path)
         check_bank_rows(bank, model, bank_path, "strategy_memory_max" in model_overrides)
         try:
             model.load_memory_state(bank)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from magic.common.io_utils import atomic_write_json, load_json
 from magic.common.settings import add_options, from_namespace, option
-from magic.common.validate import length_int, non_negative_float, non_negative_int, positive_int
+from magic.common.validate import length_int, non_negative_float, non_negative_int, positive_int, seed_int
 
 CONFIG_FILE = "generator_config.json"
 DEFAULT_BART = "facebook/bart-base"  # the paper's generator; a local copy works the same (--bart_base_dir DIR)
@@ -145,7 +145,7 @@ class TrainConfig:
     bart_base_dir: str = option(DEFAULT_BART, "BART folder or hub id for the initial weights and tokenizer "
                                               "(released: src/bart_base/)")
     l_strategy: float = option(0.2, "weight of the auxiliary strategy loss", type=non_negative_float)
-    seed: int = option(42, "seeds the initialisation and the shuffling", type=non_negative_int)
+    seed: int = option(42, "seeds the initialisation and the shuffling", type=seed_int)
     patience: int = option(5, "stop after this many epochs without improvement", type=positive_int)
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
     fp16: bool = option(False, "CUDA float16 autocast with loss scaling")

@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 
 from magic.common.settings import option
+from magic.common.validate import finite_float, length_int, non_negative_float, positive_int, seed_int
 from magic.generator.config import DEFAULT_BART
-from magic.common.validate import finite_float, length_int, non_negative_float, non_negative_int, positive_int
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}  # --early_stopping value -> beam_search's
 
@@ -47,7 +47,7 @@ class EvalConfig(DecodingConfig):
     strategy_source: str = option("inferred", "condition on the LLM-inferred strategy (the paper) or the gold one",
                                   choices=("inferred", "gold"))
     limit: int | None = option(None, "decode only the first N samples", type=positive_int)
-    seed: int = option(42, "torch seed", type=non_negative_int)
+    seed: int = option(42, "torch seed", type=seed_int)
     eval_dir: str = option("eval_result", "output root")
     no_meteor: bool = option(False, "skip METEOR (needs Java)")
     no_metrics: bool = option(False, "write the responses only, no scores")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from magic.common.errors import run_main
 from magic.common.io_utils import atomic_dir
-from magic.common.validate import positive_float, positive_int
+from magic.common.validate import positive_float, positive_int, seed_int
 from magic.generator.data import load_records, pad_ids
 
 
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning_rate", type=positive_float, default=1e-3)
     p.add_argument("--batch_size", type=positive_int, default=32)
     p.add_argument("--max_length", type=positive_int, default=64, help="tokens per utterance")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu")
     return p
 

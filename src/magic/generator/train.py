@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from magic.generator import distributed
-from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, resolve_device, save_checkpoint,
-                            write_checkpoint_files)
+from magic.generator.checkpoint import (MODEL_FILE, load_checkpoint, load_training_state, resolve_device,
+                                        restore_best_checkpoint, save_checkpoint, write_checkpoint_files)
 from magic.generator.data import DialogueDataset, LengthGroupedBatchSampler, collator_for, load_records
 from magic.generator.config import GeneratorConfig, TrainConfig, from_run_settings, run_settings
 from magic.common.artifacts import RUN_STAMP_FORMAT, checkpoint_dir_name, parse_checkpoint_dir, run_dir_name
-from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_json, check_finite, load_json, load_weights,
+from magic.common.errors import UserError
+from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_json, check_finite, load_json,
                                    remove_stale_temp_dirs)
 from magic.common.validate import check_bart_dir, check_split_ids, merge_resume_args
 
@@ -281,6 +282,11 @@ def _resume_dirs(path: str) -> tuple[str, str]:
     last = os.path.join(path, LAST_DIR)
     if os.path.exists(os.path.join(last, STATE_FILE)):
         return path, last
+    epochs = sorted(n for n in (os.listdir(path) if os.path.isdir(path) else []) if parse_checkpoint_dir(n))
+    if epochs:  # a run killed while saving its first epoch by a version that wrote last/ after the checkpoint
+        raise UserError(f"--resume {path}: no {LAST_DIR}/{STATE_FILE}: the run was interrupted while saving its "
+                        f"first epoch, before the state to resume from was written ({epochs[-1]} is complete and "
+                        "can be evaluated); start the run again to train further")
     raise FileNotFoundError(f"--resume {path}: no {LAST_DIR}/{STATE_FILE}; expected a run directory written "
                             "by main.py (one completed epoch at least)")
 
@@ -298,8 +304,12 @@ def resume_from(args: TrainConfig, model_config: GeneratorConfig):
     defaults = run_settings(TrainConfig(), GeneratorConfig())
     merged = merge_resume_args(run_settings(args, model_config), saved, defaults, RESUME_OVERRIDES,
                                RESUME_HONOURED, run_dir)
-    state = load_weights(os.path.join(last_dir, STATE_FILE))
+    state = load_training_state(os.path.join(last_dir, STATE_FILE))
     remove_stale_temp_dirs(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # one writer under torchrun
+        # a kill after last/ may have left the epoch's best checkpoint and history.json unwritten
+        restore_best_checkpoint(run_dir, last_dir, state, (STATE_FILE,))
+        atomic_write_json(os.path.join(run_dir, "history.json"), state["history"])
     return (*from_run_settings(merged), run_dir, last_dir, state)
 
 
@@ -407,26 +417,28 @@ def end_epoch(args: TrainConfig, settings: dict, run_dir, epoch, val, model, tok
               prog: TrainProgress, dp, log) -> bool:
     """Keep the best checkpoint, count epochs without improvement, save history, curves and the resume
     state (``settings``: run_settings(), written as args.json); returns whether to stop early."""
-    stop = False
-    if val["ppl"] < prog.best:
+    stop, previous, improved = False, None, val["ppl"] < prog.best
+    if improved:
         prog.best, prog.bad_epochs, previous = val["ppl"], 0, prog.best_dir
         prog.best_dir = os.path.join(run_dir, checkpoint_dir_name(epoch, val["ppl"]))
-        if dp.main:
-            save_checkpoint(model, tokenizer, settings, prog.best_dir)
-        log.info(f"Model saved to {prog.best_dir}")
-        if args.keep_best_only and previous:
-            remove_own_checkpoint(run_dir, previous, prog.best_dir, log)
     else:
         prog.bad_epochs += 1
         stop = prog.bad_epochs >= args.patience
     if args.scheduler_step == "epoch":
         scheduler.step()
-    if dp.main:
-        atomic_write_json(os.path.join(run_dir, "history.json"), prog.history)
-        plot_curves(prog.history, os.path.join(run_dir, "training_curves.png"))
+    if dp.main:  # the resume state first: a kill after it loses nothing (--resume rebuilds the checkpoint)
         save_training_state(run_dir, model, tokenizer, settings, optimizer, scheduler, scaler,
                             {"epoch": epoch, "best_val_ppl": prog.best, "bad_epochs": prog.bad_epochs,
                              "history": prog.history, "best_dir": prog.best_dir})
+    if improved:
+        if dp.main:
+            save_checkpoint(model, tokenizer, settings, prog.best_dir)
+        log.info(f"Model saved to {prog.best_dir}")
+        if args.keep_best_only and previous:
+            remove_own_checkpoint(run_dir, previous, prog.best_dir, log)
+    if dp.main:
+        atomic_write_json(os.path.join(run_dir, "history.json"), prog.history)
+        plot_curves(prog.history, os.path.join(run_dir, "training_curves.png"))
     dp.barrier()  # a resumed run finds last/ complete on every rank
     if stop:
         log.info(f"Early stopping: no improvement for {args.patience} epochs")

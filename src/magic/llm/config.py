@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from magic.common.artifacts import MOTIVATIONS_FILE, SPLITS
 from magic.common.settings import option
-from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
+from magic.common.validate import (non_negative_float, non_negative_int, positive_float, positive_int, probability,
+                                   seed_int)
 
 TEMPLATES = ("default", "chat", "none")
 CUTOFF_RULES = ("infer_max_len", "infer_seqlen")
@@ -131,7 +132,7 @@ class SFTConfig:
     num_train_epochs: float = option(5.0, "", type=positive_float, metavar="X")
     max_steps: int = option(-1, "overrides num_train_epochs when > 0", type=step_count, metavar="N")
     max_grad_norm: float = option(1.0, "", type=non_negative_float, metavar="X")
-    seed: int = option(42, "", type=non_negative_int, metavar="N")
+    seed: int = option(42, "", type=seed_int, metavar="N")
     max_samples: int | None = option(None, "the first N pairs only", type=positive_int, metavar="N")
     resume_from_checkpoint: str | None = option(None, "default: the last checkpoint in output_dir")
     frozen_layer_cache: str = option("auto", "auto: with LoRA on the top layers only, the frozen layers below run "

@@ -35,6 +35,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from magic.common.errors import UserError
 from magic.common.io_utils import atomic_write_text, load_json
 from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
 from magic.llm.config import CUTOFF_RULES, TEMPLATES
@@ -242,7 +243,7 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     ``dtype``: a torch dtype, a name ("float32", "bf16", ...), "auto" (the checkpoint's), or None (transformers'
     default, which in transformers 5 is also the checkpoint's dtype).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = os.fspath(model_name_or_path)
     if os.path.sep in path and not os.path.isdir(path) and path.startswith((".", os.path.sep)):
@@ -255,7 +256,7 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     resolved = resolve_dtype(dtype)
     if resolved is not None:
         kwargs["dtype"] = resolved
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = causal_lm_from_pretrained(path, **kwargs)
     check_vocab(tokenizer, model, path)
     model.to(device or default_device())
     model.eval()
@@ -263,6 +264,33 @@ def load_causal_lm(model_name_or_path: str | os.PathLike, device: str | None = N
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def causal_lm_from_pretrained(path: str, flag: str = "", **kwargs):
+    """AutoModelForCausalLM.from_pretrained(path), refusing in one UserError naming the folder a model whose
+    config.json does not match its weights: weights of other shapes (transformers' ignore_mismatched_sizes
+    traceback) or missing from the files (transformers initialises them at random and says so in a table).
+    The one loader of a causal LM folder: fine-tuning's base model, export's base model, inference."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report (a table) would repeat, at length, what is refused below
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, ignore_mismatched_sizes=True,
+                                                           output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    mismatched = [f"{k[0]}: file {tuple(k[1])} vs config {tuple(k[2])}" if isinstance(k, (tuple, list)) and len(k) == 3
+                  else str(k) for k in info.get("mismatched_keys") or ()]
+    missing = sorted(info.get("missing_keys") or ())
+    if mismatched or missing:
+        what = (f"{len(mismatched)} weights of other shapes ({'; '.join(sorted(mismatched)[:3])})" if mismatched else "")
+        what += (" and " if mismatched and missing else "") + (
+            f"{len(missing)} weights missing from the files ({', '.join(missing[:3])})" if missing else "")
+        raise UserError(f"{flag + ' ' if flag else ''}{path}: config.json does not match the weights: {what}; "
+                        "the folder mixes files of two models (copy the config and weights of one model)")
+    return model
 
 
 def encoding_rule(tokenizer) -> EncodingRule:

@@ -28,7 +28,7 @@ from magic.common.artifacts import ids_path
 from magic.common.errors import UserError, describe
 from magic.esconv.dialogues import Sample, load_samples, strategy_mismatches
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
-from magic.common.validate import check_api_key
+from magic.common.validate import KEYLESS_PLACEHOLDER, check_api_key, openai_api_key
 from magic.llm.config import LOCAL_MAX_NEW_TOKENS, MotivationConfig
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, JsonlCache
@@ -148,12 +148,9 @@ def resolve_api_key(cli_key: str | None, base_url: str | None, environ=os.enviro
                "export OPENAI_API_KEY instead")
         check_api_key(cli_key, "--openai_api_key")
         return cli_key
-    key = environ.get("OPENAI_API_KEY")
+    key = openai_api_key(base_url, environ)
     if key:
-        check_api_key(key)
         return key
-    if base_url:
-        return "EMPTY"  # servers without auth (vLLM, llama.cpp, Ollama) accept any key
     raise UserError("no API key: export OPENAI_API_KEY (or pass --base_url for a server without auth)")
 
 
@@ -232,7 +229,7 @@ def collect_motivations(cfg: MotivationConfig) -> int:
     if cfg.dry_run:
         if os.path.exists(cache_path):
             cache = JsonlCache(cache_path, readonly=True)
-            engine = make_motivation_engine(cfg, "EMPTY")  # for its cache keys only: nothing is sent
+            engine = make_motivation_engine(cfg, KEYLESS_PLACEHOLDER)  # for its cache keys only: nothing is sent
             to_send = [p for i, p in items if cache.get(i, engine.key(p)) is None]
         else:
             to_send = [p for _, p in items]

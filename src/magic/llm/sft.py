@@ -27,20 +27,22 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from magic.common.errors import UserError
+from magic.common.errors import UserError, describe
 from magic.common.torchrun import end_process_group
-from magic.common.io_utils import atomic_dir, atomic_save_figure, atomic_write_text, check_replaceable, load_json
+from magic.common.io_utils import (atomic_dir, atomic_save_figure, atomic_write_text, check_not_an_input,
+                                   check_replaceable, load_json, load_weights)
 from magic.common.validate import check_model_dir, check_tokenizer_files, check_vocab
 from magic.llm.config import (CACHE_MODES, CUTOFF_RULES, GRAD_ACCUM_LOSSES, REPORT_TO, TEMPLATES, ExportConfig,
                               SFTConfig)
 from magic.llm.frozen_layers import answer_only_inputs, build_cache, causal_lm
-from magic.llm.local_model import (ENCODING_FILE, IGNORE_INDEX, EncodingRule, encode_pair, prepare_tokenizer,
-                                   resolve_dtype)
+from magic.llm.local_model import (ENCODING_FILE, IGNORE_INDEX, EncodingRule, causal_lm_from_pretrained, encode_pair,
+                                   prepare_tokenizer, resolve_dtype)
 
 
 
@@ -218,24 +220,83 @@ def _check_config(cfg: SFTConfig, cuda: bool) -> None:
         raise ValueError(f"--cutoff_len must be >= 2, got {cfg.cutoff_len}")
 
 
-def find_resume_checkpoint(cfg: SFTConfig) -> str | None:
-    """The checkpoint to resume from: the explicit one, else the last ``checkpoint-*`` in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
+
+def check_lora_files(folder: str, needed: Sequence[str] = ADAPTER_FILES) -> None:
+    """THE check of a LoRA folder before transformers / peft read it (a checkpoint-<step> to resume, an adapter to
+    export): ``needed`` present; every JSON file parses (trainer_state.json, adapter_config.json); the
+    safetensors header is complete (a truncated adapter); every torch file (optimizer, scheduler, RNG states)
+    loads with weights_only=True, numpy's arrays allowed as the Trainer allows them (a pickle of anything else:
+    "not a safe checkpoint", nothing run). Anything else is one UserError naming the file."""
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals
+
+    for name in needed:
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise UserError(f"{os.path.join(folder, name)}: missing (not a complete LoRA folder written by "
+                            "finetune_llm.py)")
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith(".json"):
+            try:
+                load_json(path, "JSON file")
+            except ValueError as e:  # not JSON, not UTF-8: named by load_json
+                raise UserError(str(e)) from None
+        elif name.endswith(".safetensors"):
+            try:
+                with safe_open(path, "pt"):
+                    pass
+            except Exception as e:  # SafetensorError: truncated or not safetensors
+                raise UserError(f"{path}: not a readable safetensors file (truncated or corrupt: "
+                                f"{describe(e)})") from None
+        elif name.endswith((".pt", ".pth")):
+            with safe_globals():
+                load_weights(path)
+
+
+def _checkpoint_step(name: str) -> int | None:
+    head, _, step = name.partition("-")
+    return int(step) if head == "checkpoint" and step.isdigit() else None
+
+
+def find_resume_checkpoint(cfg: SFTConfig) -> str | None:
+    """The checkpoint to resume from, checked (check_lora_files): the explicit one (a broken one is refused,
+    naming the file), else the newest complete ``checkpoint-*`` in output_dir: a broken newer one (a kill
+    while it was written, a truncated file) is passed over for the previous one, and said. None: start afresh."""
+    needed = ADAPTER_FILES + ("trainer_state.json",)
     if cfg.resume_from_checkpoint:
         if not os.path.isdir(cfg.resume_from_checkpoint):
             raise FileNotFoundError(f"{cfg.resume_from_checkpoint}: checkpoint folder not found")
+        check_lora_files(cfg.resume_from_checkpoint, needed)
         return cfg.resume_from_checkpoint
     if cfg.overwrite_output_dir or not os.path.isdir(cfg.output_dir):
         return None
-    return get_last_checkpoint(cfg.output_dir)
+    found = sorted(((_checkpoint_step(n), n) for n in os.listdir(cfg.output_dir)
+                    if _checkpoint_step(n) is not None and os.path.isdir(os.path.join(cfg.output_dir, n))),
+                   reverse=True)
+    broken = []
+    for _, name in found:
+        folder = os.path.join(cfg.output_dir, name)
+        try:
+            check_lora_files(folder, needed)
+        except UserError as e:
+            broken.append(str(e))
+            continue
+        if broken:
+            warnings.warn(f"resuming from {folder}, not from a newer checkpoint that cannot be used: "
+                          + "; ".join(broken))
+        return folder
+    if broken:
+        raise UserError(f"{cfg.output_dir}: no usable checkpoint to resume from ({'; '.join(broken)}); remove the "
+                        "broken checkpoint-* folders, or pass --overwrite_output_dir to start afresh")
+    return None
 
 
 def build_lora_model(cfg: SFTConfig, dtype: torch.dtype):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype)
+    model = causal_lm_from_pretrained(cfg.model_name_or_path, "--model_name_or_path", dtype=dtype)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
@@ -386,6 +447,7 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     _check_config(cfg, cuda)
+    check_not_an_input(cfg.output_dir, "--output_dir", {"--model_name_or_path": cfg.model_name_or_path})
     set_seed(cfg.seed)
     pairs = load_dataset_pairs(cfg.dataset, cfg.dataset_dir, cfg.max_samples)  # bad data fails before the model loads
     check_tokenizer_files(check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path"))
@@ -462,13 +524,13 @@ def run_sft(cfg: SFTConfig, callbacks: list | None = None) -> dict:
 def load_adapter_model(model_name_or_path: str, adapter_name_or_path: str, dtype=None, device: str = "cpu"):
     """Base model with the LoRA adapter applied (not merged), in eval mode."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     if not os.path.isfile(os.path.join(adapter_name_or_path, "adapter_config.json")):
         raise FileNotFoundError(f"{adapter_name_or_path}: no adapter_config.json (not a LoRA adapter folder; "
                                 "give finetune_llm.py's --output_dir or one of its checkpoint-* folders)")
+    check_lora_files(adapter_name_or_path)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    base = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    base = causal_lm_from_pretrained(model_name_or_path, "--model_name_or_path", **kwargs)
     model = PeftModel.from_pretrained(base, adapter_name_or_path)
     return model.to(device).eval()
 
@@ -486,7 +548,9 @@ def export_merged(cfg: ExportConfig) -> str:
     if cfg.export_legacy_format:
         raise ValueError("--export_legacy_format True (.bin weights) is not supported; safetensors only")
     adapter = cfg.adapter_name_or_path
-    # before any work: never replace a folder export did not write
+    # before any work: never write into an input, never replace a folder export did not write
+    check_not_an_input(cfg.export_dir, "--export_dir", {"--model_name_or_path": cfg.model_name_or_path,
+                                                        "--adapter_name_or_path": adapter})
     check_replaceable(cfg.export_dir, cfg.overwrite_output_dir)
     check_model_dir(cfg.model_name_or_path, "base model", "--model_name_or_path")
     model = load_adapter_model(cfg.model_name_or_path, adapter, dtype=resolve_dtype(cfg.export_dtype))

@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable, Sequence
 
 from magic.common.io_utils import atomic_dir, load_json
+from magic.common.validate import positive_int, seed_int
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in facebook/bart-base; <mask> goes last
 
@@ -135,12 +136,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True)
     p.add_argument("--train_file", required=True, help="ESConv .txt (JSON lines) or a built data/*.json")
-    p.add_argument("--vocab_size", type=int, default=2000)
-    p.add_argument("--d_model", type=int, default=256)
-    p.add_argument("--layers", type=int, default=2, help="encoder layers = decoder layers")
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max_position_embeddings", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab_size", type=positive_int, default=2000)
+    p.add_argument("--d_model", type=positive_int, default=256)
+    p.add_argument("--layers", type=positive_int, default=2, help="encoder layers = decoder layers")
+    p.add_argument("--heads", type=positive_int, default=4)
+    p.add_argument("--max_position_embeddings", type=positive_int, default=1024)
+    p.add_argument("--seed", type=seed_int, default=0)
     a = p.parse_args(argv)
     texts = texts_from_file(a.train_file)
     out = make_small_bart(a.output_dir, texts, a.vocab_size, a.d_model, a.layers, a.heads,

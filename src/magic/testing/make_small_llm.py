@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 from magic.esconv.dialogues import STRATEGIES, dialogue_texts
 from magic.common.io_utils import atomic_dir, load_json
+from magic.common.validate import positive_int, seed_int
 from magic.llm.prompts import wrap_default_template
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -135,12 +136,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True)
     p.add_argument("--train_file", default=None, help="texts for the tokenizer (see the module docstring)")
-    p.add_argument("--vocab_size", type=int, default=1000)
-    p.add_argument("--hidden_size", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv_heads", type=int, default=None, help="key/value heads (default --heads; fewer = GQA)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab_size", type=positive_int, default=1000)
+    p.add_argument("--hidden_size", type=positive_int, default=64)
+    p.add_argument("--layers", type=positive_int, default=2)
+    p.add_argument("--heads", type=positive_int, default=4)
+    p.add_argument("--kv_heads", type=positive_int, default=None, help="key/value heads (default --heads; fewer = GQA)")
+    p.add_argument("--seed", type=seed_int, default=0)
     a = p.parse_args(argv)
     texts = texts_from_file(a.train_file) if a.train_file else []
     out = make_small_llm(a.output_dir, texts, a.vocab_size, a.hidden_size, a.layers, a.heads, a.seed,

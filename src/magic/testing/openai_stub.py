@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from magic.common.validate import non_negative_float
+from magic.common.validate import non_negative_float, port_or_zero
 
 _MARK_RE = re.compile(r"\*\*\*\[([^\]]+)\]\*\*\*")
 
@@ -237,7 +237,7 @@ def _text_completion(model: str | None, text: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_or_zero, default=8000)
     parser.add_argument("--latency", type=non_negative_float, default=0.0, help="seconds per answer")
     parser.add_argument("--always", default=None, help="a fault for every request, e.g. 500")
     args = parser.parse_args()

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Iterable, Sequence
 
-from magic.common.validate import check_api_key
+from magic.common.validate import KEYLESS_PLACEHOLDER, check_api_key, openai_api_key
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, JsonlCache, Progress, chat_prompt_key
 from magic.llm.local_model import EncodingRule, format_prompt
@@ -37,7 +37,7 @@ _SECRET_PATTERNS = (
 
 
 # Placeholder keys for servers without auth (not secrets; scrubbing them would garble messages).
-DUMMY_KEYS = frozenset({"EMPTY"})
+DUMMY_KEYS = frozenset({KEYLESS_PLACEHOLDER})
 
 
 # Where a key is cut into fragments: the characters a rendering escapes (repr, JSON, bytes) or a header splits at
@@ -325,7 +325,7 @@ class OpenAIEngine(Engine):
             raise ValueError(f"unknown openai endpoint {endpoint!r}; expected 'chat' or 'completions'")
         self.rpm = rpm
         self.base_url, self.model, self.endpoint, self.concurrency = base_url, model or model_path, endpoint, concurrency
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
+        self.api_key = api_key if api_key is not None else (openai_api_key(base_url) or KEYLESS_PLACEHOLDER)
         check_api_key(self.api_key)  # before the first request (ApiKeyError: one line, no part of the key)
         self.timeout, self.max_retries = timeout, max_retries
         self._tokenizer = None
