@@ -83,7 +83,12 @@ def main(argv=None) -> int:
     output = args.output or (os.path.join(results, "RESULTS.md") if profile.name == "smoke"
                              else os.path.join(ROOT, "docs", "RESULTS.md"))
     if args.report:
-        print(f"wrote {write_report(results, output, profile.name)}")
+        from magic.study.plan import load_data_settings
+
+        have_data = os.path.exists(os.path.join(data_dir(), "magic", "test.txt"))
+        data = None if have_data or not os.path.isdir(results) else load_data_settings(results)
+        study = build_study(profile, args.work or os.path.join(ROOT, "study_run", profile.name), results, data=data)
+        print(f"wrote {write_report(study, output, profile.name)}")
         return 0
     if not os.path.exists(os.path.join(data_dir(), "magic", "test.txt")):
         print(f"reproduce.py: skipped: no ESConv data in {data_dir()} (set MAGIC_DATA_DIR; see README, Results)")
@@ -100,6 +105,8 @@ def main(argv=None) -> int:
     print("\n".join(study.plan_lines(args.only)) + (f", {jobs} at a time" if jobs > 1 else ""))
     if args.plan:
         return 0
+    if args.commit:
+        check_git(results)
 
     def commit(cell, record):  # a failed commit (another git command holds the index) costs a warning only
         path = study.result_path(cell)
@@ -114,8 +121,17 @@ def main(argv=None) -> int:
         print(f"reproduce.py: warning: could not commit {path}; commit it by hand", file=sys.stderr)
 
     study.run(args.only, on_done=commit if args.commit else None, jobs=jobs)
-    print(f"wrote {write_report(results, output, profile.name)}")
+    print(f"wrote {write_report(study, output, profile.name)}")
     return 0
+
+
+def check_git(results: str) -> None:
+    """--commit: the result folder must be inside a git work tree (checked once, before the first cell)."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
+    root = os.path.realpath(top.stdout.strip()) if top.returncode == 0 else None
+    if root is None or os.path.commonpath([root, os.path.realpath(results)]) != root:
+        why = f"{results} is outside the git repository {root}" if root else f"{ROOT} is not in a git repository"
+        raise ValueError(f"--commit: {why}; nothing could be committed: drop --commit or run from a clone")
 
 
 if __name__ == "__main__":
