@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-from magic.common.errors import run_main
+from magic.common.errors import UserError, run_main
 from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import positive_int
 from magic.study.data import ROOT, StudyError, data_dir
@@ -131,7 +131,7 @@ def check_git(results: str) -> None:
     root = os.path.realpath(top.stdout.strip()) if top.returncode == 0 else None
     if root is None or os.path.commonpath([root, os.path.realpath(results)]) != root:
         why = f"{results} is outside the git repository {root}" if root else f"{ROOT} is not in a git repository"
-        raise ValueError(f"--commit: {why}; nothing could be committed: drop --commit or run from a clone")
+        raise UserError(f"--commit: {why}; nothing could be committed: drop --commit or run from a clone")
 
 
 if __name__ == "__main__":
