@@ -12,7 +12,8 @@ import pytest
 
 from magic.common.errors import UserError
 from magic.study import stage1
-from magic.study.cells import Cell, Study, load_result
+from magic.study import cells
+from magic.study.cells import Cell, Study
 from magic.study.plan import build_study
 from magic.study.profiles import PROFILES
 
@@ -64,7 +65,7 @@ def test_a_number_too_large_for_a_float_is_refused(tmp_path):
     text = open(path).read()
     open(path, "w").write(text.replace("1.5", "1e999"))
     with pytest.raises(UserError, match="holds 1e999 where a finite number belongs"):
-        load_result(path, "a")
+        cells.load_result(path, "a")
 
 
 def test_a_result_file_of_other_settings_is_not_done(tmp_path):
