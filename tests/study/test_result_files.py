@@ -46,6 +46,7 @@ def _edit(path, change):
     (lambda r: r.__setitem__("cell", "s/other"), "holds cell 's/other', not 's/b'"),
     (lambda r: r["result"]["per_sample"]["rouge_l"].pop(), "per_sample.rouge_l: expected one entry per id (2)"),
     (lambda r: r["result"]["per_sample"].__setitem__("ids", ["x", "x"]), "distinct sample id strings"),
+    (lambda r: r["settings"].__setitem__("epochs", 99), "of other settings than its own (edited)"),
 ])
 def test_a_damaged_result_file_is_refused_by_the_plan_naming_it(tmp_path, change, message):
     study = _tiny(tmp_path)

@@ -212,7 +212,12 @@ class Study:
         if not os.path.exists(path):
             return None
         rec = load_result(path, cell.name)
-        return rec if rec["key"] == cell.key else None
+        if rec["key"] != cell.key:
+            return None
+        if rec["settings"] != json.loads(json.dumps(cell.settings)):
+            raise UserError(f"{path}: carries the key {cell.key} of other settings than its own (edited); delete it "
+                            "(its cell then runs again)")
+        return rec
 
     def check_targets(self, targets: list[str] | None) -> None:
         """--only: every name must be a cell of this plan (checked before anything runs)."""
