@@ -7,12 +7,11 @@ logic and the resampling choice of each metric are in src/magic/metric/significa
                               [--output compare_results.json] [--metrics Bleu_2 ROUGE_L ...]
 
 Samples are matched by id; the two files must hold the same samples and share a metric; every per-sample value
-is range-checked (n-gram counts, ROUGE-L and METEOR in [0, 1] ...); a file over 64 MiB is refused. Prints a table (metric | A | B | B-A |
-95 % CI | p bootstrap | p AR; delta = B - A, positive = B better except PPL) and writes it as JSON (atomically)
-to --output. Exit codes: 0 done; 2 bad flags or input (one ``compare_results.py: error: <file>: ...`` line:
-a missing, malformed, oversized or out-of-range file, a file without per-sample scores, different sample
-ids, no shared metric, an unknown metric;
-nothing is written); 130 interrupted.
+is range-checked (n-gram counts, ROUGE-L and METEOR in [0, 1] ...); a file over 64 MiB is refused. Prints a table
+(metric | A | B | B-A | 95 % CI | p bootstrap | p AR; delta = B - A, positive = B better except PPL) and writes it
+as JSON (atomically) to --output. Exit codes: 0 done; 2 bad flags or input (one ``compare_results.py: error:
+<file>: ...`` line: a missing, malformed, oversized or out-of-range file, a file without per-sample scores,
+different sample ids, no shared metric, an unknown metric; nothing is written); 130 interrupted.
 """
 import os
 import sys
@@ -56,7 +55,8 @@ class CompareConfig:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("a", metavar="A.scores.json", help="system A (the baseline): a .scores.json of test_evaluation.py or a study result file")
+    p.add_argument("a", metavar="A.scores.json",
+                   help="system A (the baseline): a .scores.json of test_evaluation.py or a study result file")
     p.add_argument("b", metavar="B.scores.json", help="system B: a .scores.json of the same test samples")
     add_options(p, CompareConfig)
     return p

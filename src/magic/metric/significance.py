@@ -395,10 +395,12 @@ def load_per_sample(path: str) -> dict:
     compare_files picks the set whose samples the other file holds). Reads test_evaluation.py's ``.scores.json``
     and the study's result files (``results/<profile>/s2/...json``, named by their cell). A file larger than
     MAX_SCORE_BYTES, or without per-sample scores, or with malformed ids, is refused with a UserError naming it."""
-    path, _, chosen = (path, "", "") if os.path.exists(path) else path.rpartition("#") if "#" in path else (path, "", "")
+    chosen = ""
+    if not os.path.exists(path) and "#" in path:  # FILE#SET
+        path, _, chosen = path.rpartition("#")
     if os.path.isfile(path) and os.path.getsize(path) > MAX_SCORE_BYTES:
-        raise UserError(f"{path}: {os.path.getsize(path) / 2 ** 20:.0f} MiB, more than the {MAX_SCORE_BYTES >> 20} MiB a "
-                        "score file may hold (about 300,000 samples); compare subsets of the samples")
+        raise UserError(f"{path}: {os.path.getsize(path) / 2 ** 20:.0f} MiB, more than the {MAX_SCORE_BYTES >> 20} "
+                        "MiB a score file may hold (about 300,000 samples); compare subsets of the samples")
     record = load_json(path, "scores record (the .scores.json of test_evaluation.py or a study result file)")
     if not isinstance(record, dict):
         raise UserError(f"{path}: expected a JSON object (the .scores.json of test_evaluation.py), "
@@ -622,7 +624,8 @@ def compare_files(path_a: str, path_b: str, *, resamples: int = DEFAULT_RESAMPLE
                       "delta": float(b["scores"][m]) - float(a["scores"][m]), "scale": 100.0,
                       "reason": "a ratio over all hypotheses' n-gram sets: cannot be resampled without the text, "
                                 "which is not stored"} for m in untested}
-    return {"a": path_a, "b": path_b, "name_a": a["name"], "name_b": b["name"], "n_samples": n, "resamples": int(resamples), "permutations": int(permutations),
+    return {"a": path_a, "b": path_b, "name_a": a["name"], "name_b": b["name"], "n_samples": n,
+            "resamples": int(resamples), "permutations": int(permutations),
             "seed": seed, "confidence": confidence, "alpha": ALPHA,
             "convention": "delta = B - A; higher is better except PPL (lower is better) and per-sample extras "
                           "(direction unknown); 'better' names a system only when both p < alpha",

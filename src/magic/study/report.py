@@ -345,6 +345,20 @@ def claims(res: dict) -> list[str]:
     return out
 
 
+def _llm_name(res: dict) -> str:
+    model = res.get("llm", {}).get("result", {}).get("model", "the LLM")
+    return {"smollm2": "SmolLM2-135M-Instruct", "tiny": "a tiny random Llama", "local": "the local LLM"}.get(model, model)
+
+
+def _bart_name(res: dict) -> str:
+    r = res.get("bart", {}).get("result", {})
+    if "d_model" not in r:
+        return "BART"
+    pre = res.get("pretrain", {}).get("result", {}).get("pretrained")
+    return (f"a small BART: d_model {r['d_model']}, {r['layers']}+{r['layers']} layers"
+            + (", denoising pre-trained on the training utterances only" if pre else ", random init"))
+
+
 def headline(res: dict) -> list[str]:
     """Three sentences read off the result files: stage 1, stage 2, and what the profile can and cannot show."""
     sets = {c: res[c]["result"]["sets"] for c in ("s1/majority", "s1/lora_label/eval", "s1/lora_motivation/eval")
@@ -355,7 +369,7 @@ def headline(res: dict) -> list[str]:
         d = res.get("s1/compare", {}).get("result", {}).get("valid", {}).get("macro_f1")
         below = acc["s1/lora_motivation/eval"] <= acc["s1/majority"]
         sentences.append(
-            f"Stage 1 (SmolLM2-135M with LoRA): training on the ChatGPT motivations instead of the label alone "
+            f"Stage 1 ({_llm_name(res)} with LoRA): training on the ChatGPT motivations instead of the label alone "
             + (f"changes valid macro-F1 by {100 * d['delta']:+.1f} points [{100 * d['ci_low']:+.1f}, "
                f"{100 * d['ci_high']:+.1f}], " if d else "")
             + f"but on the 195 released test samples the motivation LoRA's accuracy ({acc['s1/lora_motivation/eval']:.1f} %) "
@@ -367,7 +381,7 @@ def headline(res: dict) -> list[str]:
         counts = sorted(r["distinct_responses"] for r in magic.values())
         degenerate = counts[0] < MIN_DISTINCT * n
         sentences.append(
-            f"Stage 2 (a ~10M-parameter BART): MAGIC's {len(magic)} seeds give {counts[0]}–{counts[-1]} distinct "
+            f"Stage 2 ({_bart_name(res)}): MAGIC's {len(magic)} seeds give {counts[0]}–{counts[-1]} distinct "
             f"responses to the {n} test samples, " + ("so the generators are degenerate and none of the paper's "
                                                       "generation claims is testable at this scale."
                                                       if degenerate else "enough for the claims to be tested."))
