@@ -372,7 +372,7 @@ def headline(res: dict) -> list[str]:
             f"Stage 1 ({_llm_name(res)} with LoRA): training on the ChatGPT motivations instead of the label alone "
             + (f"changes valid macro-F1 by {100 * d['delta']:+.1f} points [{100 * d['ci_low']:+.1f}, "
                f"{100 * d['ci_high']:+.1f}], " if d else "")
-            + f"but on the 195 released test samples the motivation LoRA's accuracy ({acc['s1/lora_motivation/eval']:.1f} %) "
+            + f"but on the {sets['s1/majority']['test']['n']} released test samples the motivation LoRA's accuracy ({acc['s1/lora_motivation/eval']:.1f} %) "
             + ("is not above" if below else "is above")
             + f" the majority class ({acc['s1/majority']:.1f} %).")
     magic = _seed_cells(res, "magic", "test_inferred")
