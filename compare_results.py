@@ -1,15 +1,17 @@
 """Is system B better than system A? Paired bootstrap and approximate randomisation on the per-sample scores of
-two test_evaluation.py results (their .scores.json), sample by sample. Thin wrapper: the logic and the
-resampling choice of each metric are in src/magic/metric/significance.py.
+two test_evaluation.py results (their .scores.json) or two of the study's result files (results/<profile>/s2/...,
+named by their cell; s2/frequent.json#test picks one of a file's sets), sample by sample. Thin wrapper: the
+logic and the resampling choice of each metric are in src/magic/metric/significance.py.
 
     python compare_results.py A.scores.json B.scores.json [--resamples 1000] [--permutations 1000] [--seed 0]
                               [--output compare_results.json] [--metrics Bleu_2 ROUGE_L ...]
 
-Samples are matched by id; the two files must hold the same samples. Prints a table (metric | A | B | B-A |
-95 % CI | p bootstrap | p AR; delta = B - A, positive = B better except PPL) and writes it as JSON (atomically)
-to --output. Exit codes: 0 done; 2 bad flags or input (one ``compare_results.py: error: <file>: ...`` line:
-a missing or malformed file, a file without per-sample scores, different sample ids, an unknown metric;
-nothing is written); 130 interrupted.
+Samples are matched by id; the two files must hold the same samples and share a metric; every per-sample value
+is range-checked (n-gram counts, ROUGE-L and METEOR in [0, 1] ...); a file over 64 MiB is refused. Prints a table
+(metric | A | B | B-A | 95 % CI | p bootstrap | p AR; delta = B - A, positive = B better except PPL) and writes it
+as JSON (atomically) to --output. Exit codes: 0 done; 2 bad flags or input (one ``compare_results.py: error:
+<file>: ...`` line: a missing, malformed, oversized or out-of-range file, a file without per-sample scores,
+different sample ids, no shared metric, an unknown metric; nothing is written); 130 interrupted.
 """
 import os
 import sys
@@ -53,7 +55,8 @@ class CompareConfig:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("a", metavar="A.scores.json", help="system A (the baseline): a .scores.json of test_evaluation.py")
+    p.add_argument("a", metavar="A.scores.json",
+                   help="system A (the baseline): a .scores.json of test_evaluation.py or a study result file")
     p.add_argument("b", metavar="B.scores.json", help="system B: a .scores.json of the same test samples")
     add_options(p, CompareConfig)
     return p

@@ -27,10 +27,9 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-from magic.common.errors import run_main
+from magic.common.errors import UserError, run_main
 from magic.common.settings import add_options, from_namespace, option
 from magic.common.validate import positive_int
-from magic.common.errors import UserError
 from magic.study.data import FETCH_COMMAND, ROOT, StudyError, data_dir, missing_data, require_data
 from magic.study.profiles import PROFILES, get_profile
 
@@ -119,7 +118,12 @@ def main(argv=None) -> int:
     output = args.output or (os.path.join(results, "RESULTS.md") if profile.name == "smoke"
                              else os.path.join(ROOT, "docs", "RESULTS.md"))
     if args.report:
-        print(f"wrote {write_report(results, output, profile.name)}")
+        from magic.study.plan import load_data_settings
+
+        have_data = os.path.exists(os.path.join(data_dir(), "magic", "test.txt"))
+        data = None if have_data or not os.path.isdir(results) else load_data_settings(results)
+        study = build_study(profile, args.work or os.path.join(ROOT, "study_run", profile.name), results, data=data)
+        print(f"wrote {write_report(study, output, profile.name)}")
         return 0
     extra = {k: v for k, v in (("llm_path", args.llm_path), ("bart_path", args.bart_path)) if v}
     if not args.plan:  # an explicit profile without its data or models: exit 2, one line, the fetch command
@@ -142,6 +146,8 @@ def main(argv=None) -> int:
         if missing_data():
             print(f"data: missing in {data_dir()}: {', '.join(missing_data())} (fetch: {FETCH_COMMAND})")
         return 0
+    if args.commit:
+        check_git(results)
 
     def commit(cell, record):  # a failed commit (another git command holds the index) costs a warning only
         path = study.result_path(cell)
@@ -156,8 +162,17 @@ def main(argv=None) -> int:
         print(f"reproduce.py: warning: could not commit {path}; commit it by hand", file=sys.stderr)
 
     study.run(args.only, on_done=commit if args.commit else None, jobs=jobs)
-    print(f"wrote {write_report(results, output, profile.name)}")
+    print(f"wrote {write_report(study, output, profile.name)}")
     return 0
+
+
+def check_git(results: str) -> None:
+    """--commit: the result folder must be inside a git work tree (checked once, before the first cell)."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
+    root = os.path.realpath(top.stdout.strip()) if top.returncode == 0 else None
+    if root is None or os.path.commonpath([root, os.path.realpath(results)]) != root:
+        why = f"{results} is outside the git repository {root}" if root else f"{ROOT} is not in a git repository"
+        raise UserError(f"--commit: {why}; nothing could be committed: drop --commit or run from a clone")
 
 
 if __name__ == "__main__":

@@ -209,3 +209,66 @@ def test_scores_files_of_test_evaluation_compare(trained_checkpoint, tmp_path, c
     result, _ = compare(paths[0], paths[1], tmp_path, capsys)
     assert result["n_samples"] == len(recs) and set(TESTED) <= set(result["metrics"])
     assert not [n for n in result["notes"] if "differs from the reported" in n]
+
+
+def _refused(a, b, tmp_path, capsys, *flags):
+    out = tmp_path / "refused.json"
+    rc, _, stderr = run([a, b, "--output", out, *flags], capsys)
+    assert rc == 2 and not out.exists() and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+def test_files_sharing_no_metric_or_holding_ids_only_are_refused(files, tmp_path, capsys):
+    rouge_only = tmp_path / "rouge.scores.json"
+    cider_only = tmp_path / "cider.scores.json"
+    ids_only = tmp_path / "ids.scores.json"
+    full = json.loads(files["refs"].read_text())
+    for path, keep in ((rouge_only, "rouge_l"), (cider_only, "cider")):
+        ps = {"ids": full["per_sample"]["ids"], keep: full["per_sample"][keep]}
+        path.write_text(json.dumps({"scores": {}, "per_sample": ps}))
+    ids_only.write_text(json.dumps({"scores": {}, "per_sample": {"ids": full["per_sample"]["ids"]}}))
+    assert "shares no metric with" in _refused(rouge_only, cider_only, tmp_path, capsys)
+    assert f"{ids_only}: per_sample holds sample ids but no per-sample scores" in \
+        _refused(files["refs"], ids_only, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ps: ps["bleu"]["correct"][3].__setitem__(0, -1), "per_sample.bleu.correct[3, 0] = -1"),
+    (lambda ps: ps["bleu"]["correct"][5].__setitem__(1, ps["bleu"]["guess"][5][1] + 1), "is more than its guess"),
+    (lambda ps: ps["bleu"]["hyp_len"].__setitem__(0, 2.5), "per_sample.bleu.hyp_len[0] = 2.5: expected integers"),
+    (lambda ps: ps["rouge_l"].__setitem__(7, 5.0), "per_sample.rouge_l[7] = 5: expected numbers in [0, 1]"),
+    (lambda ps: ps["cider"].__setitem__(2, -0.1), "per_sample.cider[2] = -0.1"),
+])
+def test_every_per_sample_value_is_range_checked(files, tmp_path, capsys, edit, message):
+    rec = json.loads(files["middling"].read_text())
+    edit(rec["per_sample"])
+    bad = tmp_path / "edited.scores.json"
+    bad.write_text(json.dumps(rec))
+    assert message in _refused(files["refs"], bad, tmp_path, capsys)
+
+
+def test_oversized_score_files_are_refused_before_reading(files, tmp_path, capsys, monkeypatch):
+    from magic.metric import significance
+    monkeypatch.setattr(significance, "MAX_SCORE_BYTES", files["refs"].stat().st_size - 1)
+    stderr = _refused(files["refs"], files["poor"], tmp_path, capsys)
+    assert stderr.startswith(f"compare_results.py: error: {files['refs']}: ") and "a score file may hold" in stderr
+
+
+RESULTS = REPO / "results" / "cpu" / "s2"
+
+
+@pytest.mark.skipif(not (RESULTS / "frequent.json").exists(), reason="the committed cpu results")
+def test_study_result_files_compare_and_are_named_by_their_cell(tmp_path, capsys):
+    a, b = RESULTS / "magic" / "seed0" / "test_all_inferred.json", RESULTS / "no_aux" / "seed0" / "test_all_inferred.json"
+    result, stdout = compare(a, b, tmp_path, capsys)
+    assert stdout.startswith(f"A: s2/magic/seed0/test_all_inferred ({a})\nB: s2/no_aux/seed0/test_all_inferred ({b})")
+    assert result["n_samples"] == 1000 and result["name_b"] == "s2/no_aux/seed0/test_all_inferred"
+    committed = json.loads((RESULTS / "compare.json").read_text())["result"]["no_aux@test_all"]["metrics"]
+    assert result["metrics"]["Bleu_2"]["ci_low"] == pytest.approx(committed["Bleu_2"]["ci_low"])  # the study's own
+    freq, stdout = compare(RESULTS / "frequent.json", a, tmp_path, capsys)  # the set whose samples A holds
+    assert freq["name_a"] == "s2/frequent#test_all" and freq["metrics"]["Bleu_2"]["better"] == "B"
+    test, _ = compare(f"{RESULTS / 'frequent.json'}#test", RESULTS / "magic" / "seed1" / "test_inferred.json",
+                      tmp_path, capsys)
+    assert test["n_samples"] == 195
+    assert "holds no per-sample generation scores" in _refused(REPO / "results" / "cpu" / "s1" / "majority.json", a,
+                                                                tmp_path, capsys)

@@ -270,3 +270,25 @@ def test_mcnemar_exact_by_hand_and_against_scipy():
     r = mcnemar_exact(gold.tolist(), a.tolist(), b.tolist())
     want = stats.binomtest(r["a_only"], r["a_only"] + r["b_only"], 0.5).pvalue
     assert r["p"] == pytest.approx(want, rel=1e-9)
+
+
+def test_resamples_in_blocks_give_the_same_draws_with_bounded_memory(monkeypatch):
+    import tracemalloc
+
+    from magic.metric import significance
+    whole_w, whole_m = bootstrap_weights(37, 101, seed=5), swap_masks(37, 101, seed=5)
+    monkeypatch.setattr(significance, "CHUNK_CELLS", 37 * 3)  # blocks of 3 rows: the same rows
+    assert np.array_equal(bootstrap_weights(37, 101, seed=5), whole_w)
+    assert np.array_equal(swap_masks(37, 101, seed=5), whole_m)
+    monkeypatch.undo()
+    n = 20000
+    rng = np.random.default_rng(0)
+    a, b = mean_statistic(rng.random(n)), mean_statistic(rng.random(n))
+    tracemalloc.start()
+    try:
+        bootstrap_paired(a, b, resamples=1000, seed=0)
+        approximate_randomisation(a, b, permutations=1000, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 * 2 ** 20, peak  # 1000 x 20000 at once: over 450 MB

@@ -251,3 +251,46 @@ def _strings(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _strings(v)
+
+
+def test_a_second_study_on_the_same_work_folder_is_refused_and_the_live_folder_kept(tmp_path):
+    from magic.common.errors import UserError
+    seen = {}
+
+    def run_a(ctx):  # while this cell works, a second study starts on the same work folder
+        open(os.path.join(ctx.work, "live.txt"), "w").write("training")
+        with pytest.raises(UserError) as e:
+            _study(tmp_path, []).run(["a"])
+        seen["error"] = str(e.value)
+        assert os.path.exists(os.path.join(ctx.work, "live.txt"))
+        return {"value": 1}
+
+    Study([Cell("a", {"v": 1}, run_a)], str(tmp_path / "work"), str(tmp_path / "results"), log=lambda m: None).run()
+    assert seen["error"].startswith(f"{tmp_path / 'work'}: another study is running on this work folder (pid ")
+    with _study(tmp_path, []).locked():  # the lock went with the first study
+        pass
+
+
+def test_unknown_only_cells_are_refused_before_anything_runs(tmp_path):
+    from magic.common.errors import UserError
+    calls = []
+    with pytest.raises(UserError, match="--only: no_such_cell: no such cell in this profile's plan"):
+        _study(tmp_path, calls).run(["a", "no_such_cell"])
+    assert calls == [] and not (tmp_path / "work").exists()
+    p = subprocess.run([sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--only", "no_such_cell",
+                        "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "MAGIC_DATA_DIR": DATA})
+    if HAVE_DATA:  # without data the study is skipped before its plan
+        assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: --only: "), p.stderr
+        assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason=f"needs the real ESConv data in {DATA} (MAGIC_DATA_DIR)")
+def test_commit_outside_the_repository_is_refused_before_the_first_cell(tmp_path):
+    p = subprocess.run([sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--only", "data", "--commit",
+                        "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "MAGIC_DATA_DIR": DATA})
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"reproduce.py: error: --commit: {tmp_path / 'r'} is outside the git repository "
+        f"{os.path.realpath(ROOT)}; nothing could be committed: drop --commit or run from a clone"], p.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()

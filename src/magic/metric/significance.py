@@ -57,9 +57,10 @@ the statistics of all resamples are one matrix product with the per-sample colum
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -80,6 +81,14 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 # permutation are added in another order than the observed ones, and float rounding must not turn a tie (e.g.
 # the permutation that swaps every sample) into a miss.
 _TIE_TOLERANCE = 1e-9
+# Resamples are drawn and reduced in blocks of at most this many numbers (rows x samples), so the memory of a
+# comparison does not grow with resamples x samples (300,000 samples x 1000 resamples once took 9.8 GB).
+CHUNK_CELLS = 1 << 21
+# Score files are read whole (JSON): larger ones are refused before reading. 64 MiB holds ~300,000 samples of
+# test_evaluation.py's per-sample scores, far more than any ESConv set (the addition has 2,295).
+MAX_SCORE_BYTES = 64 << 20
+# per-sample entries that have a range (a value outside it is a damaged or hand-edited file)
+RANGES = {"rouge_l": (0.0, 1.0), "meteor": (0.0, 1.0), "cider": (0.0, 10.0), "nll": (0.0, math.inf)}
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -135,21 +144,41 @@ def ppl_reduce(sums: np.ndarray, n: int) -> np.ndarray:
     return np.exp(sums[..., 0] / sums[..., 1])
 
 
+def _rows_per_chunk(n: int) -> int:
+    return max(1, CHUNK_CELLS // max(1, n))
+
+
+def weight_chunks(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The rows of ``bootstrap_weights`` in consecutive blocks of at most CHUNK_CELLS numbers (the same rows:
+    the generator's stream does not depend on the block size), so memory stays bounded for any n."""
+    _check_count(resamples, "resamples")
+    rng = np.random.default_rng([seed, 0])
+    step = _rows_per_chunk(n)
+    for start in range(0, resamples, step):
+        k = min(step, resamples - start)
+        draws = rng.integers(0, n, size=(k, n))
+        flat = (draws + (np.arange(k) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=k * n).reshape(k, n).astype(np.float64)
+
+
 def bootstrap_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """[resamples, n] float counts: row r says how often each of the n samples is in bootstrap resample r
     (n draws with replacement). The same (n, resamples, seed) always gives the same rows."""
-    _check_count(resamples, "resamples")
-    rng = np.random.default_rng([seed, 0])
-    draws = rng.integers(0, n, size=(resamples, n))
-    flat = (draws + (np.arange(resamples) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+    return np.concatenate(list(weight_chunks(n, resamples, seed)))
+
+
+def mask_chunks(n: int, permutations: int, seed: int) -> Iterator[np.ndarray]:
+    """The rows of ``swap_masks`` in blocks of at most CHUNK_CELLS numbers."""
+    _check_count(permutations, "permutations")
+    rng = np.random.default_rng([seed, 1])
+    step = _rows_per_chunk(n)
+    for start in range(0, permutations, step):
+        yield (rng.random((min(step, permutations - start), n)) < 0.5).astype(np.float64)
 
 
 def swap_masks(n: int, permutations: int, seed: int) -> np.ndarray:
     """[permutations, n] 0/1 floats: 1 where approximate randomisation swaps the two systems' outputs."""
-    _check_count(permutations, "permutations")
-    rng = np.random.default_rng([seed, 1])
-    return (rng.random((permutations, n)) < 0.5).astype(np.float64)
+    return np.concatenate(list(mask_chunks(n, permutations, seed)))
 
 
 def _check_count(value: int, name: str) -> None:
@@ -197,9 +226,15 @@ def bootstrap_paired(a: ColumnStatistic, b: ColumnStatistic, *, resamples: int =
     ``bootstrap_weights`` to reuse across metrics (else drawn from ``seed``). Returns {"a", "b", "delta",
     "ci_low", "ci_high", "p"}."""
     _check_pair(a, b)
-    if weights is None:
-        weights = bootstrap_weights(a.n, resamples, seed)
-    deltas = b.on_weights(weights) - a.on_weights(weights)
+    chunks = [weights] if weights is not None else weight_chunks(a.n, resamples, seed)
+    return _boot_summary(a, b, np.concatenate([_boot_deltas(a, b, w) for w in chunks]), confidence)
+
+
+def _boot_deltas(a: ColumnStatistic, b: ColumnStatistic, weights: np.ndarray) -> np.ndarray:
+    return b.on_weights(weights) - a.on_weights(weights)
+
+
+def _boot_summary(a: ColumnStatistic, b: ColumnStatistic, deltas: np.ndarray, confidence: float) -> dict:
     low, high = percentile_interval(deltas, confidence)
     va, vb = a.value(), b.value()
     return {"a": va, "b": vb, "delta": vb - va, "ci_low": low, "ci_high": high, "p": bootstrap_p_value(deltas)}
@@ -211,15 +246,20 @@ def approximate_randomisation(a: ColumnStatistic, b: ColumnStatistic, *, permuta
     1/2 in each of ``permutations`` draws (``masks``: rows of ``swap_masks`` to reuse across metrics);
     ``p = (#{|delta_perm| >= |delta|} + 1) / (P + 1)``. Returns {"delta", "p"}."""
     _check_pair(a, b)
-    if masks is None:
-        masks = swap_masks(a.n, permutations, seed)
+    chunks = [masks] if masks is not None else mask_chunks(a.n, permutations, seed)
+    return _ar_summary(a, b, np.concatenate([_perm_deltas(a, b, m) for m in chunks]))
+
+
+def _perm_deltas(a: ColumnStatistic, b: ColumnStatistic, masks: np.ndarray) -> np.ndarray:
     diff = masks @ (b.columns - a.columns)  # what the swaps move from B to A
-    perm_a = a.reduce(a.columns.sum(axis=0) + diff, a.n)
-    perm_b = b.reduce(b.columns.sum(axis=0) - diff, b.n)
+    return b.reduce(b.columns.sum(axis=0) - diff, b.n) - a.reduce(a.columns.sum(axis=0) + diff, a.n)
+
+
+def _ar_summary(a: ColumnStatistic, b: ColumnStatistic, perm_deltas: np.ndarray) -> dict:
     observed = b.value() - a.value()
     threshold = abs(observed) * (1 - _TIE_TOLERANCE) - 1e-15
-    hits = int(np.count_nonzero(np.abs(perm_b - perm_a) >= threshold))
-    return {"delta": observed, "p": (hits + 1) / (masks.shape[0] + 1)}
+    hits = int(np.count_nonzero(np.abs(perm_deltas) >= threshold))
+    return {"delta": observed, "p": (hits + 1) / (perm_deltas.size + 1)}
 
 
 # ------------------------------------------------------------------------------------------ classifiers
@@ -350,12 +390,41 @@ class SystemMetric:
 
 
 def load_per_sample(path: str) -> dict:
-    """A ``.scores.json``'s per-sample scores: {"path", "ids", "per_sample", "scores"}; a file without them,
-    or with malformed ids, is refused with a UserError naming it."""
-    record = load_json(path, "scores record (the .scores.json of test_evaluation.py)")
+    """A score file's per-sample scores: {"path", "name", "ids", "per_sample", "scores"}, or {"path", "name",
+    "sets": {set: that}} for a study result file with several sets (s2/frequent: pick one with ``FILE#SET``, or
+    compare_files picks the set whose samples the other file holds). Reads test_evaluation.py's ``.scores.json``
+    and the study's result files (``results/<profile>/s2/...json``, named by their cell). A file larger than
+    MAX_SCORE_BYTES, or without per-sample scores, or with malformed ids, is refused with a UserError naming it."""
+    chosen = ""
+    if not os.path.exists(path) and "#" in path:  # FILE#SET
+        path, _, chosen = path.rpartition("#")
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_SCORE_BYTES:
+        raise UserError(f"{path}: {os.path.getsize(path) / 2 ** 20:.0f} MiB, more than the {MAX_SCORE_BYTES >> 20} "
+                        "MiB a score file may hold (about 300,000 samples); compare subsets of the samples")
+    record = load_json(path, "scores record (the .scores.json of test_evaluation.py or a study result file)")
     if not isinstance(record, dict):
         raise UserError(f"{path}: expected a JSON object (the .scores.json of test_evaluation.py), "
                         f"got {type(record).__name__}")
+    name = path  # a study result file is named by its cell
+    if isinstance(record.get("cell"), str) and isinstance(record.get("result"), dict):  # a study result file
+        name, record = record["cell"], record["result"]
+        if isinstance(record.get("sets"), dict) and "per_sample" not in record:
+            sets = {k: v for k, v in record["sets"].items() if isinstance(v, dict) and "per_sample" in v}
+            if not sets:
+                raise UserError(f"{path}: study cell {name} holds no per-sample generation scores (a stage-1 "
+                                "result: its comparison is the s1/compare cell)")
+            if chosen:
+                if chosen not in sets:
+                    raise UserError(f"{path}#{chosen}: no set {chosen!r} in cell {name}; sets: {', '.join(sets)}")
+                return _per_sample_of(path, f"{name}#{chosen}", sets[chosen])
+            return {"path": path, "name": name, "sets": {k: _per_sample_of(path, f"{name}#{k}", v)
+                                                         for k, v in sets.items()}}
+    if chosen:
+        raise UserError(f"{path}#{chosen}: only a study result file with several sets takes #SET")
+    return _per_sample_of(path, name, record)
+
+
+def _per_sample_of(path: str, name: str, record: dict) -> dict:
     per_sample = record.get("per_sample")
     if not isinstance(per_sample, dict):
         raise UserError(f"{path}: no per-sample scores (no 'per_sample' entry): written by an older "
@@ -367,10 +436,23 @@ def load_per_sample(path: str) -> dict:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{path}: per_sample.ids lists sample {dup!r} more than once")
     scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
-    return {"path": path, "ids": ids, "per_sample": per_sample, "scores": scores}
+    return {"path": path, "name": name, "ids": ids, "per_sample": per_sample, "scores": scores}
 
 
-def _numbers(path: str, key: str, value, n: int, width: Optional[int] = None) -> np.ndarray:
+def pick_set(loaded: dict, other: dict) -> dict:
+    """A file with several sets: the one whose samples ``other`` holds (refused when none or several fit)."""
+    if "sets" not in loaded:
+        return loaded
+    ids = set(other["ids"]) if "ids" in other else None
+    fits = [v for v in loaded["sets"].values() if ids is not None and set(v["ids"]) == ids]
+    if len(fits) != 1:
+        raise UserError(f"{loaded['path']}: cell {loaded['name']} holds the sets {', '.join(loaded['sets'])}; name one "
+                        f"as {loaded['path']}#SET")
+    return fits[0]
+
+
+def _numbers(path: str, key: str, value, n: int, width: Optional[int] = None,
+             bounds: tuple = (-math.inf, math.inf), integer: bool = False) -> np.ndarray:
     shape = (n,) if width is None else (n, width)
     what = f"{n} numbers" if width is None else f"{n} rows of {width} numbers"
     try:
@@ -380,6 +462,13 @@ def _numbers(path: str, key: str, value, n: int, width: Optional[int] = None) ->
     if x is None or x.shape != shape or not np.isfinite(x).all():
         got = "non-numbers" if x is None else (f"shape {list(x.shape)}" if x.shape != shape else "NaN or infinity")
         raise UserError(f"{path}: per_sample.{key}: expected {what} (one per id), got {got}")
+    low, high = bounds
+    bad = (x < low - 1e-9) | (x > high + 1e-9) | ((x != np.round(x)) if integer else False)
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        kind = "integers" if integer else "numbers"
+        raise UserError(f"{path}: per_sample.{key}[{', '.join(map(str, where))}] = {x[tuple(where)]:g}: expected "
+                        f"{kind} in [{low:g}, {high:g}] (a damaged or edited file)")
     return x
 
 
@@ -403,10 +492,14 @@ def system_metrics(loaded: dict, order: Sequence[str]) -> tuple:
         m = bleu.get("n", 4)
         if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= 4:
             raise UserError(f"{path}: per_sample.bleu.n: expected an integer 1..4, got {m!r}")
-        counts = {"correct": _numbers(path, "bleu.correct", bleu.get("correct"), n, m),
-                  "guess": _numbers(path, "bleu.guess", bleu.get("guess"), n, m),
-                  "hyp_len": _numbers(path, "bleu.hyp_len", bleu.get("hyp_len"), n),
-                  "ref_len": _numbers(path, "bleu.ref_len", bleu.get("ref_len"), n)}
+        counts = {k: _numbers(path, f"bleu.{k}", bleu.get(k), n, m if k in ("correct", "guess") else None,
+                              (0, math.inf), integer=True) for k in ("correct", "guess", "hyp_len", "ref_len")}
+        over = np.argwhere(counts["correct"] > counts["guess"])
+        if over.size:
+            i, k = over[0]
+            raise UserError(f"{path}: per_sample.bleu.correct[{i}, {k}] = {counts['correct'][i, k]:g} is more than "
+                            f"its guess {counts['guess'][i, k]:g} (matched n-grams cannot outnumber the hypothesis' "
+                            "n-grams: a damaged or edited file)")
         columns = bleu_columns(counts)[idx]
         for k in range(1, m + 1):
             metrics[f"Bleu_{k}"] = SystemMetric(ColumnStatistic(columns, bleu_reduce(k, m)), True,
@@ -415,14 +508,14 @@ def system_metrics(loaded: dict, order: Sequence[str]) -> tuple:
                             ("rouge_l", "ROUGE_L", "mean of per-sample ROUGE-L F"),
                             ("cider", "CIDEr", "mean of per-sample CIDEr (document frequencies of the full set)")):
         if ps.get(key) is not None:
-            values = _numbers(path, key, ps[key], n)[idx]
+            values = _numbers(path, key, ps[key], n, bounds=RANGES[key])[idx]
             metrics[name] = SystemMetric(mean_statistic(values), True, kind, 100.0)
     averaged = [k for k in ps if k not in LAYOUT_KEYS and _is_number_list(ps[k])]
     ignored = [k for k in ps if k not in LAYOUT_KEYS and k not in averaged and ps[k] is not None]
     if ps.get("nll") is not None and ps.get("tokens") is not None:
-        nll = _numbers(path, "nll", ps["nll"], n)[idx]
-        tokens = _numbers(path, "tokens", ps["tokens"], n)[idx]
-        if (tokens < 0).any() or tokens.sum() <= 0:
+        nll = _numbers(path, "nll", ps["nll"], n, bounds=RANGES["nll"])[idx]
+        tokens = _numbers(path, "tokens", ps["tokens"], n, bounds=(0, math.inf), integer=True)[idx]
+        if tokens.sum() <= 0:
             raise UserError(f"{path}: per_sample.tokens: expected token counts >= 0 with a positive sum")
         metrics["PPL"] = SystemMetric(ColumnStatistic(np.column_stack([nll, tokens]), ppl_reduce), False,
                                       "exp(sum nll / sum tokens) of the resample", 1.0)
@@ -433,6 +526,9 @@ def system_metrics(loaded: dict, order: Sequence[str]) -> tuple:
         metrics[key] = SystemMetric(mean_statistic(values), None, f"mean of per-sample {key}", 1.0)
     if ignored:
         notes.append(f"{path}: per_sample entries {ignored} are not lists of numbers; not compared")
+    if not metrics:
+        raise UserError(f"{path}: per_sample holds sample ids but no per-sample scores (bleu, rouge_l, cider, meteor, "
+                        "nll ...); nothing to compare")
     return metrics, notes
 
 
@@ -473,6 +569,10 @@ def compare_files(path_a: str, path_b: str, *, resamples: int = DEFAULT_RESAMPLE
     """Compare two ``.scores.json`` files sample by sample (see the module docstring); returns the JSON-ready
     result. Every check (files, ids, ``metrics`` names) runs before any resampling."""
     a, b = load_per_sample(path_a), load_per_sample(path_b)
+    if "sets" in a and "sets" in b:
+        raise UserError(f"{path_b}: both files hold several sets; name one as FILE#SET")
+    a, b = pick_set(a, b), pick_set(b, a)
+    path_a, path_b = a["path"], b["path"]
     order = align_ids(a, b)
     metrics_a, notes_a = system_metrics(a, order)
     metrics_b, notes_b = system_metrics(b, order)
@@ -493,19 +593,29 @@ def compare_files(path_a: str, path_b: str, *, resamples: int = DEFAULT_RESAMPLE
                             f"{common + untested}")
         common = [m for m in common if m in metrics]
         untested = [m for m in untested if m in metrics]
+    if not common and not untested:
+        raise UserError(f"{path_b}: shares no metric with {path_a} (A: {sorted(metrics_a) or 'none'}, B: "
+                        f"{sorted(metrics_b) or 'none'}); nothing to compare")
     if "METEOR" in common:
         notes.append("METEOR: A and B are means of segment scores, not the reported corpus METEOR")
     _check_reported(a, metrics_a, notes)
     _check_reported(b, metrics_b, notes)
 
     n = len(order)
-    weights = bootstrap_weights(n, resamples, seed)
-    masks = swap_masks(n, permutations, seed)
+    pairs = {name: (metrics_a[name].statistic, metrics_b[name].statistic) for name in common}
+    boot_deltas: Dict[str, list] = {name: [] for name in common}
+    perm_deltas: Dict[str, list] = {name: [] for name in common}
+    for weights in weight_chunks(n, resamples, seed):  # the same resamples for every metric, block by block
+        for name, (sa, sb) in pairs.items():
+            boot_deltas[name].append(_boot_deltas(sa, sb, weights))
+    for masks in mask_chunks(n, permutations, seed):
+        for name, (sa, sb) in pairs.items():
+            perm_deltas[name].append(_perm_deltas(sa, sb, masks))
     rows: Dict[str, dict] = {}
-    for name in common:
-        ma, mb = metrics_a[name], metrics_b[name]
-        boot = bootstrap_paired(ma.statistic, mb.statistic, confidence=confidence, weights=weights)
-        p_ar = approximate_randomisation(ma.statistic, mb.statistic, masks=masks)["p"]
+    for name, (sa, sb) in pairs.items():
+        ma = metrics_a[name]
+        boot = _boot_summary(sa, sb, np.concatenate(boot_deltas[name]), confidence)
+        p_ar = _ar_summary(sa, sb, np.concatenate(perm_deltas[name]))["p"]
         rows[name] = {"a": boot["a"], "b": boot["b"], "delta": boot["delta"], "ci_low": boot["ci_low"],
                       "ci_high": boot["ci_high"], "p_boot": boot["p"], "p_ar": p_ar,
                       "higher_is_better": ma.higher_is_better, "statistic": ma.kind, "scale": ma.scale,
@@ -514,7 +624,8 @@ def compare_files(path_a: str, path_b: str, *, resamples: int = DEFAULT_RESAMPLE
                       "delta": float(b["scores"][m]) - float(a["scores"][m]), "scale": 100.0,
                       "reason": "a ratio over all hypotheses' n-gram sets: cannot be resampled without the text, "
                                 "which is not stored"} for m in untested}
-    return {"a": path_a, "b": path_b, "n_samples": n, "resamples": int(resamples), "permutations": int(permutations),
+    return {"a": path_a, "b": path_b, "name_a": a["name"], "name_b": b["name"], "n_samples": n,
+            "resamples": int(resamples), "permutations": int(permutations),
             "seed": seed, "confidence": confidence, "alpha": ALPHA,
             "convention": "delta = B - A; higher is better except PPL (lower is better) and per-sample extras "
                           "(direction unknown); 'better' names a system only when both p < alpha",
@@ -546,7 +657,8 @@ def format_comparison(result: dict) -> str:
         table.append([name, _fmt(r["a"], r["scale"]), _fmt(r["b"], r["scale"]), _fmt(r["delta"], r["scale"]),
                       "not resampled", "-", "-"])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [f"A: {result['a']}", f"B: {result['b']}",
+    names = {k: (result.get(f"name_{k}", result[k]), result[k]) for k in ("a", "b")}
+    lines = [f"{k.upper()}: {name}" + (f" ({path})" if name != path else "") for k, (name, path) in names.items()] + [
              f"{result['n_samples']} samples; {result['resamples']} bootstrap resamples, {result['permutations']} "
              f"permutations, seed {result['seed']}; x100 except PPL and extras; * p < {result['alpha']:g}",
              "delta = B - A: positive = B better, except PPL (negative = B better)", ""]

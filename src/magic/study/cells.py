@@ -17,22 +17,110 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from magic.common.io_utils import atomic_write_json, load_json
+from magic.common.errors import UserError
+from magic.common.io_utils import atomic_write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock
+    fcntl = None
 
 DONE = "DONE"
 MARKER = ".magic_study_cell"  # only folders carrying it are ever removed
+LOCK = ".magic_study.lock"    # in the work root: one study at a time per work folder
+# what every result file holds (the study writes all of them; run_cell below)
+RECORD_FIELDS = {"cell": str, "key": str, "settings": dict, "deps": list, "wall_s": (int, float), "result": dict}
+# lists beside an ``ids`` list that hold one entry per id (stage 1's predictions, step 8's per-sample scores)
+PER_SAMPLE = ("pred", "correct", "rouge_l", "cider", "meteor", "nll", "tokens", "guess", "hyp_len", "ref_len")
+MAX_RESULT_BYTES = 64 << 20   # the largest committed result file is ~0.3 MB
 
 
 def settings_key(settings: dict, dep_keys: list[str]) -> str:
     blob = json.dumps({"settings": settings, "deps": dep_keys}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _finite(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(text)
+    return x
+
+
+def _not_a_number(text: str):
+    raise ValueError(text)
+
+
+def load_result(path: str, name: str | None = None) -> dict:
+    """A study result file, checked: JSON of at most MAX_RESULT_BYTES, every RECORD_FIELDS field with its type,
+    only finite numbers (no NaN, no infinity), the cell ``name`` when given, and per-sample lists that match
+    their ``ids`` (unique strings, one entry each). Anything else is a UserError naming the file: a result
+    file is what the tables are made of, so a damaged one is never read as done or reported (fix or delete
+    it; its cell then runs again)."""
+    fix = "fix or delete it (its cell then runs again)"
+    if os.path.getsize(path) > MAX_RESULT_BYTES:
+        raise UserError(f"{path}: {os.path.getsize(path)} bytes, more than a study result file holds "
+                        f"({MAX_RESULT_BYTES} at most); {fix}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.loads(f.read(), parse_float=_finite, parse_constant=_not_a_number)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {fix}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); {fix}") from None
+    except ValueError as e:
+        raise UserError(f"{path}: holds {e} where a finite number belongs; {fix}") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}: expected a study result record (a JSON object), got {type(rec).__name__}; {fix}")
+    for key, kind in RECORD_FIELDS.items():
+        if not isinstance(rec.get(key), kind) or isinstance(rec.get(key), bool):
+            what = "missing" if key not in rec else f"a {type(rec[key]).__name__}"
+            raise UserError(f"{path}: not a study result record: field {key!r} is {what}; {fix}")
+    if name is not None and rec["cell"] != name:
+        raise UserError(f"{path}: holds cell {rec['cell']!r}, not {name!r} (moved or edited); {fix}")
+    if rec["wall_s"] < 0:
+        raise UserError(f"{path}: wall_s {rec['wall_s']} is negative; {fix}")
+    _check_samples(path, rec["result"], "result", fix)
+    return rec
+
+
+def _check_samples(path: str, obj: Any, where: str, fix: str) -> None:
+    """Every object with an ``ids`` list: unique id strings, and each sibling list one entry per id."""
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_samples(path, v, f"{where}[{i}]", fix)
+        return
+    if not isinstance(obj, dict):
+        return
+    ids = obj.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+            raise UserError(f"{path}: {where}.ids: expected a list of distinct sample id strings; {fix}")
+        lists = {k: v for k, v in obj.items() if k in PER_SAMPLE}
+        if isinstance(obj.get("bleu"), dict):
+            lists.update({f"bleu.{k}": v for k, v in obj["bleu"].items() if k in PER_SAMPLE})
+        for key, value in lists.items():
+            if value is not None and (not isinstance(value, list) or len(value) != len(ids)):
+                raise UserError(f"{path}: {where}.{key}: expected one entry per id ({len(ids)}); {fix}")
+    for key, value in obj.items():
+        _check_samples(path, value, f"{where}.{key}", fix)
+
+
+def check_known_ids(path: str, ids: Iterable[str], known, what: str) -> None:
+    """Sample ids a result file lists must be samples of the data (an edited or foreign file is named)."""
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UserError(f"{path}: sample id {unknown[0]!r} (and {len(unknown) - 1} more) is not a {what} sample of "
+                        "the data: edited, or made from other data; delete it (its cell then runs again)")
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -118,11 +206,46 @@ class Study:
         return os.path.join(self.results_root, cell.name + ".json")
 
     def result(self, cell: Cell) -> dict | None:
+        """The cell's checked result record (load_result), or None: no file, or one made with other settings
+        or another profile (its key is not the cell's: the cell is not done, and running it replaces it)."""
         path = self.result_path(cell)
         if not os.path.exists(path):
             return None
-        rec = load_json(path, "study result file")
-        return rec if isinstance(rec, dict) and rec.get("key") == cell.key else None
+        rec = load_result(path, cell.name)
+        if rec["key"] != cell.key:
+            return None
+        if rec["settings"] != json.loads(json.dumps(cell.settings)):
+            raise UserError(f"{path}: carries the key {cell.key} of other settings than its own (edited); delete it "
+                            "(its cell then runs again)")
+        return rec
+
+    def check_targets(self, targets: list[str] | None) -> None:
+        """--only: every name must be a cell of this plan (checked before anything runs)."""
+        unknown = [t for t in targets or [] if t not in self.cells]
+        if unknown:
+            raise UserError(f"--only: {', '.join(unknown)}: no such cell in this profile's plan (see --plan; "
+                            f"e.g. {next(iter(self.cells))}, s1/majority)")
+
+    @contextmanager
+    def locked(self):
+        """Hold the work root's lock (flock: a kill releases it) while running; a second study on the same
+        work folder is refused at once, before it touches any cell folder."""
+        os.makedirs(self.work_root, exist_ok=True)
+        path = os.path.join(self.work_root, LOCK)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise UserError(f"{self.work_root}: another study is running on this work folder (pid {holder}); "
+                                    "wait for it to finish, or give this one another --work") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def done(self, cell: Cell) -> bool:
         return self.result(cell) is not None
@@ -133,6 +256,7 @@ class Study:
     # -- the plan
     def needed(self, targets: list[str] | None = None) -> list[Cell]:
         """Cells to run, in order: every cell not done, plus done cells whose files a cell to run needs."""
+        self.check_targets(targets)
         order = list(self.cells.values())
         want = {c.name for c in order if (targets is None or c.name in targets) and not self.done(c)}
         for c in reversed(order):  # dependencies of a cell to run must have their files
@@ -187,7 +311,13 @@ class Study:
     def run(self, targets: list[str] | None = None, on_done: Callable[[Cell, dict], Any] | None = None,
             jobs: int = 1) -> None:
         """Run the needed cells, up to ``jobs`` at a time (a cell starts when its dependencies are done). A
-        failing cell stops new starts; the cells already running finish, then the error is raised."""
+        failing cell stops new starts; the cells already running finish, then the error is raised. The work
+        folder is locked throughout (a second study on it is refused)."""
+        self.check_targets(targets)  # before the lock: a typo is told at once
+        with self.locked():
+            self._run(targets, on_done, jobs)
+
+    def _run(self, targets, on_done, jobs) -> None:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         from tqdm import tqdm

@@ -3,6 +3,8 @@ dependencies. Cell names are the result files' names under results/<profile>/ (a
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 
 from magic.study import stage1, stage2
@@ -52,7 +54,9 @@ def _estimates(p: Profile) -> dict[str, float]:
         "small": 20}.items()}
 
 
-def build_study(profile: Profile, work_root: str, results_root: str, log=print) -> Study:
+def build_study(profile: Profile, work_root: str, results_root: str, log=print, data: dict | None = None) -> Study:
+    """``data``: the data cell's settings, when the data folder is not here to fingerprint (a report checks the
+    result files' keys against the fingerprint the results record: load_data_settings)."""
     p, est = profile, _estimates(profile)
     s = p.settings()
     cells: list[Cell] = []
@@ -66,7 +70,7 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
 
     llm_keys = ("llm", "llm_dtype", "llm_new_tokens", "device")
     # -- stage 1
-    add("data", stage1.prepare_data, {"source": "shared", "files": _data_fingerprint()}, estimate=est["data"])
+    add("data", stage1.prepare_data, data or {"source": "shared", "files": data_fingerprint()}, estimate=est["data"])
     add("llm", stage1.base_llm, pick("llm"), ["data"], est["llm"])
     add("prompts", stage1.build_prompts, pick("lora_train_pairs", "valid_subset", "test_subset", "test_all_subset"), ["data"],
         est["prompts"])
@@ -132,13 +136,38 @@ def build_study(profile: Profile, work_root: str, results_root: str, log=print) 
     return Study(cells, work_root, results_root, log=log)
 
 
-def _data_fingerprint() -> dict:
-    """Sizes of the shared files step 0 copies (a changed data folder gives every cell a new key)."""
+# The committed results/cpu cells were keyed when the fingerprint was the files' sizes. Their data is the content
+# with this digest (sha256 of the sha256 digests of magic.study.data.DATA_FILES; checked 2026-12-07 on ../shared/data/esconv, the copy
+# they ran on, whose sizes and sample counts results/cpu/data.json records): that content keeps its size
+# fingerprint, so their keys stay valid. Any other content -- a same-size edit too -- is keyed by its digests.
+SIZE_KEYED = {"1f6193f33ee9865a417f672672ecc503de9ee379d04a86d0c126f5d81d63bdc4": {
+    "reconstructed/train.txt": 4095300, "magic/valid.txt": 1232324, "magic/test.txt": 1263972,
+    "magic/motivations_4_LLaMA.json": 2377092}}
+
+
+def _sha256(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint() -> dict:
+    """The content of the shared files step 0 copies: {file: sha256} (a changed byte gives every cell a new
+    key), or the size fingerprint of SIZE_KEYED for the content the committed results were made from."""
     from magic.study.data import DATA_FILES, data_dir
 
-    root = data_dir()
-    out = {}
-    for rel in DATA_FILES.values():
-        path = os.path.join(root, rel)
-        out[rel] = os.path.getsize(path) if os.path.exists(path) else None
-    return out
+    digests = {rel: _sha256(os.path.join(data_dir(), rel)) for rel in DATA_FILES.values()}
+    combined = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    return dict(SIZE_KEYED.get(combined, digests))
+
+
+def load_data_settings(results_root: str) -> dict | None:
+    """The data cell's settings recorded in ``results_root`` (checked by load_result), or None."""
+    from magic.study.cells import load_result
+
+    path = os.path.join(results_root, "data.json")
+    return load_result(path, "data")["settings"] if os.path.exists(path) else None

@@ -2,13 +2,14 @@
 file), with the plot of predicted against gold strategy distributions beside it."""
 from __future__ import annotations
 
-import glob
 import os
 import statistics
 
-from magic.common.io_utils import atomic_save_figure, atomic_write_text, load_json
+from magic.common.errors import UserError
+from magic.common.io_utils import atomic_save_figure, atomic_write_text
 from magic.esconv.dialogues import STRATEGIES
-from magic.metric.significance import f1_per_class
+from magic.metric.significance import ALPHA, f1_per_class
+from magic.study.cells import Study
 
 S1_ROWS = [("s1/majority", "majority class"), ("s1/zero_shot", "base LLM, zero-shot (released prompt)"),
            ("s1/lora_label/eval", "LoRA, label only"), ("s1/lora_motivation/eval", "LoRA, ChatGPT motivations (MAGIC)")]
@@ -29,13 +30,18 @@ PAPER_NOTE = ("The paper's own numbers (ECML-PKDD 2024, LNAI 14945: the automati
 PAPER: dict[str, tuple[float, str]] = {}
 
 
-def load_results(results_root: str) -> dict[str, dict]:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(results_root, "**", "*.json"), recursive=True)):
-        rec = load_json(path, "study result file")
-        if isinstance(rec, dict) and "cell" in rec and "result" in rec:
-            out[rec["cell"]] = rec
-    return out
+def load_results(study: Study) -> tuple[dict[str, dict], list[str]]:
+    """({cell: record} of the study's cells whose result file carries the cell's key, [cells whose file was made
+    with other settings or another profile]); a damaged file is refused (cells.load_result), never reported."""
+    res, foreign = {}, []
+    for cell in study.cells.values():
+        if os.path.exists(study.result_path(cell)):
+            rec = study.result(cell)
+            if rec is None:
+                foreign.append(cell.name)
+            else:
+                res[cell.name] = rec
+    return res, foreign
 
 
 def _pct(x) -> str:
@@ -175,75 +181,214 @@ def table2(res: dict) -> list[str]:
                        f" | {_mean_std(ppl, 1.0) if ppl else '–'} | {distinct} of {n} |")
         out.append("")
     if "s2/compare" in res:
-        out += ["**Each system against MAGIC** (seed 0 of each, the same samples; Δ = other − MAGIC, x100, "
-                "95 % paired-bootstrap interval; p: paired bootstrap / approximate randomisation)", ""]
-        comp = res["s2/compare"]["result"]
         metrics = [m for m, _ in METRICS if not m.startswith("Distinct")] + ["PPL"]
-        out += ["| comparison | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for label, c in comp.items():
+        out += ["**Each system against MAGIC** (seed 0 of each, the same samples): Δ = other − MAGIC (x100; PPL as it "
+                f"is, lower is better); **bold** where both the paired bootstrap and approximate randomisation give "
+                f"p < {ALPHA:g}, the rest plain. Intervals and p-values: `results/<profile>/s2/compare.json`, or "
+                "`python compare_results.py A B` on two result files.", "",
+                "| comparison | " + " | ".join(h for m, h in METRICS if m in metrics) + " | PPL |",
+                "|---" * (len(metrics) + 1) + "|"]
+        for label, c in res["s2/compare"]["result"].items():
             system, set_name = label.split("@")
             cells = []
             for m in metrics:
                 d = c.get("metrics", {}).get(m)
-                if not d:
-                    cells.append("–")
-                    continue
-                scale = 1.0 if m == "PPL" else 100.0
-                cells.append(f"{scale * d['delta']:+.2f} [{scale * d['ci_low']:+.2f}, {scale * d['ci_high']:+.2f}] "
-                             f"p {_p(d['p_boot'])}/{_p(d['p_ar'])}")
+                text = "–" if not d else f"{(1.0 if m == 'PPL' else 100.0) * d['delta']:+.2f}"
+                cells.append(f"**{text}**" if d and _significant(d) else text)
             out.append(f"| {system} vs MAGIC ({set_name}) | " + " | ".join(cells) + " |")
         out.append("")
     return out
 
 
-def _verdict(d: dict | None, higher_is_better: bool = True) -> str:
+def _significant(d: dict) -> bool:
+    return d["p_boot"] < ALPHA and d["p_ar"] < ALPHA
+
+
+MIN_DISTINCT = 0.5  # a generator is degenerate when fewer than half of its samples get a distinct response
+RULE = ("**Verdict rule.** A claim gets a verdict only when (1) every system it compares is non-degenerate: a "
+        "strategy classifier beats the majority class's accuracy and predicts more than one strategy; a generator "
+        f"gives distinct responses to at least {MIN_DISTINCT:.0%} of the samples and beats the most frequent "
+        "training response on BLEU-2, on every seed; and (2) the comparison accounts for every seed of both "
+        "systems: the seed-0 paired test is significant (bootstrap interval excludes 0, both p < "
+        f"{ALPHA:g}) and every seed of the better system beats every seed of the other. Otherwise the claim is "
+        "*not testable at this scale*, and the report says why.")
+# (label in s2/compare, claim, cells of the other system: "<system>/seed*/<set>_<source>", sign: + when other > MAGIC
+#  supports the claim)
+S2_CLAIMS = (("no_memory@test_all", "The strategy memory improves responses", "no_memory", "test_all_inferred", -1),
+             ("no_aux@test_all", "The auxiliary strategy loss improves responses", "no_aux", "test_all_inferred", -1),
+             ("wrong@test_all", "The generator follows the strategy it is given", "magic", "test_all_wrong_inferred", -1),
+             ("gold@test_all", "Better strategies give better responses (oracle)", "magic", "test_all_gold", 1))
+CLAIM_METRIC = "Bleu_2"
+
+
+def _seed_cells(res: dict, system: str, suffix: str) -> dict[str, dict]:
+    """{seed: result} of the evaluation cells s2/<system>/seed<k>/<suffix>."""
+    out = {}
+    for c, rec in res.items():
+        parts = c.split("/")
+        if len(parts) == 4 and parts[1] == system and parts[3] == suffix:
+            out[parts[2][4:]] = rec["result"]
+    return out
+
+
+def _degenerate(results: dict[str, dict], frequent: float | None) -> list[str]:
+    """Why the seeds of one generator are degenerate ([] when they are not)."""
+    why = []
+    few = {k: r for k, r in results.items() if r["distinct_responses"] < MIN_DISTINCT * r["n"]}
+    if few:
+        n = next(iter(results.values()))["n"]
+        why.append("/".join(str(r["distinct_responses"]) for r in results.values()) + f" distinct of {n}")
+    if frequent is not None and any(r["scores"].get(CLAIM_METRIC, 0) <= frequent for r in results.values()):
+        why.append("not above the most frequent response")
+    return why
+
+
+def _fmt_delta(d: dict | None, scale: float = 100.0) -> str:
     if not d:
-        return "not measured yet"
-    lo, hi = d["ci_low"], d["ci_high"]
-    if lo > 0 or hi < 0:
-        better = (lo > 0) == higher_is_better
-        return "supported at this scale" if better else "contradicted at this scale"
-    return "not separable at this scale (the interval contains 0)"
+        return "–"
+    return (f"{scale * d['delta']:+.2f} [{scale * d['ci_low']:+.2f}, {scale * d['ci_high']:+.2f}], "
+            f"p {_p(d.get('p_boot', d.get('p')))}")
+
+
+def _stage1_claim(res: dict) -> tuple[str, str]:
+    """(line, verdict) of "motivations improve strategy inference" (valid macro-F1; test is checked too)."""
+    comp = res.get("s1/compare", {}).get("result", {})
+    d = comp.get("valid", {}).get("macro_f1")
+    head = (f"- **Motivations improve strategy inference** (LoRA on ChatGPT motivations − label only, valid "
+            f"macro-F1, x100): {_fmt_delta(d)}")
+    cells = ("s1/majority", "s1/lora_label/eval", "s1/lora_motivation/eval")
+    if not d or not all(c in res for c in cells):
+        return head + ": not measured yet.", "not measured"
+    sets = {c: res[c]["result"]["sets"] for c in cells}
+    why = []
+    for name in ("valid", "test"):
+        base = sets["s1/majority"][name]["accuracy"]
+        weak = [c.split("/")[1] for c in cells[1:] if sets[c][name]["accuracy"] <= base
+                or len(set(sets[c][name]["pred"])) < 2]
+        if weak:
+            why.append(f"on {name}, {' and '.join(weak)} do not beat the majority class ({100 * base:.1f} % accuracy)")
+    seeds = {res[c]["result"]["seed"] for c in ("s1/lora_label/train", "s1/lora_motivation/train") if c in res}
+    valid_ok = not any(w.startswith("on valid") for w in why)
+    if not valid_ok:
+        verdict = "not testable at this scale"
+    elif d["ci_low"] > 0 and d.get("p_ar", 0) < ALPHA:
+        verdict = "supported at this scale"
+    elif d["ci_high"] < 0 and d.get("p_ar", 0) < ALPHA:
+        verdict = "contradicted at this scale"
+    else:
+        verdict = "not separable at this scale"
+    note = f" ({'; '.join(why)}: test gives no verdict)" if valid_ok and why else (f" ({'; '.join(why)})" if why else "")
+    return (head + f"; one seed of each (seed {', '.join(map(str, sorted(seeds)))}, all the profile trains): "
+            f"**{verdict}**{note}."), verdict
 
 
 def claims(res: dict) -> list[str]:
-    """One line per claim of the paper, read off the result files (interval of the difference, p-value)."""
-    out = ["## The paper's claims at this scale", ""]
-    c1 = res.get("s1/compare", {}).get("result", {}).get("valid")
-    d1 = c1 and c1.get("macro_f1")
-    out.append(f"- **Motivations improve strategy inference** (LoRA on ChatGPT motivations vs label only, valid "
-               f"macro-F1): {_delta(d1) if d1 else '–'}; McNemar p {_p(c1['mcnemar']['p']) if c1 else '–'}: "
-               f"{_verdict(d1)}.")
+    """The paper's claims with a verdict only where the rule (RULE) allows one; the reason a claim is not
+    testable is said once for the claims it applies to."""
+    out = ["## The paper's claims at this scale", "", RULE, ""]
+    line, _ = _stage1_claim(res)
+    out.append(line)
     comp = res.get("s2/compare", {}).get("result", {})
-    # MAGIC's own seed-to-seed spread on the addition: a one-seed comparison smaller than it carries no claim
-    seeds = [r["result"]["scores"].get("Bleu_2") for c, r in res.items()
-             if c.startswith("s2/magic/seed") and c.endswith("/test_all_inferred")]
-    seeds = [v for v in seeds if v is not None]
-    spread = statistics.stdev(seeds) if len(seeds) > 1 else None
-    for label, text, metric, sign in (("no_memory@test_all", "The strategy memory improves responses", "Bleu_2", -1),
-                                      ("no_aux@test_all", "The auxiliary strategy loss improves responses", "Bleu_2", -1),
-                                      ("wrong@test_all", "The generator follows the strategy it is given", "Bleu_2", -1),
-                                      ("gold@test_all", "Better strategies give better responses (oracle)", "Bleu_2", 1),
-                                      ("frequent@test_all", "MAGIC beats the most frequent response", "Bleu_2", -1)):
-        d = comp.get(label, {}).get("metrics", {}).get(metric)
-        shown = f"{100 * d['delta']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p {_p(d['p_boot'])}" \
-            if d else "–"
-        # the comparison is other - MAGIC: the claim holds when MAGIC is better, i.e. the delta is negative
-        caveat = ""
-        fixed = res.get("s2/frequent", {}).get("result", {}).get("sets", {}).get("test_all", {}).get("scores", {})
-        if label.startswith("frequent@") and fixed.get(metric) is not None and seeds:
-            if min(seeds) > fixed[metric]:  # a baseline without seeds: every MAGIC seed beats it, or not
-                caveat = f" (every one of MAGIC's {len(seeds)} seeds beats it)"
-        elif d and spread is not None and spread > abs(d["delta"]):
-            caveat = (f" — but MAGIC's own BLEU-2 varies by ± {100 * spread:.2f} (std over {len(seeds)} seeds) on "
-                      "this set, more than this seed-0 difference: it says more about seed 0 than about the system")
-        out.append(f"- **{text}** (BLEU-2 on the test-dialogue addition, other − MAGIC): {shown}: "
-                   f"{_verdict(d, higher_is_better=sign > 0)}{caveat}.")
+    frequent = res.get("s2/frequent", {}).get("result", {}).get("sets", {}).get("test_all", {}).get("scores", {})
+    base = frequent.get(CLAIM_METRIC)
+    magic = _seed_cells(res, "magic", "test_all_inferred")
+    shared = _degenerate(magic, base)
+    degenerate, one_seed = {}, []
+    for label, text, system, suffix, sign in S2_CLAIMS:
+        other = _seed_cells(res, system, suffix)
+        d = comp.get(label, {}).get("metrics", {}).get(CLAIM_METRIC)
+        if not other or not magic or not d:
+            out.append(f"- **{text}**: not measured yet.")
+            continue
+        tags = []
+        own = _degenerate(other, base) if suffix == "test_all_inferred" else []
+        if own:
+            degenerate[system] = own
+        if shared or own:
+            tags.append("degenerate generators")
+        if set(other) != set(magic):
+            tags.append(f"seed {', '.join(sorted(other))} only")
+            one_seed.append(text)
+        if tags:
+            verdict = "not testable at this scale"
+        else:
+            a = [r["scores"][CLAIM_METRIC] for r in magic.values()]
+            b = [r["scores"][CLAIM_METRIC] for r in other.values()]
+            apart = min(b) > max(a) or max(b) < min(a)
+            if not (_significant(d) and apart and (d["ci_low"] > 0 or d["ci_high"] < 0)):
+                verdict = "not separable at this scale"
+            else:
+                verdict = "supported at this scale" if (d["delta"] > 0) == (sign > 0) else "contradicted at this scale"
+        out.append(f"- **{text}** (BLEU-2 on the test-dialogue addition, other − MAGIC, seed 0, x100: "
+                   f"{_fmt_delta(d)}): **{verdict}**" + (f" ({'; '.join(tags)})" if tags else "") + ".")
+    why = []
+    if shared or degenerate:
+        counts = "; ".join(f"{s}: {', '.join(w)}" for s, w in {"MAGIC": shared, **degenerate}.items() if w)
+        why.append(f"*Degenerate generators* ({counts}, on the addition's samples; the rule asks for "
+                   f"{MIN_DISTINCT:.0%} distinct): they answer almost every context with one of a handful of "
+                   "responses, so a difference between two of them measures which stock phrases a seed settled on, "
+                   "not the strategy memory, the auxiliary loss or the strategy given.")
+    if one_seed and len(magic) > 1:
+        spread = statistics.stdev(r["scores"][CLAIM_METRIC] for r in magic.values())
+        why.append(f"*One seed* ({len(one_seed)} claims): the other system was evaluated with seed 0 only, so the "
+                   f"comparison is MAGIC's seed 0 against it, while MAGIC's own BLEU-2 varies by ± {100 * spread:.2f} "
+                   f"(std over its {len(magic)} seeds).")
+    if why:
+        out += ["", "Why not testable at this scale: " + " ".join(why)]
+    if base is not None and magic:
+        beats = all(r["scores"][CLAIM_METRIC] > base for r in magic.values())
+        out += ["", f"Sanity check: {'every' if beats else 'not every'} one of MAGIC's {len(magic)} seeds beats the most "
+                f"frequent training response on BLEU-2 ({100 * base:.2f}) on the addition."]
     out += ["", "What it would take to settle each claim: the same cells with the paper's models "
-            "(`--profile paper`, one GPU with Llama-2-7b and bart-base) and three or more seeds; at this scale an "
-            "interval that contains 0 says the difference is smaller than what these models and sample sizes can "
-            "resolve, not that there is none.", "", PAPER_NOTE, ""]
+            "(`--profile paper`, one GPU with Llama-2-7b and bart-base) and every system with three or more seeds.",
+            "", PAPER_NOTE, ""]
     return out
+
+
+def _llm_name(res: dict) -> str:
+    model = res.get("llm", {}).get("result", {}).get("model", "the LLM")
+    return {"smollm2": "SmolLM2-135M-Instruct", "tiny": "a tiny random Llama", "local": "the local LLM"}.get(model, model)
+
+
+def _bart_name(res: dict) -> str:
+    r = res.get("bart", {}).get("result", {})
+    if "d_model" not in r:
+        return "BART"
+    pre = res.get("pretrain", {}).get("result", {}).get("pretrained")
+    return (f"a small BART: d_model {r['d_model']}, {r['layers']}+{r['layers']} layers"
+            + (", denoising pre-trained on the training utterances only" if pre else ", random init"))
+
+
+def headline(res: dict) -> list[str]:
+    """Three sentences read off the result files: stage 1, stage 2, and what the profile can and cannot show."""
+    sets = {c: res[c]["result"]["sets"] for c in ("s1/majority", "s1/lora_label/eval", "s1/lora_motivation/eval")
+            if c in res}
+    sentences = []
+    if len(sets) == 3:
+        acc = {c: 100 * v["test"]["accuracy"] for c, v in sets.items()}
+        d = res.get("s1/compare", {}).get("result", {}).get("valid", {}).get("macro_f1")
+        below = acc["s1/lora_motivation/eval"] <= acc["s1/majority"]
+        sentences.append(
+            f"Stage 1 ({_llm_name(res)} with LoRA): training on the ChatGPT motivations instead of the label alone "
+            + (f"changes valid macro-F1 by {100 * d['delta']:+.1f} points [{100 * d['ci_low']:+.1f}, "
+               f"{100 * d['ci_high']:+.1f}], " if d else "")
+            + f"but on the {sets['s1/majority']['test']['n']} released test samples the motivation LoRA's accuracy ({acc['s1/lora_motivation/eval']:.1f} %) "
+            + ("is not above" if below else "is above")
+            + f" the majority class ({acc['s1/majority']:.1f} %).")
+    magic = _seed_cells(res, "magic", "test_inferred")
+    if magic:
+        n = next(iter(magic.values()))["n"]
+        counts = sorted(r["distinct_responses"] for r in magic.values())
+        degenerate = counts[0] < MIN_DISTINCT * n
+        sentences.append(
+            f"Stage 2 ({_bart_name(res)}): MAGIC's {len(magic)} seeds give {counts[0]}–{counts[-1]} distinct "
+            f"responses to the {n} test samples, " + ("so the generators are degenerate and none of the paper's "
+                                                      "generation claims is testable at this scale."
+                                                      if degenerate else "enough for the claims to be tested."))
+    sentences.append("These runs check that every cell of the pipeline works end to end on the real data and give "
+                     "the measured cost of each step; they are not evidence for or against the paper, which needs "
+                     "`--profile paper`.")
+    return [" ".join(sentences), ""]
 
 
 def sizing(res: dict) -> list[str]:
@@ -311,20 +456,32 @@ def wall_times(res: dict) -> list[str]:
     return out
 
 
-def write_report(results_root: str, output: str, profile: str) -> str:
-    res = load_results(results_root)
+def write_report(study: Study, output: str, profile: str, log=print) -> str:
+    """RESULTS.md for ``profile`` from the result files of ``study`` (their keys checked). Refused, with nothing
+    written, when the results folder does not exist or holds none of the profile's cells."""
+    root = study.results_root
+    if not os.path.isdir(root):
+        raise UserError(f"{root}: no such results folder; nothing written (check --results)")
+    res, foreign = load_results(study)
+    if not res:
+        raise UserError(f"{root}: holds none of profile {profile}'s result files"
+                        + (f" ({len(foreign)} made with other settings or another profile)" if foreign else "")
+                        + "; nothing written (check --results and --profile)")
+    if foreign:
+        log(f"note: {len(foreign)} result files in {root} were made with other settings or another profile and are "
+            f"not reported: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}")
     plot = plot_distribution(res, os.path.join(os.path.dirname(output), f"results_{profile}_strategy_distribution.png"))
-    lines = [f"# Results — profile `{profile}`", "",
+    lines = [f"# Results — profile `{profile}`", ""] + headline(res) + [
              f"Generated by `python scripts/reproduce.py --profile {profile} --report` from the result files in "
-             f"`{os.path.relpath(results_root, os.path.dirname(os.path.abspath(output)))}` "
+             f"`{os.path.relpath(root, os.path.dirname(os.path.abspath(output)))}` "
              "(never typed by hand; rerunning gives the same file). The command that produces them: "
-             f"`bash scripts/reproduce.sh {profile}`.", ""]
+             f"`bash scripts/reproduce.sh {profile}`. Wall times and sizing: the appendix.", ""]
     lines += table1(res)
     if plot:
         lines += [f"![predicted against gold strategy distribution]({os.path.basename(plot)})", ""]
     lines += table2(res)
     lines += claims(res)
-    lines += sizing(res)
-    lines += wall_times(res)
+    lines += ["## Appendix", ""]
+    lines += ["#" + line if line.startswith("## ") else line for line in sizing(res) + wall_times(res)]
     atomic_write_text(output, "\n".join(lines))
     return output

@@ -19,7 +19,7 @@ from magic.esconv.dialogues import STRATEGIES, parse_strategy, strategy_id
 from magic.llm.prompts import llama_prompt
 from magic.llm.report import strategy_metrics
 from magic.llm.sft import top_layers_target
-from magic.study.cells import bf16_units
+from magic.study.cells import bf16_units, check_known_ids
 from magic.study.data import data_dir, evenly_spaced, python, run_logged, split_samples
 from magic.study.profiles import Profile
 
@@ -215,9 +215,11 @@ def compare_lora(ctx, profile: Profile, a: str, b: str) -> dict:
     out = {}
     ra, rb = ctx.dep_result(a)["sets"], ctx.dep_result(b)["sets"]
     for name in EVAL_SETS:
+        gold = gold_labels(ctx, name)
+        for cell, r in ((a, ra), (b, rb)):
+            check_known_ids(ctx.study.result_path(ctx.study.cells[cell]), r[name]["ids"], gold, name)
         if ra[name]["ids"] != rb[name]["ids"]:
             raise ValueError(f"{a} and {b} were scored on different {name} samples")
-        gold = gold_labels(ctx, name)
         g = [gold[i] for i in ra[name]["ids"]]
         out[name] = compare_classifiers(g, ra[name]["pred"], rb[name]["pred"], resamples=profile.bootstrap,
                                         permutations=profile.bootstrap, seed=0)
