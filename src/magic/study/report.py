@@ -9,6 +9,7 @@ from magic.common.errors import UserError
 from magic.common.io_utils import atomic_save_figure, atomic_write_text
 from magic.esconv.dialogues import STRATEGIES
 from magic.metric.significance import ALPHA, f1_per_class
+from magic.study.anchors import anchor_lines
 from magic.study.cells import Study
 
 S1_ROWS = [("s1/majority", "majority class"), ("s1/zero_shot", "base LLM, zero-shot (released prompt)"),
@@ -481,6 +482,9 @@ def write_report(study: Study, output: str, profile: str, log=print) -> str:
         lines += [f"![predicted against gold strategy distribution]({os.path.basename(plot)})", ""]
     lines += table2(res)
     lines += claims(res)
+    lines += ["## Published numbers to aim at", "",
+              "The nearest published figures (from `src/magic/study/anchors.py`, the one place that holds them, "
+              "each with where it was read and what differs from this setting):", ""] + anchor_lines() + [""]
     lines += ["## Appendix", ""]
     lines += ["#" + line if line.startswith("## ") else line for line in sizing(res) + wall_times(res)]
     atomic_write_text(output, "\n".join(lines))
