@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.scripts import script_env as chat_env
+
 REPO = Path(__file__).resolve().parents[1]
 FILL = (3, 0, 2, 0, 1, 0, 4, 0)  # entries put in the 8 memory slots
 
@@ -41,13 +43,6 @@ def make_tiny_llm(tmp: str | os.PathLike) -> str:
     from magic.testing.make_small_llm import make_tiny_llama
 
     return make_tiny_llama(tmp)
-
-
-def chat_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout's package, not an installed one
-    return env
 
 
 def run_chat(args: list[str], stdin: str = "", timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:

@@ -1,6 +1,5 @@
 """chat.py's input and output: --input not UTF-8 and --output unwritable are one line before any work; bytes typed at
 the terminal that are not UTF-8 are refused with the byte and the chat goes on."""
-import importlib.util
 import json
 import os
 import random
@@ -9,22 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.scripts import load_script as _script, script_env as _env
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script(rel, name=None):
-    spec = importlib.util.spec_from_file_location(name or Path(rel).stem + "_r3b", REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _env(**extra):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
-    env.update(extra)
-    return env
 
 
 def _dialogue_file(path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.chat_fixtures import read_until as _read_until
+from tests.scripts import script_env as _env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,13 +121,6 @@ def test_web_chat_removes_the_folder_of_a_server_killed_with_sigkill(tmp_path, m
         assert not left.exists() and os.path.isdir(files.folder)
     finally:
         files.close()
-
-
-def _env(**extra):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
-    env.update(extra)
-    return env
 
 
 def _pty_session(ckpt, home, extra, lines):

@@ -1,6 +1,5 @@
 """API keys: any key is scrubbed from messages, every fragment of it; a key that cannot be an HTTP header value is
 refused before the first request, showing no part of it (step 1, step 5 and the chat)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pytest
 from magic.common.errors import UserError
 from magic.testing.openai_stub import StubServer
 from tests.dialogues import make_dialogue
+from tests.scripts import load_script as _script
 
 
 @pytest.mark.parametrize("key", ["abc1234", "k3y", "sk-12", "a-very-long-key-0123456789"])
@@ -21,13 +21,6 @@ def test_api_keys_of_any_length_are_scrubbed(key):
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script(rel, name=None):
-    spec = importlib.util.spec_from_file_location(name or Path(rel).stem + "_r3b", REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _dialogue_file(path):

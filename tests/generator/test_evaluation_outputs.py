@@ -1,7 +1,6 @@
 """Evaluation outputs: one name per run folder and checkpoint, claimed for the whole evaluation (a second evaluation of
 the same checkpoint is refused before it decodes), and a partial file's malformed lines skipped with file and line,
 then decoded again."""
-import importlib.util
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import pytest
 
 from magic.common.errors import OutputExistsError
 from magic.generator import evaluation as ev
+from tests.scripts import load_script as _script, script_env as _env
 
 
 def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
@@ -52,20 +52,6 @@ def test_eval_output_is_unique_per_run_folder_and_checkpoint(tmp_path):
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script(rel, name=None):
-    spec = importlib.util.spec_from_file_location(name or Path(rel).stem + "_r3b", REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _env(**extra):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
-    env.update(extra)
-    return env
 
 
 def _test_records(n_dialogues):

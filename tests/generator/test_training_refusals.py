@@ -1,7 +1,6 @@
 """Training refuses what cannot be what the user meant, with one line and no run folder: a BART without tokenizer files
 or with a vocabulary of another model, records of another split, bad flags; --resume honours more epochs and refuses
 other changes by name."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,15 +9,9 @@ import pytest
 
 from magic.common.errors import UserError
 from tests.bart_fixtures import records_with_ids as _records
+from tests.scripts import load_script as _script
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script(rel):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

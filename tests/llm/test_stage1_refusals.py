@@ -2,7 +2,6 @@
 folder without tokenizer, prompts too long, empty splits, files of another split, short ids sidecars, prompt ids
 unknown to the gold file; a full disk while collecting motivations is one error."""
 import errno
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,9 @@ import pytest
 
 from magic.common.errors import UserError
 from tests.dialogues import make_dialogue
+from tests.scripts import load_script as _script
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _script(rel):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _dialogue(i):

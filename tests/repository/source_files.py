@@ -1,5 +1,4 @@
 """The repository's Python sources and its scripts, for tests that read or load them."""
-import importlib.util
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,10 +18,3 @@ def _sources():
                 if f.endswith(".py"):
                     yield os.path.join(folder, f)
 
-
-def _load_script(rel: str):
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(rel))[0],
-                                                  os.path.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

@@ -12,7 +12,7 @@ import pytest
 
 from magic.common.errors import EXIT_BAD_INPUT, EXIT_USER_ERROR, UserError, run_main
 from tests.chat_fixtures import make_tiny_checkpoint, run_chat
-from tests.repository.source_files import _load_script
+from tests.scripts import load_script as _load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

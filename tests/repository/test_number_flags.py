@@ -1,9 +1,9 @@
 """Numeric flags are checked at parse time: counts below one, lengths below two, NaN and infinities are refused with
 argparse's message and exit code 2."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tests.scripts import load_script as _script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,13 +28,6 @@ def test_negative_or_zero_counts_are_refused_at_parse_time(script, argv, capsys)
     with pytest.raises(SystemExit) as e:
         parse().parse_args(argv) if parse else mod.parse_args(argv)
     assert e.value.code == 2 and "invalid value" in capsys.readouterr().err
-
-
-def _script(rel, name=None):
-    spec = importlib.util.spec_from_file_location(name or Path(rel).stem + "_r3", REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("script,argv", [

@@ -1,7 +1,6 @@
 """Steps whose flags come from one typed config (magic.common.settings): ``--help`` answers without importing
 torch or transformers, stays short, shows each default once, and the parser's defaults are the config's."""
 import dataclasses
-import importlib.util
 import json
 import re
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from magic.common.settings import defaults
+from tests.scripts import load_script as _load_script
 
 REPO = Path(__file__).resolve().parents[2]
 # script -> its config class
@@ -32,14 +32,6 @@ for script in sys.argv[1:]:
     out[script] = text.getvalue()
 print(json.dumps({"help": out, "heavy": sorted(m for m in ("torch", "transformers") if m in sys.modules)}))
 """
-
-
-def _load_script(rel):
-    name = "help_probe_" + re.sub(r"\W", "_", rel)
-    spec = importlib.util.spec_from_file_location(name, REPO / rel)
-    mod = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
