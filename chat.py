@@ -26,7 +26,7 @@ from magic.chat.config import DEMO_MAX_NEW_TOKENS, HISTORY_LENGTH, ChatConfig
 from magic.chat.engine import ChatSetupError, StrategyError, load_input_dialogue
 from magic.common.errors import run_main
 from magic.common.io_utils import check_not_an_input
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import from_namespace, step_parser
 from magic.common.validate import check_api_key, check_output_file
 
 EXIT_TURN_FAILED = 1  # --input: the strategy source failed for the turn (e.g. the server is down)
@@ -41,11 +41,7 @@ anything else is what the seeker says."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s [options]",
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=lambda prog: (
-                                    argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=116)))
-    add_options(p, ChatConfig)
-    return p
+    return step_parser(__doc__.split("\n\n")[0], ChatConfig, epilog=__doc__.split("\n\n", 1)[1], raw=True)
 
 
 def parse_config(argv=None) -> ChatConfig:

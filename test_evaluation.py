@@ -11,20 +11,17 @@ without --overwrite_output_dir. Exit codes: 0 done, 2 bad flags or input (one li
 """
 import os
 import sys
-from argparse import ArgumentParser, HelpFormatter
+from argparse import ArgumentParser
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from magic.common.errors import run_main
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import from_namespace, step_parser
 from magic.generator.eval_config import EvalConfig
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s --model_path CKPT [options]",
-                       formatter_class=lambda prog: HelpFormatter(prog, max_help_position=34, width=116))
-    add_options(p, EvalConfig)
-    return p
+    return step_parser(__doc__.split("\n\n")[0], EvalConfig, usage="%(prog)s --model_path CKPT [options]")
 
 
 def run(argv=None) -> int:

@@ -19,20 +19,16 @@ The logic lives in src/magic/llm/motivations.py and src/magic/llm/engines/ (open
 another character no HTTP header holds: refused before the first request, the key not shown) or a
 non-retryable API error, 130 interrupted.
 """
-import argparse
 import sys
 
 from magic.common.errors import run_main
 from magic.common.io_utils import plain_warnings
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import parse
 from magic.llm.config import MotivationConfig
 
 
 def parse_args(argv=None) -> MotivationConfig:
-    p = argparse.ArgumentParser(usage="%(prog)s [options]", description=__doc__.splitlines()[0],
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
-    add_options(p, MotivationConfig)
-    return from_namespace(MotivationConfig, p.parse_args(argv))
+    return parse(MotivationConfig, argv, __doc__.splitlines()[0])
 
 
 def run(argv=None) -> int:

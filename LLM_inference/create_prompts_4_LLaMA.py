@@ -11,22 +11,18 @@ dataset_info.json for LLaMA-Factory users. Nothing is written unless every input
 Exit codes: 0 done, 1 bad input (one ``create_prompts_4_LLaMA.py: error: ...`` line naming the file), 2 bad
 flag, 130 interrupted.
 """
-import argparse
 import sys
 
 from magic.common.artifacts import SPLITS, prompt_file
 from magic.common.errors import EXIT_BAD_INPUT, run_main
 from magic.common.io_utils import plain_warnings
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import parse
 from magic.llm.config import PromptConfig
 from magic.llm.prompt_files import build_prompt_files, write_prompt_files
 
 
 def parse_args(argv=None) -> PromptConfig:
-    p = argparse.ArgumentParser(usage="%(prog)s [options]", description=__doc__.splitlines()[0],
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
-    add_options(p, PromptConfig)
-    return from_namespace(PromptConfig, p.parse_args(argv))
+    return parse(PromptConfig, argv, __doc__.splitlines()[0])
 
 
 def run(argv=None) -> int:

@@ -14,19 +14,16 @@ the merged model's logits equal the adapter model's (tests/llm/test_finetune_exp
 --template is accepted and ignored (the template is applied at inference). Exit codes: 0 done, 1 bad
 input (one ``export_model.py: error: ...`` line), 2 bad command line, 130 interrupted.
 """
-import argparse
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import from_namespace, step_parser
 from magic.llm.config import ExportConfig
 
 
 def parse_args(argv=None) -> ExportConfig:
-    p = argparse.ArgumentParser(usage="%(prog)s --model_name_or_path DIR --adapter_name_or_path DIR --export_dir DIR "
-                                      "[options]", description=__doc__.split(". ")[0] + ".",
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
-    add_options(p, ExportConfig)
+    p = step_parser(__doc__.split(". ")[0] + ".", ExportConfig, usage="%(prog)s --model_name_or_path DIR "
+                    "--adapter_name_or_path DIR --export_dir DIR [options]")
     cfg = from_namespace(ExportConfig, p.parse_args(argv))
     if cfg.export_legacy_format:
         p.error("--export_legacy_format True (.bin weights) is not supported; safetensors only")

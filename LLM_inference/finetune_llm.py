@@ -25,22 +25,19 @@ Many GPUs: `torchrun --nproc_per_node N LLM_inference/finetune_llm.py ...` or `a
 process, so divide it by N to keep the global batch); rank 0 alone writes. Add --deepspeed
 LLM_inference/ds_configs/ds_z3_config.json (or ds_z2_config.json) when the model does not fit one card.
 """
-import argparse
 import os
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import add_options, from_namespace, step_parser
 from magic.llm.config import ReleasedSFTFlags, SFTConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None) -> SFTConfig:
-    p = argparse.ArgumentParser(usage="%(prog)s --model_name_or_path DIR --output_dir DIR [options]",
-                                description=__doc__.split(". ")[0] + ".",
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
-    add_options(p, SFTConfig)
+    p = step_parser(__doc__.split(". ")[0] + ".", SFTConfig,
+                    usage="%(prog)s --model_name_or_path DIR --output_dir DIR [options]")
     add_options(p.add_argument_group("released flags, accepted and ignored"), ReleasedSFTFlags)
     ns = p.parse_args(argv)
     given = [f"--{k}" for k in ("stage", "do_train", "overwrite_cache") if getattr(ns, k) not in (None, False)]

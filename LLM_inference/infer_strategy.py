@@ -24,7 +24,6 @@ Exit codes: 0 done; 1 bad input or an incomplete run (one ``infer_strategy.py: e
 flag, or (--backend openai) an OPENAI_API_KEY that cannot be sent (a line break in it: refused before the first
 request, the key not shown); 130 interrupted (the cache keeps the answers).
 """
-import argparse
 import os
 import sys
 
@@ -32,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 from magic.common.artifacts import SPLITS, prompt_file
 from magic.common.errors import EXIT_BAD_INPUT, EXIT_USER_ERROR, UserError, run_main
 from magic.common.io_utils import plain_warnings
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import from_namespace, step_parser
 from magic.common.validate import ApiKeyError, check_api_key, parse_split_list
 from magic.llm.config import InferenceConfig, InferenceFlags
 from magic.llm.shards import parse_shard
@@ -43,10 +42,7 @@ RELEASED = {"model_path": "fine_tuned_llama2/", "prompt_path": prompt_file("trai
 
 def parse_args(argv=None):
     """(the parsed flags, released paths filled in relative to this folder; the parser)."""
-    p = argparse.ArgumentParser(usage="%(prog)s [options]", description=__doc__.splitlines()[0],
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
-    add_options(p, InferenceFlags)
-    add_options(p, InferenceConfig)
+    p = step_parser(__doc__.splitlines()[0], InferenceFlags, InferenceConfig)
     args = p.parse_args(argv)
     for name, released in RELEASED.items():
         if getattr(args, name) is None:

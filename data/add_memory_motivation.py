@@ -11,18 +11,15 @@ gold_strategy. Run from the repository root:
 Exit codes: 0 done, 1 bad input (one ``add_memory_motivation.py: error: ...`` line naming the file), 2 bad
 flag, 130 interrupted.
 """
-import argparse
 import sys
 
 from magic.common.errors import EXIT_BAD_INPUT, run_main
-from magic.common.settings import add_options, from_namespace
+from magic.common.settings import parse
 from magic.generator.records import DatasetConfig
 
 
 def parse_args(argv=None) -> DatasetConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, DatasetConfig)
-    return from_namespace(DatasetConfig, p.parse_args(argv))
+    return parse(DatasetConfig, argv, __doc__.split("\n\n")[0])
 
 
 def run(argv=None) -> int:

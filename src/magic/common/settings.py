@@ -99,10 +99,21 @@ def from_namespace(cls: type, ns: argparse.Namespace, **overrides: Any):
     return cls(**values)
 
 
-def parse(cls: type, argv: Sequence[str] | None = None, description: str | None = None):
+def step_parser(description: str, *configs: type, usage: str | None = None, epilog: str | None = None,
+                raw: bool = False) -> argparse.ArgumentParser:
+    """A step's parser: one flag per field of each config, in the house format (``usage`` default
+    "PROG [options]", help text from column 34; ``raw``: the epilog keeps its line breaks)."""
+    base = argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter
+    p = argparse.ArgumentParser(usage=usage or "%(prog)s [options]", description=description, epilog=epilog,
+                                formatter_class=lambda prog: base(prog, max_help_position=34, width=116))
+    for cls in configs:
+        add_options(p, cls)
+    return p
+
+
+def parse(cls: type, argv: Sequence[str] | None = None, description: str | None = None, **parser_options: Any):
     """Parse ``argv`` into one ``cls`` (argparse's usual errors and exit code 2)."""
-    p = argparse.ArgumentParser(description=description or (cls.__doc__ or "").split("\n\n")[0])
-    add_options(p, cls)
+    p = step_parser(description or (cls.__doc__ or "").split("\n\n")[0], cls, **parser_options)
     return from_namespace(cls, p.parse_args(argv))
 
 
