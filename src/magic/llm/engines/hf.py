@@ -221,3 +221,16 @@ class HFEngine(Engine):
         finally:
             bar.close()
         return result
+
+
+def quantize_int8(model):
+    """A copy of ``model`` whose ``nn.Linear`` layers run int8 weight matmuls with dynamically quantised
+    activations (torch's CPU dynamic quantisation: fbgemm on x86, AVX2 enough); the embeddings and norms stay
+    float. For generation only (no gradients); answers may differ from float ones (benchmarks/bench_infer.py
+    --levers counts how many)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).float().eval(), {nn.Linear}, dtype=torch.qint8)
