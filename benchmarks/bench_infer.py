@@ -19,6 +19,7 @@ models/smollm2-135m-instruct exists (scripts/convert_smollm2.py), else a tiny ra
 temporary folder.
 """
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -133,12 +134,12 @@ def levers(model, tok, texts, args) -> None:
     """Each setting of --levers on the same prompts, interleaved (the machine's load hits them alike); CPU time
     of this process (user + sys, all threads) beside the wall time."""
     from magic.esconv.dialogues import parse_strategy
-    from magic.llm.engines.hf import quantize_int8
+    from magic.llm.local_model import quantize_int8
 
     settings = [(kind, int(n)) for kind, _, n in (x.partition(":") for x in args.levers.split(","))]
     models = {"fp32": model}
     if any(kind == "int8" for kind, _ in settings):
-        models["int8"] = quantize_int8(model)
+        models["int8"] = quantize_int8(copy.deepcopy(model))
     cpu = {s: 0.0 for s in settings}
     wall = {s: 0.0 for s in settings}
     outs = {}
