@@ -15,6 +15,7 @@
 #   LORA_LAYERS (smollm2: LoRA on every projection of the top N of 30 layers, 6; tiny: q/v of every layer),
 #   LLM_LR (LoRA learning rate; smollm2 3e-3, tiny 2e-3; larger than the paper's 5e-5: tiny data, few steps),
 #   LLM_PRECISION (smollm2: bf16 where the CPU has bfloat16 matrix units (AMX or AVX512-BF16), else fp32),
+#   GEN_PRECISION (steps 1, 3a, 5, which only generate: int8 where LLM_PRECISION is fp32, else LLM_PRECISION),
 #   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40), BASE_TOKENS (new tokens of the base
 #   model's answers in 3a, which need only the label; 16), LORA_BATCH (LoRA examples per step; 1),
 #   EPOCHS (generator epochs, 40, early stopping on validation PPL), MAX_TRAIN (cap on generator samples),
@@ -119,7 +120,17 @@ case "${LLM_PRECISION:=fp32}" in
   bf16) LLM_DTYPE=bfloat16 ;; fp32) LLM_DTYPE=float32 ;;
   *) echo "error: LLM_PRECISION=$LLM_PRECISION; expected bf16 or fp32" >&2; exit 2 ;;
 esac
-echo "small LLM: $LLM ($LLM_PRECISION)"
+# the steps that only generate (1, 3a, 5): without bfloat16 units, int8 linear layers (torch dynamic quantisation,
+# about 2x the fp32 matmul rate on AVX2; how many answers change: benchmarks/README.md); else the LLM's dtype
+if [ -z "${GEN_PRECISION:-}" ]; then
+  GEN_PRECISION=$LLM_PRECISION
+  [ "$LLM" = smollm2 ] && [ "$LLM_PRECISION" = fp32 ] && GEN_PRECISION=int8
+fi
+case "$GEN_PRECISION" in
+  bf16) GEN_DTYPE=bfloat16 ;; fp32) GEN_DTYPE=float32 ;; int8) GEN_DTYPE=int8 ;;
+  *) echo "error: GEN_PRECISION=$GEN_PRECISION; expected int8, bf16 or fp32" >&2; exit 2 ;;
+esac
+echo "small LLM: $LLM ($LLM_PRECISION; generation $GEN_PRECISION)"
 # 3a needs the label only: it comes within the first ~15 tokens of an answer (measured: 0 of the demo's base-model
 # labels change when its 40-token answers are cut to 12 tokens; benchmarks/README.md)
 BASE_TOKENS="${BASE_TOKENS:-16}"
@@ -127,6 +138,7 @@ LORA_BATCH="${LORA_BATCH:-1}"
 
 # -- the time before spending it: a 2-second probe of the machine, the expected seconds of each step still to run
 "$PY" scripts/demo_summary.py estimate --work "$WORK" --llm "$LLM" --data "$DATA" --precision "$LLM_PRECISION" \
+  --gen_precision "$GEN_PRECISION" \
   --tokens_motivation "$LLM_TOKENS" --tokens_base "$BASE_TOKENS" --tokens_infer "$LLM_TOKENS" \
   --lora_epochs "$LLM_EPOCHS" --lora_batch "$LORA_BATCH" ${LLM_TRAIN:+--max_train "$LLM_TRAIN"} \
   | tee "$WORK/estimate.txt"
@@ -153,7 +165,7 @@ print(f"{len(motivations)} released motivations -> {out}")
 else
   step "1 motivations ($LLM)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
     env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh --batch_size 32 \
-    --max_tokens "$LLM_TOKENS" --dtype "$LLM_DTYPE"
+    --max_tokens "$LLM_TOKENS" --dtype "$GEN_DTYPE"
 fi
 
 # -- step 1b: every motivation names its gold strategy (small models rarely do; the LoRA target needs the label)
@@ -165,7 +177,7 @@ step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_p
 
 # -- step 3a: the base model's strategies on the test split (the "before LoRA" line of the summary)
 step "3a base-model strategies (test)" "$LLM_DIR/base_model/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$BASE_LLM" DTYPE="$LLM_DTYPE" BATCH=32 MAX_NEW_TOKENS="$BASE_TOKENS" bash scripts/5_infer_strategy.sh \
+  env EXPORT_DIR="$BASE_LLM" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$BASE_TOKENS" bash scripts/5_infer_strategy.sh \
   --splits test --output_dir "$LLM_DIR/base_model"
 
 # -- step 3: LoRA (demo settings: a larger learning rate than the paper, tiny data)
@@ -179,7 +191,7 @@ step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
 
 # -- step 5: strategy + motivation for every sample
 step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$LLM_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
+  env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
 
 # -- step 6: dataset
 step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh

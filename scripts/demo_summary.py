@@ -69,9 +69,11 @@ FIXED_S = {"load": 8.0, "merge": 12.0, "small": 3.0}
 TINY_LLM = 0.02  # LLM=tiny: a random Llama of hidden size 64, about 2 % of SmolLM2's work
 
 
-def probe(precision: str, seconds: float = 0.8) -> dict:
+def probe(precision: str, gen_precision: str | None = None, seconds: float = 0.6) -> dict:
     """The machine as the steps will find it: torch's matmul rate (GFLOP/s, wall clock, torch's threads) in
-    fp32 and in ``precision``, the CPU's name and relevant flags, cores, threads and the 1-minute load."""
+    fp32, in ``precision`` (LoRA) and in ``gen_precision`` (generation; int8: torch's dynamically quantised
+    linear layer, as ``--dtype int8`` runs it), the CPU's name and relevant flags, cores, threads and the
+    1-minute load."""
     import time
 
     import torch
@@ -80,18 +82,24 @@ def probe(precision: str, seconds: float = 0.8) -> dict:
     name, flags = _cpuinfo()
     rows, k, n = PROBE_SHAPE
     rates = {}
-    for prec in dict.fromkeys(("fp32", precision)):
+    for prec in dict.fromkeys(("fp32", precision, gen_precision or precision)):
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
-        a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        a @ b  # warm-up
-        count, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or count < 3:
-            a @ b
-            count += 1
+        a = torch.randn(rows, k, dtype=dtype)
+        linear = torch.nn.Linear(k, n, bias=False).to(dtype).eval()
+        if prec == "int8":
+            from magic.llm.local_model import quantize_int8
+            linear = quantize_int8(torch.nn.Sequential(linear))
+        with torch.no_grad():
+            linear(a)  # warm-up
+            count, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds or count < 3:
+                linear(a)
+                count += 1
         rates[prec] = 2 * rows * k * n * count / (time.perf_counter() - t0) / 1e9
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": name or "unknown", "flags": [f for f in RELEVANT_FLAGS if f in flags], "cores": cores,
             "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "precision": precision,
+            "gen_precision": gen_precision or precision,
             "gflops": {p: round(r, 2) for p, r in rates.items()}}
 
 
@@ -102,8 +110,10 @@ def generation_work(prompts: int, tokens: int) -> float:
 def step_work(plan: dict) -> list[tuple[str, float, str, float]]:
     """[(step name as demo.sh times it, GFLOP-equivalents, the precision they run in, fixed seconds)]. ``plan``:
     llm, data ("demo"/"real"), n_train, n_valid, n_test, tokens_motivation, tokens_base, tokens_infer,
-    lora_epochs, lora_batch, max_train (LoRA pairs; None: all)."""
-    llm, prec = plan["llm"], plan["precision"]
+    lora_epochs, lora_batch, max_train (LoRA pairs; None: all), precision (LoRA's), gen_precision (generation's;
+    default precision). Generation work is priced at the probed rate of its precision (int8: the quantised
+    linear layer's, which overstates the gain where attention or sampling, still float, take a large share)."""
+    llm, prec, gen = plan["llm"], plan["precision"], plan.get("gen_precision") or plan["precision"]
     scale = TINY_LLM if llm == "tiny" else 1.0
     n_train, epochs, batch = plan["n_train"], plan["lora_epochs"], plan["lora_batch"]
     n_lora = min(n_train, plan.get("max_train") or n_train)
@@ -111,18 +121,18 @@ def step_work(plan: dict) -> list[tuple[str, float, str, float]]:
     lora = n_lora * COSTS["lora_cache"] + n_lora * epochs * COSTS["lora_example"] + steps * COSTS["lora_step"]
     out = []
     if plan["data"] == "real":
-        out.append(("1 motivations (released)", 0.0, prec, 2.0))
+        out.append(("1 motivations (released)", 0.0, "fp32", 2.0))
     else:
-        out += [(f"1 motivations ({llm})", scale * generation_work(n_train, plan["tokens_motivation"]), prec,
+        out += [(f"1 motivations ({llm})", scale * generation_work(n_train, plan["tokens_motivation"]), gen,
                  FIXED_S["load"]),
                 ("1b name the strategy in each motivation", 0.0, "fp32", 1.0)]
     n_all = n_train + plan["n_valid"] + plan["n_test"]
     out += [("2 prompts", 0.0, "fp32", 2.0),
-            ("3a base-model strategies (test)", scale * generation_work(plan["n_test"], plan["tokens_base"]), prec,
+            ("3a base-model strategies (test)", scale * generation_work(plan["n_test"], plan["tokens_base"]), gen,
              FIXED_S["load"]),
             ("3 LoRA fine-tuning", scale * lora, prec, FIXED_S["load"] + 4),
             ("4 merge LoRA", 0.0, "fp32", FIXED_S["merge"]),
-            ("5 strategy inference", scale * generation_work(n_all, plan["tokens_infer"]), prec, FIXED_S["load"]),
+            ("5 strategy inference", scale * generation_work(n_all, plan["tokens_infer"]), gen, FIXED_S["load"]),
             ("6 dataset", 0.0, "fp32", 3.0),
             ("small random BART", 0.0, "fp32", FIXED_S["small"] + 5),
             ("7 train MAGIC", COSTS["generator_train"], "fp32", FIXED_S["load"]),
@@ -144,7 +154,8 @@ def estimate(plan: dict, machine: dict) -> dict:
 def describe_machine(m: dict) -> str:
     rates = ", ".join(f"{p} {r:.0f} GFLOP/s" for p, r in m["gflops"].items())
     return (f"{m['cpu']} ({' '.join(m['flags']) or 'no AVX2'}), {m['cores']} cores, torch {m['threads']} threads, "
-            f"load {m['load']:.1f}; matmul {rates}; LLM precision {m['precision']}")
+            f"load {m['load']:.1f}; matmul {rates}; LLM precision {m['precision']} (LoRA), "
+            f"{m.get('gen_precision') or m['precision']} (generation)")
 
 
 def format_estimate(est: dict) -> str:
@@ -380,7 +391,9 @@ def run(argv=None) -> int:
     e.add_argument("--work", default="demo_run")
     e.add_argument("--llm", default="smollm2", choices=["smollm2", "tiny"])
     e.add_argument("--data", default="demo", choices=["demo", "real"])
-    e.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    e.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the LLM's (LoRA) precision")
+    e.add_argument("--gen_precision", default=None, choices=["fp32", "bf16", "int8"],
+                   help="the generation steps' precision (default: --precision)")
     e.add_argument("--max_train", type=positive_int, default=None, help="LLM_TRAIN: LoRA pairs (default all)")
     for flag in ("tokens_motivation", "tokens_base", "tokens_infer", "lora_epochs", "lora_batch"):
         e.add_argument(f"--{flag}", type=positive_int, required=True)
@@ -396,11 +409,12 @@ def run(argv=None) -> int:
     if args.cmd == "estimate":
         data = os.path.join(args.work, "data")
         n = {split: count_samples(os.path.join(data, f"{split}.txt")) for split in ("train", "valid", "test")}
-        plan = {"llm": args.llm, "data": args.data, "precision": args.precision, "n_train": n["train"],
+        plan = {"llm": args.llm, "data": args.data, "precision": args.precision,
+                "gen_precision": args.gen_precision or args.precision, "n_train": n["train"],
                 "n_valid": n["valid"], "n_test": n["test"], "max_train": args.max_train,
                 **{k: getattr(args, k) for k in ("tokens_motivation", "tokens_base", "tokens_infer", "lora_epochs",
                                                  "lora_batch")}}
-        est = estimate(plan, probe(args.precision))
+        est = estimate(plan, probe(args.precision, plan["gen_precision"]))
         atomic_write_json(os.path.join(args.work, "estimate.json"), est, indent=2)
         print(format_estimate(est))
         return 0

@@ -87,6 +87,9 @@ def test_estimate_is_the_steps_work_over_the_probed_rate(monkeypatch):
     capped = ds.estimate(_plan(max_train=50), fake)["steps"]
     assert capped["3 LoRA fine-tuning"] == 4 + (50 * 5 + 100 * 20 + 100 * 2) / 10
     assert capped["1 motivations (smollm2)"] == 100 * 50 / 10
+    q8 = ds.estimate(_plan(gen_precision="int8"), {**fake, "gflops": {"fp32": 10.0, "int8": 25.0}})["steps"]
+    assert q8["5 strategy inference"] == 130 * (10 + 40) / 25  # generation at the int8 rate
+    assert q8["3 LoRA fine-tuning"] == 4 + (100 * 5 + 200 * 20 + 200 * 2) / 10  # LoRA stays fp32
     faster = ds.estimate(_plan(), {**fake, "gflops": {"fp32": 20.0}})
     assert faster["steps"]["7 train MAGIC"] == s["7 train MAGIC"] / 2
     text = ds.format_estimate(est)
@@ -96,6 +99,6 @@ def test_estimate_is_the_steps_work_over_the_probed_rate(monkeypatch):
 def test_probe_measures_the_matmul_rate_and_names_the_cpu():
     import demo_summary as ds
 
-    m = ds.probe("fp32", seconds=0.05)
-    assert m["gflops"]["fp32"] > 0 and m["cores"] >= 1 and m["threads"] >= 1 and m["precision"] == "fp32"
+    m = ds.probe("fp32", "int8", seconds=0.05)
+    assert m["gflops"]["fp32"] > 0 and m["gflops"]["int8"] > 0 and m["gen_precision"] == "int8" and m["cores"] >= 1 and m["threads"] >= 1 and m["precision"] == "fp32"
     assert set(m["flags"]) <= set(ds.RELEVANT_FLAGS)
