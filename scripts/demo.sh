@@ -15,7 +15,7 @@
 #   LORA_LAYERS (smollm2: LoRA on every projection of the top N of 30 layers, 6; tiny: q/v of every layer),
 #   LLM_LR (LoRA learning rate; smollm2 3e-3, tiny 2e-3; larger than the paper's 5e-5: tiny data, few steps),
 #   LLM_PRECISION (smollm2: bf16 where the CPU has bfloat16 matrix units (AMX or AVX512-BF16), else fp32),
-#   GEN_PRECISION (steps 1, 3a, 5, which only generate: int8 where LLM_PRECISION is fp32, else LLM_PRECISION),
+#   GEN_PRECISION (steps 1, 3a, 5, which only generate: LLM_PRECISION; int8: faster on CPU, other answers),
 #   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40), BASE_TOKENS (new tokens of the base
 #   model's answers in 3a, which need only the label; 16), LORA_BATCH (LoRA examples per step; 1),
 #   EPOCHS (generator epochs, 40, early stopping on validation PPL), MAX_TRAIN (cap on generator samples),
@@ -120,12 +120,10 @@ case "${LLM_PRECISION:=fp32}" in
   bf16) LLM_DTYPE=bfloat16 ;; fp32) LLM_DTYPE=float32 ;;
   *) echo "error: LLM_PRECISION=$LLM_PRECISION; expected bf16 or fp32" >&2; exit 2 ;;
 esac
-# the steps that only generate (1, 3a, 5): without bfloat16 units, int8 linear layers (torch dynamic quantisation,
-# about 2x the fp32 matmul rate on AVX2; how many answers change: benchmarks/README.md); else the LLM's dtype
-if [ -z "${GEN_PRECISION:-}" ]; then
-  GEN_PRECISION=$LLM_PRECISION
-  [ "$LLM" = smollm2 ] && [ "$LLM_PRECISION" = fp32 ] && GEN_PRECISION=int8
-fi
+# the steps that only generate (1, 3a, 5) run in the LLM's precision; GEN_PRECISION=int8 (torch dynamic
+# quantisation) costs 1.6-2.7x less CPU on AVX2 but changed SmolLM2's greedy answers (2 of 2 measured,
+# benchmarks/README.md), so it is not the default
+GEN_PRECISION="${GEN_PRECISION:-$LLM_PRECISION}"
 case "$GEN_PRECISION" in
   bf16) GEN_DTYPE=bfloat16 ;; fp32) GEN_DTYPE=float32 ;; int8) GEN_DTYPE=int8 ;;
   *) echo "error: GEN_PRECISION=$GEN_PRECISION; expected int8, bf16 or fp32" >&2; exit 2 ;;

@@ -81,7 +81,7 @@ def probe(precision: str, gen_precision: str | None = None, seconds: float = 0.6
 
     name, flags = _cpuinfo()
     rows, k, n = PROBE_SHAPE
-    rates = {}
+    rates, per_cpu = {}, {}
     for prec in dict.fromkeys(("fp32", precision, gen_precision or precision)):
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
         a = torch.randn(rows, k, dtype=dtype)
@@ -91,16 +91,19 @@ def probe(precision: str, gen_precision: str | None = None, seconds: float = 0.6
             linear = quantize_int8(torch.nn.Sequential(linear))
         with torch.no_grad():
             linear(a)  # warm-up
-            count, t0 = 0, time.perf_counter()
+            count, t0, c0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < seconds or count < 3:
                 linear(a)
                 count += 1
         rates[prec] = 2 * rows * k * n * count / (time.perf_counter() - t0) / 1e9
+        per_cpu[prec] = 2 * rows * k * n * count / max(time.process_time() - c0, 1e-6) / 1e9
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": name or "unknown", "flags": [f for f in RELEVANT_FLAGS if f in flags], "cores": cores,
             "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "precision": precision,
             "gen_precision": gen_precision or precision,
-            "gflops": {p: round(r, 2) for p, r in rates.items()}}
+            "gflops": {p: round(r, 2) for p, r in rates.items()},
+            # per CPU second (all threads): what the work costs without the load; COSTS are calibrated with it
+            "gflops_per_cpu_s": {p: round(r, 2) for p, r in per_cpu.items()}}
 
 
 def generation_work(prompts: int, tokens: int) -> float:

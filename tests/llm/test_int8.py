@@ -1,7 +1,5 @@
-"""--dtype int8 (src/magic/llm/local_model.py quantize_int8): generation with int8 linear layers, its own cache
-entries, and how many of the demo's strategy labels it changes (bounded; benchmarks/README.md has the count)."""
-import os
-
+"""--dtype int8 (src/magic/llm/local_model.py quantize_int8): generation with int8 linear layers and its own cache
+entries (it changes SmolLM2's answers, benchmarks/README.md: opt-in only, the demo does not use it)."""
 import pytest
 import torch
 from torch import nn
@@ -10,8 +8,6 @@ from magic.llm.engines.base import Generation
 from magic.llm.engines.hf import HFEngine, generate_batch
 from magic.llm.local_model import format_prompt, load_causal_lm
 from magic.testing.make_small_llm import make_tiny_llama
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_int8_quantises_every_linear_layer_and_generates(tmp_path):
@@ -36,29 +32,3 @@ def test_int8_answers_are_cached_apart_from_float_ones():
     q8 = HFEngine("m", g, batch_size=1, dtype="int8")
     assert f32.key("p") != q8.key("p") and f32.key("p") == HFEngine("m", g, batch_size=1).key("p")
 
-
-def _smollm2():
-    for base in (os.environ.get("MAGIC_SMOLLM2"), os.path.join(REPO, "demo_run", "models", "smollm2-135m-instruct"),
-                 os.path.join(REPO, "models", "smollm2-135m-instruct")):
-        if base and os.path.isfile(os.path.join(base, "config.json")):
-            return base
-    pytest.skip("SmolLM2 not converted (scripts/demo.sh or scripts/convert_smollm2.py; or set MAGIC_SMOLLM2)")
-
-
-INT8_LABEL_CHANGES_MAX = 2  # of the 16 demo test prompts (measured: benchmarks/README.md, int8 row)
-
-
-def test_int8_changes_few_strategy_labels_of_smollm2_on_the_demo_prompts():
-    from magic.esconv.dialogues import load_samples, parse_strategy
-    from magic.llm.prompts import llama_prompt
-
-    path = _smollm2()
-    samples = load_samples(os.path.join(REPO, "data", "demo", "test.txt"), "test")[:16]
-    f32, tok = load_causal_lm(path, device="cpu", dtype="float32")
-    texts = [format_prompt(tok, llama_prompt(s), "default") for s in samples]
-    ref = generate_batch(f32, tok, texts, 16)
-    del f32
-    q8, _ = load_causal_lm(path, device="cpu", dtype="int8")
-    got = generate_batch(q8, tok, texts, 16)
-    changed = sum(parse_strategy(a) != parse_strategy(b) for a, b in zip(ref, got))
-    assert changed <= INT8_LABEL_CHANGES_MAX, list(zip(ref, got))

@@ -277,12 +277,18 @@ INT8_NAMES = ("int8", "qint8")
 def quantize_int8(model):
     """``model`` with every ``nn.Linear`` replaced by torch's dynamically quantised one: int8 weights (one scale per
     tensor), activations quantised per call, int8 matmuls (fbgemm: AVX2 is enough); embeddings, norms and the
-    attention stay float32. For generation on CPUs without bfloat16 units; answers may differ from float32 ones
-    (benchmarks/bench_infer.py --levers counts how many; tests/llm/test_int8.py bounds it)."""
+    attention stay float32. For generation on CPUs without bfloat16 units: 1.6-2.7x less CPU time than float32 on
+    AVX2, but SmolLM2-135M's greedy answers change (its activations have outliers that one int8 scale per tensor
+    loses; benchmarks/README.md), so nothing uses it by default (``--dtype int8``, demo.sh GEN_PRECISION=int8)."""
+    import warnings
+
     import torch
     from torch import nn
 
-    return torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch 2.13 calls this API deprecated (torchao's replacement) yet ships it
+        warnings.filterwarnings("ignore", message=r".*(deprecated|quantize_per_tensor)", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def encoding_rule(tokenizer) -> EncodingRule:
