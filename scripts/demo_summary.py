@@ -77,9 +77,11 @@ def probe(precision: str, gen_precision: str | None = None, seconds: float = 0.6
     import time
 
     import torch
-    from magic.study.cells import _cpuinfo
+    from magic.study.cells import machine
 
-    name, flags = _cpuinfo()
+    name = machine()["cpu"]
+    flags = next((line.split(":", 1)[1].split() for line in _read_lines("/proc/cpuinfo")
+                  if line.startswith("flags")), []) if os.path.exists("/proc/cpuinfo") else []
     rows, k, n = PROBE_SHAPE
     rates, per_cpu = {}, {}
     for prec in dict.fromkeys(("fp32", precision, gen_precision or precision)):
