@@ -163,6 +163,44 @@ def command(session, line: str) -> bool:
     return True
 
 
+class Thinking:
+    """A visible sign while a turn runs (seconds on a slow CPU): ``with Thinking(sys.stderr):`` shows
+    "thinking... N s" on one line, updated every ``every`` seconds by a thread, and erases it at the end.
+    Off (prints nothing) where ``stream`` is not a terminal, so piped output stays the answers only."""
+
+    def __init__(self, stream, live: bool | None = None, every: float = 0.5):
+        self.stream, self.every = stream, every
+        self.live = stream.isatty() if live is None else live
+
+    def _show(self, text: str) -> None:
+        self.stream.write("\r" + text)
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        import time
+
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every):
+            self._show(f"thinking... {time.monotonic() - t0:.0f} s")
+
+    def __enter__(self):
+        if self.live:
+            import threading
+
+            self._show("thinking...")
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self._stop.set()
+            self._thread.join()
+            self._show(" " * len("thinking... 9999 s") + "\r")
+        return False
+
+
 def run_terminal(engine, desc: str, cfg: ChatConfig) -> int:
     from magic.chat.engine import format_turn, read_typed_line
 
@@ -193,7 +231,8 @@ def run_terminal(engine, desc: str, cfg: ChatConfig) -> int:
                     return 0
                 continue
             try:
-                res = session.say(line)
+                with Thinking(sys.stderr):
+                    res = session.say(line)
             except StrategyError as e:
                 print(f"error: {e}\n  (the message was not answered; type it again, or /strategy LABEL first)")
                 continue

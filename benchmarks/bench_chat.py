@@ -5,7 +5,8 @@
 Runs the chat engine of chat.py --demo in process (models loaded once, as in a chat) on a fixed
 conversation and prints, per turn, the wall time and the CPU time of the strategy LLM and of the generator.
 On a shared machine the wall time is inflated by other processes; the CPU time (all threads) bounds what
-the turn costs on 2 free cores.
+the turn costs on 2 free cores. The first line names the CPU kind (model, cores, its bfloat16 matrix units: AMX,
+AVX512-BF16 or none), so turns measured on different machines can be put side by side (benchmarks/README.md).
 """
 import argparse
 import os
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
     cfg = chat.parse_config(["--demo", "--demo_dir", args.demo_dir, "--device", "cpu"]
                             + (["--threads", str(args.threads)] if args.threads else []))
     engine, desc = chat.build_engine(cfg)
+    from magic.study.cells import machine
+    m = machine()
+    print(f"CPU kind: {m['cpu']}, {m['cores']} cores, bfloat16 units: {', '.join(m['bf16_units'] or ['none'])}")
     print(f"{desc}; max_new_tokens {engine.source.engine.generation.max_new_tokens}; {torch.get_num_threads()} "
           f"threads; load average {os.getloadavg()[0]:.1f}")
     session = engine.session()

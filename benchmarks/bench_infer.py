@@ -19,6 +19,7 @@ models/smollm2-135m-instruct exists (scripts/convert_smollm2.py), else a tiny ra
 temporary folder.
 """
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -76,6 +77,11 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--synthetic", action="store_true", help="short synthetic prompts instead of real ones")
+    p.add_argument("--levers", default=None,
+                   help="instead of --modes: comma-separated fp32:TOKENS or int8:TOKENS settings of the shared way "
+                        "(e.g. fp32:40,fp32:16,int8:40), each timed in CPU seconds of this process, interleaved "
+                        "--repeat times, answers compared with the first setting's (label and text prefix)")
+    p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--modes", default=",".join(MODES),
                    help="comma-separated subset of single,padded,shared (the first one is the reference)")
     args = p.parse_args()
@@ -105,6 +111,8 @@ def main():
           f"device {args.device}, {args.threads} threads")
     print(f"prompts: {len(texts)} ({source}), {min(n_tokens)}-{max(n_tokens)} tokens ({sum(n_tokens):,} in all), "
           f"max_new_tokens {args.max_new_tokens}, greedy")
+    if args.levers:
+        return levers(model, tok, texts, args)
     ref_time = ref_outs = None
     for name in modes:
         label, batched, share, sort = MODES[name]
@@ -120,6 +128,34 @@ def main():
     print(f"target: >= 4x over {MODES[modes[0]][0].format(args.batch_size)!r} for the shared prefill")
     if tmp is not None:
         tmp.cleanup()
+
+
+def levers(model, tok, texts, args) -> None:
+    """Each setting of --levers on the same prompts, interleaved (the machine's load hits them alike); CPU time
+    of this process (user + sys, all threads) beside the wall time."""
+    from magic.esconv.dialogues import parse_strategy
+    from magic.llm.local_model import quantize_int8
+
+    settings = [(kind, int(n)) for kind, _, n in (x.partition(":") for x in args.levers.split(","))]
+    models = {"fp32": model}
+    if any(kind == "int8" for kind, _ in settings):
+        models["int8"] = quantize_int8(copy.deepcopy(model))
+    cpu = {s: 0.0 for s in settings}
+    wall = {s: 0.0 for s in settings}
+    outs = {}
+    for _ in range(args.repeat):
+        for s in settings:
+            c0, t0 = time.process_time(), time.perf_counter()
+            outs[s] = run(models[s[0]], tok, texts, args.batch_size, s[1], True, False)[1]
+            cpu[s] += time.process_time() - c0
+            wall[s] += time.perf_counter() - t0
+    ref = settings[0]
+    for s in settings:
+        labels = sum(parse_strategy(a) == parse_strategy(b) for a, b in zip(outs[ref], outs[s]))
+        prefix = sum(a.startswith(b) or b.startswith(a) for a, b in zip(outs[ref], outs[s]))
+        print(f"{s[0]}:{s[1]:<4} CPU {cpu[s] / args.repeat:7.1f} s, wall {wall[s] / args.repeat:7.1f} s "
+              f"({len(texts)} prompts); CPU {cpu[ref] / cpu[s]:.2f}x of {ref[0]}:{ref[1]}; same label "
+              f"{labels}/{len(texts)}, same text (prefix) {prefix}/{len(texts)}", flush=True)
 
 
 if __name__ == "__main__":

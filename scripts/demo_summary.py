@@ -3,6 +3,7 @@
     python scripts/demo_summary.py summary --work demo_run [--llm smollm2]
     python scripts/demo_summary.py wrong-strategies data/test.json data/test_wrong_strategy.json
     python scripts/demo_summary.py name-strategies data/train.txt LLM_inference/motivations_4_LLaMA.json
+    python scripts/demo_summary.py estimate --work demo_run --llm smollm2 --precision fp32 [--lora_batch 1 ...]
 
 ``summary`` reads the demo's artefacts under <work>/ (layout: scripts/demo.sh) and reports
 
@@ -19,6 +20,13 @@
 generic sentence that names none, and a LoRA target without the label cannot teach the strategy. A motivation
 that does not name the gold strategy is rewritten into that form around the model's own words (``with_label``), and the unchanged answers stay in ``<file>.raw.json``. Idempotent.
 
+``estimate`` says the time before spending it: it measures the machine in about two seconds (``probe``: the
+matrix-multiply rate of torch in the LLM's precision and in fp32, with the threads torch will use, so the
+load of the moment is in the figure; the CPU's name and relevant flags; cores; load average), prices each
+step from its work (``step_work``: counts of the run's samples, tokens and LoRA steps times a per-unit cost in
+GFLOP-equivalents, calibrated from demo runs: ``COSTS``), prints the expected seconds of each step and of the
+run, and writes them to ``<work>/estimate.json``; the summary shows them against the actual times.
+
 ``wrong-strategies`` writes a copy of a test.json whose every ``strategy`` is a fixed different one
 (gold id + 4 mod 8), the input of the forced-wrong-strategy evaluation.
 
@@ -34,12 +42,138 @@ import re
 import sys
 from collections import Counter
 
-from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, strategy_id, \
-    wrong_strategy
+from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, wrong_strategy
 from magic.common.errors import run_main
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
+from magic.common.validate import positive_int
 
 FIRST_N = 8  # "distinct responses among the first 8 test samples"
+
+# -- the time estimate (``estimate``) ------------------------------------------------------------------------
+PROBE_SHAPE = (256, 576, 1536)  # one SmolLM2-135M MLP projection over a 256-token block: (rows, in, out)
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# Work per unit, in GFLOP-equivalents: seconds of a calibration run times its probe rate (GFLOP/s); a step's
+# expected time is its work / this machine's probe rate, plus fixed seconds that do not scale with matmuls
+# (loading, writing). Generation: per prompt (prefill, shared prefixes) + per prompt and new token (decode).
+COSTS = {
+    "gen_prompt": 24.0,        # GFLOP-eq per prompt (prefill)
+    "gen_token": 1.0,          # GFLOP-eq per prompt and new token (decode at batch 32)
+    "lora_cache": 18.0,        # GFLOP-eq per training example: the frozen layers, once
+    "lora_example": 70.0,      # GFLOP-eq per example and epoch: forward + backward of the top 6 layers
+    "lora_step": 6.0,          # GFLOP-eq per optimiser step (LoRA update, bookkeeping)
+    "generator_train": 6000.0, # GFLOP-eq (fp32) for step 7 (small BART, early stopping)
+    "generator_eval": 1500.0,  # GFLOP-eq (fp32) for one step-8 evaluation
+}
+FIXED_S = {"load": 8.0, "merge": 12.0, "small": 3.0}
+TINY_LLM = 0.02  # LLM=tiny: a random Llama of hidden size 64, about 2 % of SmolLM2's work
+
+
+def probe(precision: str, gen_precision: str | None = None, seconds: float = 0.6) -> dict:
+    """The machine as the steps will find it: torch's matmul rate (GFLOP/s, wall clock, torch's threads) in
+    fp32, in ``precision`` (LoRA) and in ``gen_precision`` (generation; int8: torch's dynamically quantised
+    linear layer, as ``--dtype int8`` runs it), the CPU's name and relevant flags, cores, threads and the
+    1-minute load."""
+    import time
+
+    import torch
+    from magic.study.cells import machine
+
+    name = machine()["cpu"]
+    flags = next((line.split(":", 1)[1].split() for line in _read_lines("/proc/cpuinfo")
+                  if line.startswith("flags")), []) if os.path.exists("/proc/cpuinfo") else []
+    rows, k, n = PROBE_SHAPE
+    rates, per_cpu = {}, {}
+    for prec in dict.fromkeys(("fp32", precision, gen_precision or precision)):
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+        a = torch.randn(rows, k, dtype=dtype)
+        linear = torch.nn.Linear(k, n, bias=False).to(dtype).eval()
+        if prec == "int8":
+            from magic.llm.local_model import quantize_int8
+            linear = quantize_int8(torch.nn.Sequential(linear))
+        with torch.no_grad():
+            linear(a)  # warm-up
+            count, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < seconds or count < 3:
+                linear(a)
+                count += 1
+        rates[prec] = 2 * rows * k * n * count / (time.perf_counter() - t0) / 1e9
+        per_cpu[prec] = 2 * rows * k * n * count / max(time.process_time() - c0, 1e-6) / 1e9
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": name or "unknown", "flags": [f for f in RELEVANT_FLAGS if f in flags], "cores": cores,
+            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "precision": precision,
+            "gen_precision": gen_precision or precision,
+            "gflops": {p: round(r, 2) for p, r in rates.items()},
+            # per CPU second (all threads): what the work costs without the load; COSTS are calibrated with it
+            "gflops_per_cpu_s": {p: round(r, 2) for p, r in per_cpu.items()}}
+
+
+def generation_work(prompts: int, tokens: int) -> float:
+    return prompts * (COSTS["gen_prompt"] + tokens * COSTS["gen_token"])
+
+
+def step_work(plan: dict) -> list[tuple[str, float, str, float]]:
+    """[(step name as demo.sh times it, GFLOP-equivalents, the precision they run in, fixed seconds)]. ``plan``:
+    llm, data ("demo"/"real"), n_train, n_valid, n_test, tokens_motivation, tokens_base, tokens_infer,
+    lora_epochs, lora_batch, max_train (LoRA pairs; None: all), precision (LoRA's), gen_precision (generation's;
+    default precision). Generation work is priced at the probed rate of its precision (int8: the quantised
+    linear layer's, which overstates the gain where attention or sampling, still float, take a large share)."""
+    llm, prec, gen = plan["llm"], plan["precision"], plan.get("gen_precision") or plan["precision"]
+    scale = TINY_LLM if llm == "tiny" else 1.0
+    n_train, epochs, batch = plan["n_train"], plan["lora_epochs"], plan["lora_batch"]
+    n_lora = min(n_train, plan.get("max_train") or n_train)
+    steps = -(-n_lora // batch) * epochs
+    lora = n_lora * COSTS["lora_cache"] + n_lora * epochs * COSTS["lora_example"] + steps * COSTS["lora_step"]
+    out = []
+    if plan["data"] == "real":
+        out.append(("1 motivations (released)", 0.0, "fp32", 2.0))
+    else:
+        out += [(f"1 motivations ({llm})", scale * generation_work(n_train, plan["tokens_motivation"]), gen,
+                 FIXED_S["load"]),
+                ("1b name the strategy in each motivation", 0.0, "fp32", 1.0)]
+    n_all = n_train + plan["n_valid"] + plan["n_test"]
+    out += [("2 prompts", 0.0, "fp32", 2.0),
+            ("3a base-model strategies (test)", scale * generation_work(plan["n_test"], plan["tokens_base"]), gen,
+             FIXED_S["load"]),
+            ("3 LoRA fine-tuning", scale * lora, prec, FIXED_S["load"] + 4),
+            ("4 merge LoRA", 0.0, "fp32", FIXED_S["merge"]),
+            ("5 strategy inference", scale * generation_work(n_all, plan["tokens_infer"]), gen, FIXED_S["load"]),
+            ("6 dataset", 0.0, "fp32", 3.0),
+            ("small random BART", 0.0, "fp32", FIXED_S["small"] + 5),
+            ("7 train MAGIC", COSTS["generator_train"], "fp32", FIXED_S["load"]),
+            ("8 evaluation", COSTS["generator_eval"], "fp32", FIXED_S["load"]),
+            ("8 evaluation, gold strategies", COSTS["generator_eval"], "fp32", FIXED_S["load"]),
+            ("8 evaluation, wrong strategies", COSTS["generator_eval"], "fp32", FIXED_S["load"])]
+    return out
+
+
+def estimate(plan: dict, machine: dict) -> dict:
+    """{"machine", "plan", "steps": {name: expected seconds}, "total": seconds} from the probe's rates."""
+    steps = {}
+    for name, work, prec, fixed in step_work(plan):
+        rate = machine["gflops"].get(prec) or machine["gflops"]["fp32"]
+        steps[name] = round(fixed + work / max(rate, 1e-3), 1)
+    return {"machine": machine, "plan": plan, "steps": steps, "total": round(sum(steps.values()), 1)}
+
+
+def describe_machine(m: dict) -> str:
+    rates = ", ".join(f"{p} {r:.0f} GFLOP/s" for p, r in m["gflops"].items())
+    return (f"{m['cpu']} ({' '.join(m['flags']) or 'no AVX2'}), {m['cores']} cores, torch {m['threads']} threads, "
+            f"load {m['load']:.1f}; matmul {rates}; LLM precision {m['precision']} (LoRA), "
+            f"{m.get('gen_precision') or m['precision']} (generation)")
+
+
+def format_estimate(est: dict) -> str:
+    width = max(len(n) for n in est["steps"])
+    lines = [f"machine: {describe_machine(est['machine'])}", "expected time per step on it:"]
+    lines += [f"  {name:<{width}}  {sec:7.0f} s" for name, sec in est["steps"].items()]
+    lines.append(f"  {'total (the steps above)':<{width}}  {est['total']:7.0f} s  (about {est['total'] / 60:.0f} min)")
+    return "\n".join(lines)
+
+
+def count_samples(path: str) -> int:
+    from magic.esconv.dialogues import load_samples
+    split = os.path.basename(path).split(".")[0]
+    return len(load_samples(path, split))
 
 
 class SummaryError(RuntimeError):
@@ -222,9 +356,19 @@ def build_summary(work: str, llm: str = "smollm2") -> tuple[str, dict]:
     out += [f"- {m}" for m in motivations[:2]]
 
     times = timing_rows(work)
+    est_path = os.path.join(work, "estimate.json")
+    est = load_json(est_path, "estimate record") if os.path.exists(est_path) else None
+    if est:
+        out += ["", "## Machine", "", f"- at the start: {describe_machine(est['machine'])}",
+                f"- load average at the end: {os.getloadavg()[0]:.1f} (1 min)"]
     if times:
-        out += ["", "## Wall time per step (seconds)", "", "| step | s |", "|---|---|"]
-        out += [f"| {name} | {sec} |" for name, sec in times]
+        expected = est["steps"] if est else {}
+        out += ["", "## Wall time per step (seconds): expected at the start, actual", "",
+                "| step | expected s | actual s |", "|---|---|---|"]
+        out += [f"| {name} | {expected[name]:.0f} | {sec} |" if name in expected else f"| {name} | | {sec} |"
+                for name, sec in times]
+        if est:
+            out.append(f"| expected total (steps after the estimate) | {est['total']:.0f} | |")
 
     lora, base, majority = srows[1]["accuracy"], srows[0]["accuracy"], srows[2]["accuracy"]
     magic_b2, freq_b2 = grows[0]["scores"]["Bleu_2"], grows[-1]["scores"]["Bleu_2"]
@@ -247,6 +391,16 @@ def run(argv=None) -> int:
     n = sub.add_parser("name-strategies", help="make every motivation name its gold strategy")
     n.add_argument("train_file")
     n.add_argument("motivations_file")
+    e = sub.add_parser("estimate", help="measure the machine, print and write the expected time of each step")
+    e.add_argument("--work", default="demo_run")
+    e.add_argument("--llm", default="smollm2", choices=["smollm2", "tiny"])
+    e.add_argument("--data", default="demo", choices=["demo", "real"])
+    e.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the LLM's (LoRA) precision")
+    e.add_argument("--gen_precision", default=None, choices=["fp32", "bf16", "int8"],
+                   help="the generation steps' precision (default: --precision)")
+    e.add_argument("--max_train", type=positive_int, default=None, help="LLM_TRAIN: LoRA pairs (default all)")
+    for flag in ("tokens_motivation", "tokens_base", "tokens_infer", "lora_epochs", "lora_batch"):
+        e.add_argument(f"--{flag}", type=positive_int, required=True)
     w = sub.add_parser("wrong-strategies", help="test.json -> a copy with a forced wrong strategy")
     w.add_argument("input")
     w.add_argument("output")
@@ -255,6 +409,18 @@ def run(argv=None) -> int:
         k, total = name_strategies(args.train_file, args.motivations_file)
         print(f"{total - k} of {total} motivations named their gold strategy; the label written into {k} "
               f"(the model's answers: {args.motivations_file[:-5]}.raw.json)")
+        return 0
+    if args.cmd == "estimate":
+        data = os.path.join(args.work, "data")
+        n = {split: count_samples(os.path.join(data, f"{split}.txt")) for split in ("train", "valid", "test")}
+        plan = {"llm": args.llm, "data": args.data, "precision": args.precision,
+                "gen_precision": args.gen_precision or args.precision, "n_train": n["train"],
+                "n_valid": n["valid"], "n_test": n["test"], "max_train": args.max_train,
+                **{k: getattr(args, k) for k in ("tokens_motivation", "tokens_base", "tokens_infer", "lora_epochs",
+                                                 "lora_batch")}}
+        est = estimate(plan, probe(args.precision, plan["gen_precision"]))
+        atomic_write_json(os.path.join(args.work, "estimate.json"), est, indent=2)
+        print(format_estimate(est))
         return 0
     if args.cmd == "wrong-strategies":
         n = wrong_strategies(args.input, args.output)

@@ -1,5 +1,6 @@
 """chat.py's input and output: --input not UTF-8 and --output unwritable are one line before any work; bytes typed at
-the terminal that are not UTF-8 are refused with the byte and the chat goes on."""
+the terminal that are not UTF-8 are refused with the byte and the chat goes on; a turn shows a "thinking" sign on a
+terminal while it runs, and nothing in piped output."""
 import json
 import os
 import random
@@ -127,3 +128,38 @@ def test_auth_on_the_command_line_is_warned_about_and_checked_before_loading(tmp
     assert "warning" not in capsys.readouterr().err  # the environment variable is the way: no warning
     doc = chat.__doc__
     assert "MAGIC_CHAT_AUTH=" in doc and "--auth user:pass" not in doc
+
+
+class _Tty:
+    """A stream that says it is a terminal and records what was written, with the time of each write."""
+
+    def __init__(self, tty=True):
+        import time
+        self.tty, self.writes, self._clock = tty, [], time.monotonic
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.writes.append((self._clock(), text))
+
+    def flush(self):
+        pass
+
+
+def test_a_turn_shows_a_thinking_sign_on_a_terminal_while_it_runs():
+    import time
+    chat = _script("chat.py")
+    tty = _Tty()
+    with chat.Thinking(tty, every=0.05):
+        started = time.monotonic()
+        time.sleep(0.3)
+        during = [t for t, _ in tty.writes if t >= started]
+    assert tty.writes[0][1] == "\rthinking..."  # shown at once, before the turn's work
+    assert len(during) >= 2 and any(text.startswith("\rthinking... 0 s") for _, text in tty.writes)  # updated
+    last = tty.writes[-1][1]
+    assert last.strip() == "" and last.endswith("\r")  # erased at the end: the answer prints on a clean line
+    piped = _Tty(tty=False)
+    with chat.Thinking(piped, every=0.01):
+        time.sleep(0.05)
+    assert piped.writes == []  # piped output stays the answers only

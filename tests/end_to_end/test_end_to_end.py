@@ -66,8 +66,11 @@ def test_demo_pipeline_trimmed(repo_root, tmp_path):
     assert "Demo finished" in r.stdout
     summary = (work / "SUMMARY.md").read_text()
     for heading in ("Strategy LLM on the test split", "Generator on the test split", "Three test samples",
-                    "Wall time per step"):
+                    "Wall time per step", "## Machine", "| step | expected s | actual s |"):
         assert heading in summary, heading
+    est = load(work / "estimate.json")  # said before spending it: printed before step 1
+    assert est["machine"]["gflops"]["fp32"] > 0 and set(est["steps"]) >= {"3 LoRA fine-tuning", "7 train MAGIC"}
+    assert r.stdout.index("expected time per step") < r.stdout.index("=== 1 motivations")
 
     again = run_demo(repo_root, work)
     assert again.returncode == 0, again.stderr[-3000:]

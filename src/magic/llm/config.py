@@ -85,7 +85,7 @@ class MotivationConfig:
                            choices=TEMPLATES)
     batch_size: int = option(8, "prompts per batch (local)", type=positive_int, metavar="N")
     device: str | None = option(None, "default: cuda if available, else cpu (local)")
-    dtype: str | None = option(None, "float32 (default) | bf16 | fp16 | auto (local)")
+    dtype: str | None = option(None, "float32 (default) | bf16 | fp16 | auto | int8 (local, CPU)")
 
 
 @dataclass(kw_only=True)
@@ -192,7 +192,7 @@ class InferenceConfig:
     top_k: int | None = option(None, "with --do_sample (released: 10)", type=positive_int, metavar="N")
     temperature: float | None = option(None, "with --do_sample", type=positive_float, metavar="X")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
-    dtype: str | None = option(None, "float32 | float16 | bfloat16 | auto (default: the checkpoint's)")
+    dtype: str | None = option(None, "float32 | float16 | bfloat16 | auto | int8 (CPU) (default: the checkpoint's)")
     base_url: str | None = option(None, "OpenAI-compatible server, e.g. http://localhost:8000/v1")
     model: str | None = option(None, "served model name (openai; default --model_path)")
     concurrency: int = option(8, "parallel requests (openai)", type=positive_int, metavar="N")

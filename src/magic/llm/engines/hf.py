@@ -14,7 +14,8 @@ import torch
 
 from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import ChatRunResult, Progress, local_prompt_key
-from magic.llm.local_model import common_prefix_len, format_prompt, load_causal_lm, pad_left, tokenize_prompts
+from magic.llm.local_model import INT8_NAMES, common_prefix_len, format_prompt, load_causal_lm, pad_left, \
+    tokenize_prompts
 
 
 def sampling_kwargs(do_sample: bool, top_k: int | None, temperature: float | None) -> dict:
@@ -186,8 +187,9 @@ class HFEngine(Engine):
 
     def key(self, prompt: str) -> str:
         g = self.generation
-        return local_prompt_key(prompt, self.model_path, g.template, g.max_new_tokens, g.do_sample, g.top_k,
-                                g.temperature)
+        # int8 weights give other answers than float ones: their own cache entries
+        model = f"{self.model_path}#int8" if self.dtype in INT8_NAMES else self.model_path
+        return local_prompt_key(prompt, model, g.template, g.max_new_tokens, g.do_sample, g.top_k, g.temperature)
 
     def answer(self, items, *, cache=None, desc="", progress=None, stats=None) -> ChatRunResult:
         """Batches are fixed slices of ``items`` (not of the uncached remainder), so a resumed run pads every
@@ -221,3 +223,4 @@ class HFEngine(Engine):
         finally:
             bar.close()
         return result
+
