@@ -15,7 +15,8 @@ from magic.common.artifacts import (RUN_NAME_RE, SPLITS, best_checkpoint, checkp
 from magic.common.errors import UserError
 from magic.common.validate import id_split, parse_split_list
 from magic.generator import train
-from tests.repository.source_files import _load_script, _sources
+from tests.repository.source_files import _sources
+from tests.scripts import load_script as _load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
