@@ -138,6 +138,14 @@ def test_reference_judge_passes_controls_random_judge_is_flagged(world, monkeypa
     assert controls["trusted"] is False and controls["flag"] == "this judge cannot separate systems"
     assert "WARNING: this judge cannot separate systems" in stdout
 
+    def contrary(prompt, r1, r2):  # always against the reference: consistent and significant, but wrong
+        return {"1": "2", "2": "1"}.get(reference_judge(world)(prompt, r1, r2), "tie")
+    out = world["dir"] / "contrary"
+    with StubServer(answer_fn=judge_answer_fn(contrary)) as stub:
+        rc, stdout, _ = _judge(monkeypatch, capsys, _args(world, out, stub))
+    controls = _result(out)["controls"]
+    assert rc == 0 and controls["frequent"]["sign_test_p"]["Overall"] < 0.05 and controls["trusted"] is False
+
 
 def test_swapping_a_and_b_swaps_win_and_lose(world, monkeypatch, capsys):
     runs = {}
@@ -159,8 +167,8 @@ def test_swapping_a_and_b_swaps_win_and_lose(world, monkeypatch, capsys):
 def test_unreadable_answers_are_reasked_then_counted_apart(world, monkeypatch, capsys):
     def choose(prompt, r1, r2):
         situation = SITUATION.search(prompt).group(1)
-        if situation.startswith("situation 1:"):
-            return "I cannot decide."  # never readable: counted apart
+        if situation.startswith("situation 1:") and r1.startswith("alpha"):
+            return "I cannot decide."  # never readable with A shown first: the sample is counted apart
         if situation.startswith("situation 2:") and "could not be read" not in prompt:
             return "Both are nice."  # readable once reminded
         return longer(prompt, r1, r2)
@@ -172,7 +180,7 @@ def test_unreadable_answers_are_reasked_then_counted_apart(world, monkeypatch, c
     r = _result(out)
     assert r["unreadable"] == ["test-1-3"] and r["n_judged"] == N - 1
     assert "test-1-3" not in r["per_sample"] and "test-2-3" in r["per_sample"]
-    assert len(asked) == 2 * 3  # both orders, asked once and re-asked twice
+    assert len(asked) == 3 + 1  # A first: asked once and re-asked twice; B first: readable at once
     assert "1 unreadable after 2 re-asks" in stdout
     s = r["results"]["Overall"]
     assert s["n"] == N - 1 and s["win"] + s["tie"] + s["lose"] == pytest.approx(1.0)
