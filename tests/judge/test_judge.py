@@ -287,3 +287,16 @@ def test_direct_llm_rows_in_step8_format_judged_like_any_system(world, monkeypat
         rc, stdout, _ = _judge(monkeypatch, capsys, _args(world, world["dir"] / "zs", stub, "--no_controls", a="S",
                                                           b="Z"))
     assert rc == 0 and _result(world["dir"] / "zs")["results"]["Overall"]["win"] == 1.0
+
+
+@pytest.mark.parametrize("script", ["judge_responses.py", "direct_llm_responses.py"])
+def test_help_imports_no_torch_and_shows_each_default_once(script):
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\ntry:\n    runpy.run_path({script!r}, "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('heavy imported:', any(m in sys.modules for m in "
+            "('torch', 'transformers', 'openai', 'numpy')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}"))
+    assert proc.stdout.rstrip().endswith("heavy imported: False"), proc.stdout + proc.stderr
+    options = re.split(r"\n  (?=-)", proc.stdout.split("this step:", 1)[1])
+    assert len(options) > 10 and all(o.count("default:") <= 1 for o in options), options
+    assert "--backend {openai,local,vllm}" in proc.stdout and "--limit N" in proc.stdout

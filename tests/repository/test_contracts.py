@@ -207,6 +207,8 @@ def _bad_inputs(tmp):
         ("main.py", "cli", ["--train_data", missing, "--valid_data", missing, "--output_dir", tmp], 2),
         ("compare_results.py", "__main__", [missing, missing], 2),
         ("scripts/reproduce.py", "__main__", ["--profile", "paper"], 2),
+        ("judge_responses.py", "main", ["--a", missing, "--b", missing, "--output_dir", tmp], 2),
+        ("direct_llm_responses.py", "main", ["--test_data", missing, "--eval_dir", tmp], 2),
     ]
 
 
@@ -282,7 +284,7 @@ def test_no_private_name_is_imported_across_modules():
 # loads transformers' BART modules) where checkpoint.py and train.py build one (any function), and padded.py (it
 # imports model.py) where train_epoch runs it.
 # (file, module) -> the functions that may, None for any.
-TOP_IMPORT_MODULES = ("common", "esconv", "generator", "llm", os.path.join("chat", "web.py"))
+TOP_IMPORT_MODULES = ("common", "esconv", "generator", "llm", "judge", os.path.join("chat", "web.py"))
 FUNCTION_IMPORTS_KEPT = {("generator/checkpoint.py", "magic.generator.model"): None,
                          ("generator/train.py", "magic.generator.model"): None,
                          ("generator/train.py", "magic.generator.padded"): {"train_epoch"}}

@@ -8,9 +8,10 @@ their own flags.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, fields
 
-from magic.common.settings import option
+from magic.common.settings import add_options, option
 from magic.common.validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 BACKENDS = ("openai", "local", "vllm")  # magic.llm.engines.factory.BACKENDS, the step-1 order
@@ -80,11 +81,6 @@ class DirectConfig(EngineOptions):
 
 def build_parser(cls: type, usage: str, description: str):
     """The script's parser: its own flags first, then the LLM's (one group each)."""
-    import argparse
-    from dataclasses import fields
-
-    from magic.common.settings import add_options
-
     p = argparse.ArgumentParser(usage=usage, description=description,
                                 formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34))
     engine = [f.name for f in fields(EngineOptions)]

@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict
 
 from metric import JAVA_INSTALL_HINT, java_available
-from metric.protocol import clean_response, compute_scores_and_samples, one_line, tokenizer_name
+from metric.protocol import clean_response, compute_scores_and_samples, format_scores, one_line, tokenizer_name
 from magic.common.errors import UserError
 from magic.common.io_utils import atomic_write_json, atomic_write_text
 from magic.judge.config import DirectConfig
@@ -99,7 +99,6 @@ def direct_responses(cfg: DirectConfig) -> int:
     }
     atomic_write_json(hyp + ".scores.json", record)
     if scores:
-        from metric.protocol import format_scores
         print(format_scores(scores))
     print(f"{len(ids)} replies ({cfg.mode}): {hyp}\nscores: {hyp}.scores.json", flush=True)
     return EXIT_OK

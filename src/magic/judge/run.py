@@ -33,6 +33,7 @@ from magic.llm.engines.base import Engine, Generation
 from magic.llm.engines.cache import JsonlCache
 from magic.llm.engines.factory import make_engine
 from magic.llm.engines.openai import FatalRequestError, scrub
+from magic.llm.motivations import estimate, format_estimate, resolve_api_key
 
 JUDGE_SCHEMA = "magic.judge/1"
 RESULT_FILE = "judge.json"
@@ -149,8 +150,6 @@ def resolve_key(opts: EngineOptions) -> str | None:
     never shown); None for the in-process backends."""
     if opts.backend != "openai":
         return None
-    from magic.llm.motivations import resolve_api_key
-
     return resolve_api_key(None, opts.base_url)
 
 
@@ -177,8 +176,6 @@ def engine_name(opts: EngineOptions) -> dict:
 def dry_run(opts: EngineOptions, items: list[tuple[str, str]], cache_path: str, max_new_tokens: int,
             note: str = "") -> int:
     """Step 1's estimate (requests, input tokens, cost) of the items not yet in the cache; nothing is sent."""
-    from magic.llm.motivations import estimate, format_estimate
-
     to_send = [p for _, p in items]
     if os.path.exists(cache_path):
         cache = JsonlCache(cache_path, readonly=True)
