@@ -1,5 +1,6 @@
 """Step 9 (judge_responses.py) and the direct-LLM supporter (direct_llm_responses.py) against the OpenAI-compatible
 stub playing the judge (magic.testing.openai_stub.judge_answer_fn)."""
+import dataclasses
 import hashlib
 import json
 import os
@@ -8,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
 
 import direct_llm_responses
 import judge_responses
+from magic.common.settings import from_namespace
+from magic.judge.config import DirectConfig, JudgeConfig, build_parser
 from magic.judge.prompt import CRITERIA, parse_judgement
 from magic.judge.verdicts import combine, sign_test
 from magic.testing.openai_stub import StubServer, judge_answer_fn
@@ -297,6 +301,19 @@ def test_help_imports_no_torch_and_shows_each_default_once(script):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}"))
     assert proc.stdout.rstrip().endswith("heavy imported: False"), proc.stdout + proc.stderr
+    assert len(proc.stdout.splitlines()) <= 80
     options = re.split(r"\n  (?=-)", proc.stdout.split("this step:", 1)[1])
     assert len(options) > 10 and all(o.count("default:") <= 1 for o in options), options
     assert "--backend {openai,local,vllm}" in proc.stdout and "--limit N" in proc.stdout
+
+
+@pytest.mark.parametrize("cls", [JudgeConfig, DirectConfig])
+def test_number_flags_are_checked_and_parsed_defaults_are_the_config_defaults(cls):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+        if base[0] in (int, float):
+            assert f.metadata["cli"]["type"] not in (None, int, float), f.name
+    required = ["--a", "x", "--b", "y"] if cls is JudgeConfig else []
+    parsed = from_namespace(cls, build_parser(cls, "", "").parse_args(required))
+    assert parsed == (cls(a="x", b="y") if cls is JudgeConfig else cls())

@@ -184,7 +184,7 @@ def dry_run(opts: EngineOptions, items: list[tuple[str, str]], cache_path: str, 
     est = estimate(to_send, len(items) - len(to_send), max_new_tokens, opts.price_per_1k_input,
                    opts.price_per_1k_output)
     print(format_estimate(est, opts.price_per_1k_input, opts.price_per_1k_output).replace("prompts:", "requests:", 1)
-          + note, flush=True)
+          .replace("--max_tokens", "--max_new_tokens") + note, flush=True)
     return EXIT_OK
 
 
