@@ -200,10 +200,11 @@ def ask(engine: Engine, items, cache: JsonlCache, desc: str, api_key: str | None
 
 # ------------------------------------------------------------------------------------------ the step
 def judge(cfg: JudgeConfig) -> int:
+    if not 0 < cfg.confidence < 1:
+        raise UserError(f"--confidence {cfg.confidence}: expected a level between 0 and 1 (exclusive)")
     a, b, ids, pairs = build_pairs(cfg)
-    first = items_for(pairs[:1], 0)
     if cfg.show_prompt:
-        print(first[0][1], end="", flush=True)
+        print(items_for(pairs[:1], 0)[0][1], end="", flush=True)
         return EXIT_OK
     cache_path = cfg.cache_file or os.path.join(cfg.output_dir, CACHE_FILE)
     if cfg.dry_run:
