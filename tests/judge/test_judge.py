@@ -228,6 +228,7 @@ def test_dry_run_and_show_prompt_send_nothing(world, monkeypatch, capsys):
         assert stub.requests == []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_gives_the_same_verdicts_without_reasking(world):
     env = dict(os.environ, OPENAI_API_KEY=KEY, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
     killed, clean = world["dir"] / "killed", world["dir"] / "clean"
