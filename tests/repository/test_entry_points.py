@@ -70,6 +70,8 @@ def _bad_inputs(tmp):
         ("main.py", "cli", ["--train_data", missing, "--valid_data", missing, "--output_dir", tmp], 2),
         ("compare_results.py", "__main__", [missing, missing], 2),
         ("scripts/reproduce.py", "__main__", ["--profile", "paper"], 2),
+        ("judge_responses.py", "main", ["--a", missing, "--b", missing, "--output_dir", tmp], 2),
+        ("direct_llm_responses.py", "main", ["--test_data", missing, "--eval_dir", tmp], 2),
     ]
 
 

@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PACKAGE = os.path.join(ROOT, "src", "magic")
 # rank of each stage: a module may import its own stage and lower ranks; llm and generator share a rank
 # and never import each other.
-RANK = {"common": 0, "esconv": 1, "metric": 1, "llm": 2, "generator": 2, "chat": 3, "study": 3, "testing": 4}
+RANK = {"common": 0, "esconv": 1, "metric": 1, "llm": 2, "generator": 2, "chat": 3, "study": 3, "judge": 3, "testing": 4}
 
 
 def _modules():

@@ -48,7 +48,30 @@ def parse_bool(text: str) -> bool:
 
 
 @dataclass(kw_only=True)
-class MotivationConfig:
+class EngineOptions:
+    """The LLM a step asks (steps 1 and 9, the direct-LLM rows): an OpenAI-compatible server, or a local transformers
+    model, through magic.llm.engines.factory.make_engine."""
+    backend: str = option("openai", "an OpenAI-compatible server, or a local transformers model",
+                          choices=("openai", "local"))
+    model: str = option(RELEASED_MODEL, "served model name (openai)")
+    base_url: str | None = option(None, "e.g. http://localhost:8000/v1 for vLLM / llama.cpp / Ollama (default: OpenAI)")
+    openai_api_key: str | None = option(None, "DEPRECATED (shell history, process list): export OPENAI_API_KEY")
+    concurrency: int = option(8, "requests in flight (openai)", type=positive_int, metavar="N")
+    rpm: float | None = option(None, "client-side cap on requests per minute (openai)", type=positive_float,
+                               metavar="X")
+    max_retries: int = option(6, "retries per prompt on 429/5xx/timeouts/malformed answers (openai)",
+                              type=non_negative_int, metavar="N")
+    timeout: float = option(60.0, "seconds per request (openai)", type=positive_float, metavar="X")
+    model_name_or_path: str | None = option(None, "a transformers causal-LM folder (local)")
+    template: str = option("chat", "chat = the tokenizer's chat template, default when it has none (local)",
+                           choices=TEMPLATES)
+    batch_size: int = option(8, "prompts per batch (local)", type=positive_int, metavar="N")
+    device: str | None = option(None, "default: cuda if available, else cpu (local)")
+    dtype: str | None = option(None, "float32 (default) | bf16 | fp16 | auto | int8 (local, CPU)")
+
+
+@dataclass(kw_only=True)
+class MotivationConfig(EngineOptions):
     """Step 1: ask an LLM why the supporter chose each training sample's strategy."""
     train_file: str = option(os.path.join(RELEASED_DATA, "train.txt"), "MultiESC train.txt (JSON lines)",
                              aliases=("--train_file_path",))
@@ -65,27 +88,10 @@ class MotivationConfig:
     price_per_1k_output: float | None = option(None, "USD per 1k output tokens (dry run)", type=non_negative_float,
                                                metavar="X")
     allow_partial: bool = option(False, "write the answered samples even if some failed (the .ids.json says which)")
-    backend: str = option("openai", "an OpenAI-compatible server, or a local transformers model",
-                          choices=("openai", "local"))
-    model: str = option(RELEASED_MODEL, "served model name (openai)")
-    base_url: str | None = option(None, "e.g. http://localhost:8000/v1 for vLLM / llama.cpp / Ollama (default: OpenAI)")
-    openai_api_key: str | None = option(None, "DEPRECATED (shell history, process list): export OPENAI_API_KEY")
     temperature: float | None = option(None, "default: not sent (openai); greedy (local)", type=non_negative_float,
                                        metavar="X")
     max_tokens: int | None = option(None, f"default: not sent (openai); {LOCAL_MAX_NEW_TOKENS} new tokens (local)",
                                     type=positive_int, metavar="N")
-    concurrency: int = option(8, "requests in flight (openai)", type=positive_int, metavar="N")
-    rpm: float | None = option(None, "client-side cap on requests per minute (openai)", type=positive_float,
-                               metavar="X")
-    max_retries: int = option(6, "retries per prompt on 429/5xx/timeouts/malformed answers (openai)",
-                              type=non_negative_int, metavar="N")
-    timeout: float = option(60.0, "seconds per request (openai)", type=positive_float, metavar="X")
-    model_name_or_path: str | None = option(None, "a transformers causal-LM folder (local)")
-    template: str = option("chat", "chat = the tokenizer's chat template, default when it has none (local)",
-                           choices=TEMPLATES)
-    batch_size: int = option(8, "prompts per batch (local)", type=positive_int, metavar="N")
-    device: str | None = option(None, "default: cuda if available, else cpu (local)")
-    dtype: str | None = option(None, "float32 (default) | bf16 | fp16 | auto | int8 (local, CPU)")
 
 
 @dataclass(kw_only=True)

@@ -17,6 +17,10 @@ Where faults come from, first match wins for each request:
   ``script``     a list consumed one per request in arrival order;
   ``per_prompt`` {substring: [faults]}, consumed one per request whose prompt contains the substring;
   ``always``     one fault for every other request (e.g. ``"500"`` for a persistent outage).
+Judge mode (judge_responses.py's prompts): ``answer_fn=judge_answer_fn(choose)`` answers the five criteria with
+``choose(prompt, reply_1, reply_2)``: "1", "2" or "tie" for all of them, or any other string as the whole
+(unreadable) answer.
+
 If ``api_key`` is set, a request without ``Authorization: Bearer <api_key>`` gets a 401 whose message
 echoes the key it was given, as real servers do in part: the client must scrub it.
 
@@ -45,6 +49,22 @@ def stub_answer(prompt: str) -> str:
     label = marks[-1] if marks else "Others"
     digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
     return f"The motivation of the supporter in choosing the strategy [{label}] is to answer prompt {digest}."
+
+
+_REPLY_RE = re.compile(r"^Reply ([12]): (.*)$", re.MULTILINE)
+JUDGE_CRITERIA = ("Fluency", "Identification", "Comforting", "Suggestion", "Overall")
+
+
+def judge_answer_fn(choose: Callable[[str, str, str], str]) -> Callable[[str], str]:
+    """An ``answer_fn`` that plays a judge: ``choose(prompt, reply_1, reply_2)`` -> "1" | "2" | "tie" (the same
+    choice on every criterion) or any other text (returned as it is: an unreadable answer)."""
+    def answer(prompt: str) -> str:
+        replies = dict(_REPLY_RE.findall(prompt))
+        pick = choose(prompt, replies.get("1", ""), replies.get("2", ""))
+        if pick not in ("1", "2", "tie"):
+            return pick
+        return "\n".join(f"{c}: {pick}" for c in JUDGE_CRITERIA)
+    return answer
 
 
 @dataclass
