@@ -43,6 +43,7 @@ import sys
 from collections import Counter
 
 from magic.esconv.dialogues import STRATEGIES, canonical_strategy, load_samples, parse_strategy, wrong_strategy
+from magic.common.artifacts import SPLITS
 from magic.common.errors import run_main
 from magic.common.io_utils import atomic_write_json, atomic_write_text, load_json
 from magic.common.validate import positive_int
@@ -412,7 +413,7 @@ def run(argv=None) -> int:
         return 0
     if args.cmd == "estimate":
         data = os.path.join(args.work, "data")
-        n = {split: count_samples(os.path.join(data, f"{split}.txt")) for split in ("train", "valid", "test")}
+        n = {split: count_samples(os.path.join(data, f"{split}.txt")) for split in SPLITS}
         plan = {"llm": args.llm, "data": args.data, "precision": args.precision,
                 "gen_precision": args.gen_precision or args.precision, "n_train": n["train"],
                 "n_valid": n["valid"], "n_test": n["test"], "max_train": args.max_train,
