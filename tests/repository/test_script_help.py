@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from magic.common.settings import defaults
 from tests.scripts import load_script as _load_script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,12 +53,19 @@ def test_help_is_short_and_shows_each_default_once(helps, script):
         assert len(re.findall(r"\(default", block)) <= 1, block
 
 
+def _defaults(cls: type) -> dict:
+    """Field name -> default of a config class (what ``--help`` shows)."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
 @pytest.mark.parametrize("script", CONFIGS)
 def test_the_parser_defaults_are_the_config_defaults(script):
     mod = _load_script(script)
     cls = getattr(mod, CONFIGS[script])
     parser = mod.build_parser()
-    for name, value in defaults(cls).items():
+    for name, value in _defaults(cls).items():
         assert parser.get_default(name) == value, (script, name)
     flags = {a.dest for a in parser._actions} - {"help"}
     assert flags == {f.name for f in dataclasses.fields(cls)}, script

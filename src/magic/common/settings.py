@@ -116,13 +116,3 @@ def parse(cls: type, argv: Sequence[str] | None = None, description: str | None 
     p = step_parser(description or (cls.__doc__ or "").split("\n\n")[0], cls, **parser_options)
     return from_namespace(cls, p.parse_args(argv))
 
-
-def defaults(cls: type) -> dict[str, Any]:
-    """Field name -> default of a config class (what ``--help`` shows)."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not _MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not _MISSING:
-            out[f.name] = f.default_factory()
-    return out
