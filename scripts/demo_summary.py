@@ -267,7 +267,7 @@ def generator_rows(work: str) -> tuple[list[dict], list[str], list[str]]:
     """(rows, references, MAGIC's hypotheses). Each row: name, scores (fractions), distinct among first 8."""
     from magic.metric import java_available
 
-    from magic.generator.evaluation import compute_scores
+    from magic.metric.protocol import compute_scores
 
     refs = _read_lines(os.path.join(work, "eval_result", "response_lables.txt"))
     rows, magic_hyps = [], None

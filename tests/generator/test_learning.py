@@ -109,7 +109,7 @@ def test_validation_perplexity_falls(trained):
 
 
 def test_bleu2_beats_frequent_response_baseline(trained, gold_responses):
-    from magic.generator.evaluation import compute_scores
+    from magic.metric.protocol import compute_scores
 
     test = trained["records"]["test"]
     refs = [r["response"] for r in test]

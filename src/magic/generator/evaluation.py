@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from magic.metric import JAVA_INSTALL_HINT, java_available
-from magic.metric.protocol import clean_response, compute_scores, compute_scores_and_samples, one_line, tokenizer_name
+from magic.metric.protocol import clean_response, compute_scores_and_samples, one_line, tokenizer_name
 from magic.generator.beam_search import beam_search, group_diversity
 from magic.generator.checkpoint import load_checkpoint
 from magic.generator.data import DialogueDataset, collator_for, load_records
