@@ -100,6 +100,36 @@ def test_cached_frozen_layers_give_the_full_loss_and_gradients(tiny):
     assert len(model.get_base_model().get_decoder().layers) == 4
 
 
+def test_a_shared_prefix_runs_once_with_the_batch_loss_and_gradients(tiny):
+    _, model_dir, examples = tiny
+    model = _lora(model_dir)
+    cache = FrozenLayerCache.build(model, [e["input_ids"] for e in examples], 2, progress=False)
+    params = _trainable(model)
+    shared = 0
+    for rows in ([0, 1, 2], [0, 1], [2, 3], [1, 4], [4]):
+        batch = SFTCollator(pad_token_id=0)([{**examples[i], "example_index": i} for i in rows])
+        index = batch.pop("example_index")
+        with cache.top_only():
+            padded = cache.inputs(index, answer_only_inputs(model, batch))
+            loss, grads = _loss_and_grads(model, padded, params)
+            step = cache.shared_prefix_inputs(padded, batch["input_ids"], min_len=4)
+            prefix = padded["inputs_embeds"].shape[1] - step["inputs_embeds"].shape[1]
+            ids = [examples[i]["input_ids"] for i in rows]
+            # the prefix all rows share, never reaching a position whose logits are needed
+            assert all(x[:prefix] == ids[0][:prefix] for x in ids)
+            assert not padded["logits_to_keep"][:, :prefix].any()
+            shared_loss, shared_grads = _loss_and_grads(model, step, params)
+        assert torch.allclose(shared_loss, loss, rtol=1e-5) and _close(grads, shared_grads, tol=1e-4), rows
+        shared += prefix
+        if rows == [4]:  # one row: the batch as it was
+            assert prefix == 0
+        elif rows == [1, 4]:  # different instructions: only the template's "Human: " is shared
+            assert 0 < prefix < len(INSTRUCTION) // 4
+        else:
+            assert prefix >= len(INSTRUCTION) // 4  # at least the instruction's tokens (a char-level BPE)
+    assert shared > 0
+
+
 def test_the_cache_is_off_where_it_would_not_be_exact(tiny):
     _, model_dir, examples = tiny
     why = []

@@ -390,7 +390,8 @@ def _trainer_class(grad_accum_loss: str):
             if self.frozen_cache is None or index is None:
                 return super().compute_loss(model, inputs, False, num_items_in_batch)
             with self.frozen_cache.top_only():
-                return super().compute_loss(model, self.frozen_cache.inputs(index, inputs), False, num_items_in_batch)
+                step = self.frozen_cache.shared_prefix_inputs(self.frozen_cache.inputs(index, inputs), inputs["input_ids"])
+                return super().compute_loss(model, step, False, num_items_in_batch)
 
         def _build_frozen_cache(self, model):
             why_not: list[str] = []
