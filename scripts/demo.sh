@@ -187,9 +187,33 @@ step "4 merge LoRA" "$LLM_DIR/merged/config.json" -- \
   env BASE_MODEL="$BASE_LLM" ADAPTER_DIR="$LLM_DIR/adapter" ADAPTER="$LLM_DIR/adapter" EXPORT_DIR="$LLM_DIR/merged" \
     bash scripts/4_export_llm.sh
 
-# -- step 5: strategy + motivation for every sample
-step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- \
-  env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS" bash scripts/5_infer_strategy.sh
+# -- step 5: strategy + motivation for every sample, in INFER_PROCS processes (default 2 where there are 2 cores)
+# of cores/INFER_PROCS threads, each answering every other batch (--shard K/N: the batches and answers of one
+# process); the merge then writes the files and the report. Two one-thread processes beat one two-thread process
+# on 2 cores: generate's Python runs in both, and no thread waits at a barrier for a core another job holds
+infer_sharded() {
+  local cores procs k pids=() failed=0
+  cores=$(nproc 2>/dev/null || echo 1)
+  procs=${INFER_PROCS:-$(( cores < 2 ? 1 : 2 ))}
+  local common=(env EXPORT_DIR="$LLM_DIR/merged" DTYPE="$GEN_DTYPE" BATCH=32 MAX_NEW_TOKENS="$LLM_TOKENS")
+  if [ "$procs" -le 1 ]; then "${common[@]}" bash scripts/5_infer_strategy.sh; return; fi
+  local threads=$(( cores / procs > 1 ? cores / procs : 1 ))
+  for ((k = 0; k < procs; k++)); do
+    if [ "$k" = 0 ]; then  # the first shard shows its progress here, the others write logs
+      "${common[@]}" OMP_NUM_THREADS=$threads bash scripts/5_infer_strategy.sh --shard "$k/$procs" &
+    else
+      "${common[@]}" OMP_NUM_THREADS=$threads bash scripts/5_infer_strategy.sh --shard "$k/$procs" \
+        > "$LLM_DIR/infer_shard$k.log" 2>&1 &
+    fi
+    pids+=($!)
+  done
+  for k in "${!pids[@]}"; do
+    wait "${pids[$k]}" || { failed=1; echo "error: step 5 shard $k/$procs failed (logs: $LLM_DIR/infer_shard*.log)" >&2; }
+  done
+  [ "$failed" = 0 ] || return 1
+  "${common[@]}" bash scripts/5_infer_strategy.sh --merge_shards "$procs"
+}
+step "5 strategy inference" "$LLM_DIR/strategy_with_motivation_test.json" -- infer_sharded
 
 # -- step 6: dataset
 step "6 dataset" "$DATA_DIR/test.json" -- bash scripts/6_build_dataset.sh
@@ -205,16 +229,31 @@ step "7 train MAGIC" "$WORK/out_model" -- \
   env BART="$BART" OUTPUT_DIR="$WORK/out_model" EPOCHS="${EPOCHS:-40}" BATCH=16 LR=1e-3 PRECISION=fp32 \
   bash scripts/7_train_magic.sh --max_length 256 --device cpu "${train_extra[@]}"
 
-# -- step 8: evaluation (MAGIC with the inferred strategies), then oracle and forced wrong strategies
+# -- step 8: evaluation (MAGIC with the inferred strategies), oracle and forced wrong strategies: three
+# independent processes of one thread each, at once (each is mostly start-up: imports, Java for METEOR);
+# the first prints here, the other two write $WORK/eval_gold.log and $WORK/eval_wrong.log
+eval_wrong() {
+  "$PY" scripts/demo_summary.py wrong-strategies "$DATA_DIR/test.json" "$DATA_DIR/test_wrong_strategy.json"
+  OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_wrong" bash scripts/8_evaluate.sh --device cpu \
+    --test_data "$DATA_DIR/test_wrong_strategy.json"
+}
+export OMP_NUM_THREADS=1
 step "8 evaluation" "$WORK/eval_result/response_lables.txt" -- \
-  env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_result" bash scripts/8_evaluate.sh --device cpu
+  env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_result" bash scripts/8_evaluate.sh --device cpu &
+eval_pids=($!)
 step "8 evaluation, gold strategies" "$WORK/eval_gold/response_lables.txt" -- \
   env OUTPUT_DIR="$WORK/out_model" EVAL_DIR="$WORK/eval_gold" STRATEGY_SOURCE=gold \
-  bash scripts/8_evaluate.sh --device cpu
-step "8 evaluation, wrong strategies" "$WORK/eval_wrong/response_lables.txt" -- bash -c '
-  "$PY" scripts/demo_summary.py wrong-strategies "$DATA_DIR/test.json" "$DATA_DIR/test_wrong_strategy.json"
-  OUTPUT_DIR="$1/out_model" EVAL_DIR="$1/eval_wrong" bash scripts/8_evaluate.sh --device cpu \
-    --test_data "$DATA_DIR/test_wrong_strategy.json"' _ "$WORK"
+  bash scripts/8_evaluate.sh --device cpu > "$WORK/eval_gold.log" 2>&1 &
+eval_pids+=($!)
+step "8 evaluation, wrong strategies" "$WORK/eval_wrong/response_lables.txt" -- eval_wrong > "$WORK/eval_wrong.log" 2>&1 &
+eval_pids+=($!)
+unset OMP_NUM_THREADS
+eval_failed=0
+for pid in "${eval_pids[@]}"; do wait "$pid" || eval_failed=1; done
+if [ "$eval_failed" = 1 ]; then
+  echo "error: an evaluation failed (its output: above, $WORK/eval_gold.log or $WORK/eval_wrong.log)" >&2
+  exit 1
+fi
 
 # -- the evidence: strategy accuracy before/after LoRA, generator vs baselines, three samples, timings
 printf '%s\t%s\n' "total (this run)" "$((SECONDS - T0))" >> "$TIMES"

@@ -61,6 +61,7 @@ COSTS = {
     "gen_token": 1.0,          # GFLOP-eq per prompt and new token (decode at batch 32)
     "lora_cache": 18.0,        # GFLOP-eq per training example: the frozen layers, once
     "lora_example": 70.0,      # GFLOP-eq per example and epoch: forward + backward of the top 6 layers
+    "lora_shared": 0.54,       # share of an example's tokens in the instruction all share: run once per batch
     "lora_step": 6.0,          # GFLOP-eq per optimiser step (LoRA update, bookkeeping)
     "generator_train": 6000.0, # GFLOP-eq (fp32) for step 7 (small BART, early stopping)
     "generator_eval": 1500.0,  # GFLOP-eq (fp32) for one step-8 evaluation
@@ -123,7 +124,8 @@ def step_work(plan: dict) -> list[tuple[str, float, str, float]]:
     n_train, epochs, batch = plan["n_train"], plan["lora_epochs"], plan["lora_batch"]
     n_lora = min(n_train, plan.get("max_train") or n_train)
     steps = -(-n_lora // batch) * epochs
-    lora = n_lora * COSTS["lora_cache"] + n_lora * epochs * COSTS["lora_example"] + steps * COSTS["lora_step"]
+    per_example = COSTS["lora_example"] * (1 - COSTS["lora_shared"] + COSTS["lora_shared"] / batch)
+    lora = n_lora * COSTS["lora_cache"] + n_lora * epochs * per_example + steps * COSTS["lora_step"]
     out = []
     if plan["data"] == "real":
         out.append(("1 motivations (released)", 0.0, "fp32", 2.0))
@@ -147,13 +149,25 @@ def step_work(plan: dict) -> list[tuple[str, float, str, float]]:
     return out
 
 
+# demo.sh runs these at once: they share the cores (their work adds up) and start up side by side
+PARALLEL = ("8 evaluation", "8 evaluation, gold strategies", "8 evaluation, wrong strategies")
+
+
 def estimate(plan: dict, machine: dict) -> dict:
-    """{"machine", "plan", "steps": {name: expected seconds}, "total": seconds} from the probe's rates."""
-    steps = {}
+    """{"machine", "plan", "steps": {name: expected seconds}, "total": seconds} from the probe's rates; the
+    ``PARALLEL`` steps each expect the time of the group, which the total counts once."""
+    steps, group_work, group_fixed = {}, 0.0, 0.0
     for name, work, prec, fixed in step_work(plan):
-        rate = machine["gflops"].get(prec) or machine["gflops"]["fp32"]
-        steps[name] = round(fixed + work / max(rate, 1e-3), 1)
-    return {"machine": machine, "plan": plan, "steps": steps, "total": round(sum(steps.values()), 1)}
+        rate = max(machine["gflops"].get(prec) or machine["gflops"]["fp32"], 1e-3)
+        if name in PARALLEL:
+            group_work, group_fixed = group_work + work / rate, max(group_fixed, fixed)
+        else:
+            steps[name] = round(fixed + work / rate, 1)
+    total = sum(steps.values())
+    if group_work or group_fixed:
+        steps.update({name: round(group_fixed + group_work, 1) for name in PARALLEL})
+        total += group_fixed + group_work
+    return {"machine": machine, "plan": plan, "steps": steps, "total": round(total, 1)}
 
 
 def describe_machine(m: dict) -> str:

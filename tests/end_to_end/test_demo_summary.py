@@ -66,7 +66,8 @@ def test_estimate_is_the_steps_work_over_the_probed_rate(monkeypatch):
     precision, plus its fixed seconds; twice the rate halves the scaled part; the total is the steps' sum."""
     import demo_summary as ds
 
-    costs = {"gen_prompt": 10.0, "gen_token": 1.0, "lora_cache": 5.0, "lora_example": 20.0, "lora_step": 2.0,
+    costs = {"gen_prompt": 10.0, "gen_token": 1.0, "lora_cache": 5.0, "lora_example": 20.0, "lora_shared": 0.5,
+             "lora_step": 2.0,
              "generator_train": 500.0, "generator_eval": 100.0}
     monkeypatch.setattr(ds, "COSTS", costs)
     monkeypatch.setattr(ds, "FIXED_S", {"load": 0.0, "merge": 0.0, "small": 0.0})
@@ -79,10 +80,12 @@ def test_estimate_is_the_steps_work_over_the_probed_rate(monkeypatch):
     assert s["5 strategy inference"] == 130 * (10 + 40) / 50
     assert s["3 LoRA fine-tuning"] == 4 + (100 * 5 + 200 * 20 + 200 * 2) / 50  # 200 steps of one example
     assert s["7 train MAGIC"] == 500 / 10  # the generator runs in fp32: the fp32 rate
-    assert est["total"] == pytest.approx(sum(s.values()), abs=0.2)
-    # 4 examples per step: a quarter of the steps' overhead, the same example work
+    # the three evaluations run at once: each expects the group's time (their work adds up), counted once
+    assert s["8 evaluation"] == s["8 evaluation, wrong strategies"] == 3 * 100 / 10
+    assert est["total"] == pytest.approx(sum(s.values()) - 2 * s["8 evaluation"], abs=0.2)
+    # 4 examples per step: a quarter of the steps' overhead; the shared instruction once per step
     batched = ds.estimate(_plan(precision="bf16", lora_batch=4), fake)["steps"]["3 LoRA fine-tuning"]
-    assert batched == 4 + (100 * 5 + 200 * 20 + 50 * 2) / 50
+    assert batched == pytest.approx(4 + (100 * 5 + 200 * 20 * (0.5 + 0.5 / 4) + 50 * 2) / 50)
     # LLM_TRAIN caps the LoRA pairs, not the motivations
     capped = ds.estimate(_plan(max_train=50), fake)["steps"]
     assert capped["3 LoRA fine-tuning"] == 4 + (50 * 5 + 100 * 20 + 100 * 2) / 10
